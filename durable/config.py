@@ -1,0 +1,78 @@
+"""Engine settings: one validated object, built from keyword arguments and DURABLE_* env."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigurationError
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class EngineSettings(BaseModel):
+    """Every knob of an :class:`~durable.Engine` (and of the dispatcher, which embeds one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn: str | None = Field(None, description="PostgreSQL DSN; None = DURABLE_DSN, else embedded PostgreSQL")
+    schema_name: str = Field("durable", description="schema holding durable's tables")
+    data_dir: str | None = Field(None, description="embedded PostgreSQL data folder")
+    execute: bool = Field(True, description="execute runs in this process (False = client only)")
+    queues: tuple[str, ...] = Field(("default",), description="queues this process executes")
+    concurrency: int = Field(100, ge=1, le=100_000, description="max runs executing at once")
+    lease_ttl_s: float = Field(30.0, gt=0.5, le=3600, description="lease duration; heartbeats renew it")
+    poll_interval_s: float = Field(2.0, gt=0.0, le=300, description="fallback poll for due runs")
+    sticky_grace_s: float = Field(2.0, ge=0.0, le=300,
+                                  description="how long a woken run waits for the process that parked it")
+    claim_batch: int = Field(50, ge=1, le=10_000, description="max runs claimed per query")
+    max_parked: int = Field(10_000, ge=0, description="suspended runs kept hot in memory (LRU)")
+    payload_limit_bytes: int = Field(1024 * 1024, ge=64, description="max size of one JSON payload")
+    history_limit: int = Field(10_000, ge=10, description="max events in one run's history")
+    max_child_depth: int = Field(10, ge=1, le=1000, description="max depth of a run tree")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="bound on connecting to the database")
+    pool_size: int = Field(10, ge=1, le=1000, description="max pooled connections")
+    migrate: bool = Field(True, description="apply schema migrations on start")
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema_ok(cls, v: str) -> str:
+        if not _SCHEMA_RE.match(v):
+            raise ValueError(
+                "schema name must be lowercase letters, digits and underscores, starting with a "
+                f"letter or underscore, at most 41 characters (got {v!r})"
+            )
+        return v
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_ok(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one queue is needed, e.g. queues=('default',)")
+        for q in v:
+            if not q or len(q) > 100:
+                raise ValueError(f"queue names are 1-100 characters (got {q!r})")
+        return tuple(dict.fromkeys(v))
+
+    @classmethod
+    def build(cls, **kwargs: Any) -> "EngineSettings":
+        """Validate keyword settings (None values fall back to DURABLE_* env, then defaults)."""
+        env = {
+            "dsn": os.environ.get("DURABLE_DSN"),
+            "schema_name": os.environ.get("DURABLE_SCHEMA"),
+            "data_dir": os.environ.get("DURABLE_DATA_DIR"),
+        }
+        values = {k: v for k, v in env.items() if v}
+        values.update({k: v for k, v in kwargs.items() if v is not None})
+        if "schema" in values:
+            values["schema_name"] = values.pop("schema")
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigurationError(f"invalid engine settings: {problems}") from None

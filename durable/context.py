@@ -1,0 +1,535 @@
+"""The workflow context: every durable operation a workflow can do.
+
+Each operation takes the next *position* (its place in the workflow's sequence of
+durable calls). On replay the journal's events at that position answer the call; a
+different operation at a journaled position is a non-determinism error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequence
+
+from . import hooks, queries, serde
+from .errors import (CancellationRequested, ChildCancelledError, ChildFailedError, ConfigurationError, DurableError,
+                     RunNotFoundError, SignalTimeoutError, StepError, StepTimeoutError,
+                     WorkflowNotFoundError, PayloadError)
+from .executor import ContinueAsNew, Outcome, Waiter, _Stop
+from .registry import StepDef, WorkflowDef, as_step, resolve
+from .retry import DEFAULT_STEP_RETRY, RetryPolicy
+
+if TYPE_CHECKING:
+    from .executor import Execution
+
+_MAX_SECONDS = 10 * 365 * 86400.0
+
+
+class ParentClosePolicy(str, Enum):
+    """What happens to a still-running child when its parent reaches a terminal state."""
+
+    TERMINATE = "terminate"          # cascade-cancel the child (default)
+    REQUEST_CANCEL = "request_cancel"  # ask the child to cancel gracefully
+    ABANDON = "abandon"              # let the child run on (fire-and-forget)
+
+
+@dataclass(eq=False)
+class ChildRef:
+    """A started child run. ``await ref`` (inside its parent) waits for its result."""
+
+    run_id: uuid.UUID
+    workflow: str
+    parent_run_id: uuid.UUID
+    pos: int
+    _ctx: "Context" = field(repr=False)
+
+    def __await__(self) -> Any:
+        return self._ctx.wait(self).__await__()
+
+    @property
+    def done(self) -> bool:
+        return self.run_id in self._ctx._ex.outcomes
+
+    def result(self) -> Any:
+        """The child's result once known (after awaiting it or from as_completed);
+        raises ChildFailedError / ChildCancelledError like awaiting does."""
+        return self._ctx._outcome_value(self)
+
+
+def _seconds(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{what} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or value > _MAX_SECONDS:
+        raise ConfigurationError(f"{what} must be between 0 and {_MAX_SECONDS:.0f} seconds (10 years), got {value!r}")
+    return float(value)
+
+
+class Context:
+    """Passed to every workflow as its first argument."""
+
+    def __init__(self, ex: "Execution") -> None:
+        self._ex = ex
+        self._pos = 0
+        self._site_counts: dict[str, int] = {}
+        self._cross_pos: dict[uuid.UUID, int] = {}
+        self.log = logging.getLogger(f"durable.workflow.{ex.wf.name}")
+
+    # --- facts about the run -------------------------------------------------------------
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        return self._ex.run_id
+
+    @property
+    def workflow(self) -> str:
+        return self._ex.wf.name
+
+    @property
+    def parent_run_id(self) -> uuid.UUID | None:
+        return self._ex.parent_id
+
+    @property
+    def root_run_id(self) -> uuid.UUID:
+        return self._ex.root_id
+
+    @property
+    def attempt(self) -> int:
+        return self._ex.attempt
+
+    @property
+    def history_length(self) -> int:
+        """Events in this run's history (compare with the history limit; see continue_as_new)."""
+        return self._ex.history_length
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-reads journaled outcomes (e.g. to skip logging)."""
+        return self._pos <= self._ex.max_pos
+
+    def _take_pos(self) -> int:
+        self._ex._check_live()
+        pos = self._pos
+        self._pos += 1
+        return pos
+
+    async def _op(self) -> int:
+        """Take the next position; a cancellation point for graceful cancel requests."""
+        ex = self._ex
+        pos = self._take_pos()
+        evs = ex.by_pos.get(pos)
+        if evs and evs[-1].kind == "cancel_observed":
+            raise CancellationRequested(f"run {ex.run_id} was asked to cancel")
+        if ex.cancel_requested and not ex.cancel_observed and pos > ex.max_pos:
+            await ex.append(pos, "cancel_observed", None, {})
+            ex.cancel_observed = True
+            raise CancellationRequested(f"run {ex.run_id} was asked to cancel")
+        return pos
+
+    # --- steps ---------------------------------------------------------------------------
+
+    async def step(self, fn: Callable[..., Any] | StepDef, *args: Any, name: str | None = None,
+                   retry: RetryPolicy | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` once and journal its outcome (at least once on crashes).
+
+        A failure after the retry policy's attempts raises :class:`StepError` (the same
+        live and on replay). Sync functions run in a worker thread.
+        """
+        ex = self._ex
+        sd = as_step(fn, name)
+        policy = retry or sd.retry or DEFAULT_STEP_RETRY
+        limit_s = timeout if timeout is not None else sd.timeout
+        if limit_s is not None:
+            limit_s = _seconds(limit_s, f"timeout of step {sd.name!r}")
+        pos = await self._op()
+        attempt = 1
+        evs = ex.expect(pos, ("step_completed", "step_failed", "step_retry"), sd.name, f"step {sd.name!r}")
+        if evs:
+            last = evs[-1]
+            if last.kind == "step_completed":
+                return serde.validate(last.data["result"], sd.result_type, what=f"result of step {sd.name!r}")
+            if last.kind == "step_failed":
+                raise StepError(sd.name, last.data["error"], last.data["attempt"])
+            attempt = last.data["attempt"] + 1
+            await self._until(last.data["fire_at"], pos)
+        limit = ex.settings.payload_limit_bytes
+        while True:
+            ex.begin_busy()
+            started = time.monotonic()
+            failure: BaseException
+            try:
+                value = await self._run_step(sd, args, kwargs, limit_s)
+                text, out = serde.roundtrip(value, sd.result_type, what=f"result of step {sd.name!r}", limit=limit)
+            except (_Stop, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                failure = exc
+            else:
+                await ex.append_raw(pos, "step_completed", sd.name,
+                                    '{"attempt":%d,"result":%s}' % (attempt, text))
+                hooks.emit("step.completed", run_id=ex.run_id, workflow=ex.wf.name, step=sd.name,
+                           attempt=attempt, duration_s=time.monotonic() - started)
+                return out
+            finally:
+                ex.end_busy()
+            doc = serde.error_doc(failure)
+            if not isinstance(failure, PayloadError) and policy.should_retry(failure, attempt):
+                delay = policy.delay(attempt)
+                fire_at = await ex.append_timer(pos, "step_retry", sd.name, {"attempt": attempt, "error": doc}, delay)
+                hooks.emit("step.retried", run_id=ex.run_id, workflow=ex.wf.name, step=sd.name,
+                           attempt=attempt, error_type=doc["type"], delay_s=delay)
+                await self._until(fire_at, pos)
+                attempt += 1
+                continue
+            await ex.append(pos, "step_failed", sd.name, {"attempt": attempt, "error": doc})
+            hooks.emit("step.failed", run_id=ex.run_id, workflow=ex.wf.name, step=sd.name, attempt=attempt,
+                       duration_s=time.monotonic() - started, error_type=doc["type"])
+            raise StepError(sd.name, doc, attempt) from failure
+
+    @staticmethod
+    async def _run_step(sd: StepDef, args: tuple, kwargs: dict, limit_s: float | None) -> Any:
+        call = sd.fn(*args, **kwargs) if sd.is_async else asyncio.to_thread(sd.fn, *args, **kwargs)
+        if limit_s is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, limit_s)
+        except asyncio.TimeoutError:
+            raise StepTimeoutError(f"step {sd.name!r} took longer than its timeout of {limit_s} s") from None
+
+    async def _until(self, fire_at: float, pos: int) -> None:
+        """Durable wait until the database clock reaches ``fire_at`` (epoch seconds)."""
+        fut = asyncio.get_running_loop().create_future()
+        await self._ex.wait(Waiter("timer", fut, fire_at=fire_at, pos=pos))
+
+    # --- timers --------------------------------------------------------------------------
+
+    async def sleep(self, seconds: float) -> None:
+        """Durable sleep, measured by the database clock; survives restarts, fires once."""
+        seconds = _seconds(seconds, "ctx.sleep seconds")
+        pos = await self._op()
+        evs = self._ex.expect(pos, ("timer_started",), None, "sleep")
+        if evs:
+            fire_at = evs[0].data["fire_at"]
+        else:
+            fire_at = await self._ex.append_timer(pos, "timer_started", None, {"seconds": seconds}, seconds)
+        await self._until(fire_at, pos)
+
+    # --- signals -------------------------------------------------------------------------
+
+    async def wait_signal(self, name: str, *, timeout: float | None = None) -> Any:
+        """Wait for the next signal called ``name`` (signals sent earlier are kept) and
+        return its payload; raises :class:`SignalTimeoutError` after ``timeout`` seconds."""
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"signal name must be a non-empty string, got {name!r}")
+        if timeout is not None:
+            timeout = _seconds(timeout, "wait_signal timeout")
+        ex = self._ex
+        pos = await self._op()
+        evs = ex.expect(pos, ("signal_received", "signal_wait", "signal_timeout"), name, f"wait_signal {name!r}")
+        deadline = None
+        if evs:
+            last = evs[-1]
+            if last.kind == "signal_received":
+                return last.data["payload"]
+            if last.kind == "signal_timeout":
+                raise SignalTimeoutError(f"no signal {name!r} arrived within the timeout")
+            deadline = last.data.get("fire_at")
+        elif timeout is not None:
+            deadline = await ex.append_timer(pos, "signal_wait", name, {}, timeout)
+        fut = asyncio.get_running_loop().create_future()
+        got = await ex.wait(Waiter("signal", fut, name=name, pos=pos, fire_at=deadline))
+        if got == "timer":
+            await ex.append(pos, "signal_timeout", name, {})
+            raise SignalTimeoutError(f"no signal {name!r} arrived within {timeout} s")
+        return got[0]
+
+    async def _try_consume_signal(self, w: Waiter) -> bool:
+        ex = self._ex
+        async with ex.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.PEEK_SIGNAL, (ex.run_id, w.name))
+            if await cur.fetchone() is None:
+                return False
+            token = ex._check_live()
+            seq = ex._take_seq()
+            cur = await conn.execute(queries.CONSUME_SIGNAL, {
+                "id": ex.run_id, "token": token, "seq": seq, "pos": w.pos, "name": w.name})
+            row = await cur.fetchone()
+        if row is None or not row[0]:
+            ex.next_seq = seq  # nothing was written
+            if row is None:
+                return False
+            ex._lost()
+        from .executor import Event
+
+        ex._index(Event(seq, w.pos, "signal_received", w.name, {"payload": row[1]}))
+        w.future.set_result((row[1],))
+        return True
+
+    # --- children ------------------------------------------------------------------------
+
+    async def start_child(self, workflow: WorkflowDef | str, input: Any = None, *, key: str | None = None,
+                          site: str | None = None, queue: str | None = None, timeout: float | None = None,
+                          retry: RetryPolicy | None = None,
+                          parent_close: ParentClosePolicy | str = ParentClosePolicy.TERMINATE) -> ChildRef:
+        """Start a child run and return its reference without waiting for it."""
+        refs = await self._start_children(workflow, [input], [key], site, queue, timeout, retry, parent_close)
+        return refs[0]
+
+    async def start_children(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *,
+                             key: Callable[[Any], str] | None = None, site: str | None = None,
+                             queue: str | None = None, timeout: float | None = None,
+                             retry: RetryPolicy | None = None,
+                             parent_close: ParentClosePolicy | str = ParentClosePolicy.TERMINATE) -> list[ChildRef]:
+        """Start one child per input, all in one transaction (fan-out)."""
+        inputs = list(inputs)
+        keys = [key(i) for i in inputs] if key is not None else [None] * len(inputs)
+        return await self._start_children(workflow, inputs, keys, site, queue, timeout, retry, parent_close)
+
+    async def child(self, workflow: WorkflowDef | str, input: Any = None, **options: Any) -> Any:
+        """Start a child and wait for its result (the synchronous form)."""
+        ref = await self.start_child(workflow, input, **options)
+        return await self.wait(ref)
+
+    async def _start_children(self, workflow: WorkflowDef | str, inputs: list[Any], keys: list[str | None],
+                              site: str | None, queue: str | None, timeout: float | None,
+                              retry: RetryPolicy | None, parent_close: ParentClosePolicy | str) -> list[ChildRef]:
+        ex = self._ex
+        wf = resolve(workflow)
+        if inputs:
+            await self._op()
+            self._pos -= 1  # the cancellation point only; positions are taken below
+        policy = ParentClosePolicy(parent_close).value if not isinstance(parent_close, ParentClosePolicy) \
+            else parent_close.value
+        if timeout is not None:
+            timeout = _seconds(timeout, "child timeout")
+        if site is not None and (not isinstance(site, str) or not site):
+            raise ConfigurationError(f"site= must be a non-empty string naming the call site, got {site!r}")
+        call_site = site or wf.name
+        limit = ex.settings.payload_limit_bytes
+        prepared = []
+        for value, k in zip(inputs, keys):
+            if k is not None and not isinstance(k, str):
+                raise ConfigurationError(
+                    f"child key must be a string (got {type(k).__name__} {k!r}); use e.g. key=f'order-{{id}}'")
+            if not wf.takes_input and value is not None:
+                raise PayloadError(f"workflow {wf.name!r} takes no input, but one was given")
+            text, _ = serde.roundtrip(value, wf.input_type, what=f"input of child workflow {wf.name!r}", limit=limit)
+            prepared.append((text, k))
+        refs: list[ChildRef] = []
+        specs: list[dict[str, Any]] = []
+        seen: set[uuid.UUID] = set()
+        for text, k in prepared:
+            if k is not None:
+                ident = f"{call_site}|key|{k}"
+            else:
+                n = self._site_counts.get(call_site, 0)
+                self._site_counts[call_site] = n + 1
+                ident = f"{call_site}|#{n}"
+            cid = uuid.uuid5(ex.run_id, ident)
+            digest = hashlib.sha256(f"{wf.name}\0{text}".encode()).hexdigest()[:24]
+            pos = self._take_pos()
+            found = f"start_child {wf.name!r} ({ident})"
+            evs = ex.expect(pos, ("child_started",), wf.name, found)
+            if evs:
+                data = evs[0].data
+                if data["child_id"] != str(cid) or data.get("hash") != digest:
+                    what = "a different key/site" if data["child_id"] != str(cid) else "a different input"
+                    from .errors import NonDeterminismError
+
+                    raise NonDeterminismError(ex.run_id, pos, f"child_started {wf.name!r} id={data['child_id']}",
+                                              f"{found} with {what}")
+            else:
+                if cid in seen or cid in ex.child_pos:
+                    from .errors import RunConflictError
+
+                    raise RunConflictError(
+                        f"child key {k!r} at site {call_site!r} is used twice in run {ex.run_id}; keys must be "
+                        "unique per call site")
+                specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
+                              "queue": queue or wf.queue, "input": text, "pos": pos, "hash": digest,
+                              "policy": policy, "timeout": timeout or wf.execution_timeout,
+                              "retry": retry.to_doc() if retry else None})
+            seen.add(cid)
+            refs.append(ChildRef(cid, wf.name, ex.run_id, pos, self))
+        if specs:
+            try:
+                await ex.start_children(specs)
+            except BaseException:
+                self._pos -= len(prepared)  # nothing was written; a caught error leaves no gap
+                raise
+            for s in specs:
+                hooks.emit("child.started", parent_run_id=ex.run_id, child_run_id=s["id"], workflow=wf.name,
+                           parent_workflow=ex.wf.name)
+        return refs
+
+    def _check_refs(self, refs: Sequence[ChildRef]) -> None:
+        for r in refs:
+            if not isinstance(r, ChildRef):
+                raise ConfigurationError(f"expected a ChildRef from ctx.start_child, got {r!r}")
+            if r.parent_run_id != self._ex.run_id:
+                raise ConfigurationError(
+                    f"child reference {r.run_id} belongs to run {r.parent_run_id}, not to this run "
+                    f"{self._ex.run_id}; to wait on another run's child use ctx.wait_run(run_id)")
+
+    async def _await_known(self, ids: list[uuid.UUID], mode: str = "all", pos: int | None = None) -> None:
+        ex = self._ex
+        outcomes = ex.outcomes
+        if ex.interrupt_seq is not None and pos is None:
+            # replaying a wait that a graceful cancel interrupted: it is the first wait
+            # whose outcomes were not all journaled before the interruption
+            cut = ex.interrupt_seq
+            ok = [i in outcomes and outcomes[i].seq < cut for i in ids]
+            if not (all(ok) if mode == "all" else any(ok)):
+                ex.interrupt_seq = None
+                raise CancellationRequested(f"run {ex.run_id} was asked to cancel")
+        missing = tuple(i for i in ids if i not in outcomes)
+        if missing and (mode == "all" or len(missing) == len(ids)):
+            fut = asyncio.get_running_loop().create_future()
+            await ex.wait(Waiter("children", fut, ids=missing, mode=mode, pos=pos))
+
+    def _outcome_value(self, ref: ChildRef) -> Any:
+        oc = self._ex.outcomes.get(ref.run_id)
+        if oc is None:
+            raise DurableError(f"child {ref.run_id} has not finished yet; await it first")
+        return self._value(oc, ref.workflow, child=True)
+
+    def _value(self, oc: Outcome, workflow: str, *, child: bool) -> Any:
+        if oc.status == "completed":
+            try:
+                tp = resolve(workflow).result_type
+            except WorkflowNotFoundError:
+                tp = None
+            return serde.validate(oc.result, tp, what=f"result of {workflow!r}")
+        if oc.status == "failed":
+            raise ChildFailedError(oc.run_id, oc.error, workflow)
+        reason = (oc.error or {}).get("reason") or (oc.error or {}).get("type") or "cancelled"
+        raise ChildCancelledError(oc.run_id, reason)
+
+    async def wait(self, ref: ChildRef) -> Any:
+        """Suspend until the child is terminal; return its result or raise
+        :class:`ChildFailedError` / :class:`ChildCancelledError`."""
+        self._check_refs([ref])
+        await self._await_known([ref.run_id])
+        return self._outcome_value(ref)
+
+    async def gather(self, refs: Sequence[ChildRef], *, return_exceptions: bool = False) -> list[Any]:
+        """Wait for all children (fan-in); results in the order of ``refs``."""
+        refs = list(refs)
+        self._check_refs(refs)
+        await self._await_known([r.run_id for r in refs])
+        out: list[Any] = []
+        for r in refs:
+            try:
+                out.append(self._outcome_value(r))
+            except (ChildFailedError, ChildCancelledError) as exc:
+                if not return_exceptions:
+                    raise
+                out.append(exc)
+        return out
+
+    async def as_completed(self, refs: Sequence[ChildRef]) -> AsyncIterator[ChildRef]:
+        """Yield each child's reference as it finishes, first finished first; call
+        ``ref.result()`` for its value (or its typed error)."""
+        pending = list(refs)
+        self._check_refs(pending)
+        outcomes = self._ex.outcomes
+        while pending:
+            known = sorted((r for r in pending if r.run_id in outcomes), key=lambda r: outcomes[r.run_id].seq)
+            if not known:
+                await self._await_known([r.run_id for r in pending], mode="any")
+                continue
+            for r in known:
+                pending.remove(r)
+                yield r
+
+    async def map(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *, concurrency: int = 10,
+                  key: Callable[[Any], str] | None = None, return_exceptions: bool = False,
+                  **options: Any) -> list[Any]:
+        """One child per input with at most ``concurrency`` running at once (a sliding
+        window); results in input order."""
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
+        items = list(inputs)
+        results: list[Any] = [None] * len(items)
+        index: dict[uuid.UUID, int] = {}
+        inflight: list[ChildRef] = []
+        nxt = 0
+
+        async def fill() -> None:
+            nonlocal nxt
+            batch = items[nxt: nxt + concurrency - len(inflight)]
+            if not batch:
+                return
+            refs = await self.start_children(workflow, batch, key=key, site=options.pop("site", None) or None,
+                                             **options) if False else await self._start_children(
+                workflow, batch, [key(i) for i in batch] if key else [None] * len(batch), options.get("site"),
+                options.get("queue"), options.get("timeout"), options.get("retry"),
+                options.get("parent_close", ParentClosePolicy.TERMINATE))
+            for i, r in enumerate(refs):
+                index[r.run_id] = nxt + i
+            inflight.extend(refs)
+            nxt += len(batch)
+
+        await fill()
+        while inflight:
+            async for ref in self.as_completed(inflight):
+                inflight.remove(ref)
+                try:
+                    results[index[ref.run_id]] = ref.result()
+                except (ChildFailedError, ChildCancelledError) as exc:
+                    if not return_exceptions:
+                        raise
+                    results[index[ref.run_id]] = exc
+                break
+            await fill()
+        return results
+
+    # --- waiting on any run (M:N) --------------------------------------------------------
+
+    async def wait_run(self, run_id: uuid.UUID | str) -> Any:
+        """Wait for any run (not only a child) to finish and return its result; many runs
+        may wait on one. Raises RunFailedError-compatible ChildFailedError/ChildCancelledError."""
+        ex = self._ex
+        try:
+            target = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+        except ValueError:
+            raise ConfigurationError(f"{run_id!r} is not a run id (a UUID)") from None
+        pos = await self._op()
+        evs = ex.expect(pos, ("wait_started",), None, f"wait_run {target}")
+        if evs:
+            if evs[0].data["run_id"] != str(target):
+                from .errors import NonDeterminismError
+
+                raise NonDeterminismError(ex.run_id, pos, f"wait_run {evs[0].data['run_id']}", f"wait_run {target}")
+            workflow = evs[0].data.get("workflow") or ""
+        else:
+            async with ex.engine.pool.connection() as conn:
+                row = await (await conn.execute(queries.RUN_EXISTS, (target,))).fetchone()
+                if row is None:
+                    self._pos -= 1
+                    raise RunNotFoundError(target)
+                workflow = row[0]
+                await conn.execute(queries.REGISTER_WAIT, (target, ex.run_id))
+            await ex.append(pos, "wait_started", None, {"run_id": str(target), "workflow": workflow})
+        self._cross_pos[target] = pos
+        await self._await_known([target], pos=pos)
+        return self._value(ex.outcomes[target], workflow, child=False)
+
+    # --- continue-as-new -----------------------------------------------------------------
+
+    def continue_as_new(self, input: Any = None, *, workflow: WorkflowDef | str | None = None) -> None:
+        """End this run and continue as a new run with fresh history (raises; does not return)."""
+        wf = resolve(workflow) if workflow is not None else self._ex.wf
+        text, _ = serde.roundtrip(input, wf.input_type, what=f"continue_as_new input of {wf.name!r}",
+                                  limit=self._ex.settings.payload_limit_bytes)
+        raise ContinueAsNew(text, wf)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,479 @@
+"""The Engine: what a service embeds (start runs, wait for results, cancel, signal) and,
+with ``execute=True`` (the default), what executes runs in-process. The dispatcher
+daemon is an Engine with a CLI, health endpoints and signal handling around it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from . import db, hooks, queries, serde
+from .config import EngineSettings
+from .errors import (ConfigurationError, DurableError, RunCancelledError, RunConflictError,
+                     RunFailedError, RunNotFoundError, RunTimeoutError, WorkflowNotFoundError,
+                     PayloadError)
+from .executor import TERMINAL, Event, Evicted, Execution, Shutdown
+from .handle import RunHandle, RunInfo
+from .registry import WorkflowDef, all_workflows, resolve
+from .worker import Claimer, Heartbeat, Listener
+
+log = logging.getLogger("durable.engine")
+
+_SAFETY_RECHECK_S = 15.0  # result waits re-read the run this often in case a notification was lost
+
+
+class Engine:
+    """``async with Engine(dsn) as engine:`` — see :class:`~durable.config.EngineSettings`
+    for every keyword (``schema``, ``execute``, ``queues``, ``concurrency``, ...)."""
+
+    def __init__(self, dsn: str | None = None, **settings: Any) -> None:
+        self.settings = EngineSettings.build(dsn=dsn, **settings)
+        self.dsn = ""
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.channel = f"durable_wake_{self.settings.schema_name}"
+        self.pool: Any = None
+        self.active: dict[uuid.UUID, Execution] = {}
+        self.parked: OrderedDict[uuid.UUID, Execution] = OrderedDict()
+        self.loading: set[uuid.UUID] = set()
+        self.closing = False
+        self.opened = False
+        self._results: dict[uuid.UUID, list[asyncio.Future]] = {}
+        self._timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.listener = Listener(self)
+        self.claimer = Claimer(self) if self.settings.execute else None
+        self.heartbeat = Heartbeat(self) if self.settings.execute else None
+        from .lifecycle import Lifecycle
+
+        self.lifecycle = Lifecycle(self)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "Engine":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def open(self) -> "Engine":
+        """Connect (starting embedded PostgreSQL when no DSN is configured), migrate, and
+        start the background loops."""
+        from . import migrate
+
+        if self.opened:
+            return self
+        s = self.settings
+        self.dsn = await db.resolve_dsn(s.dsn, data_dir=s.data_dir)
+        conn = await db.connect(self.dsn, schema=s.schema_name, timeout=s.connect_timeout_s)
+        try:
+            if s.migrate:
+                await migrate.migrate(conn, s.schema_name)
+            else:
+                await migrate.check_schema(conn, s.schema_name)
+        finally:
+            await conn.close()
+        self.pool = await db.open_pool(self.dsn, schema=s.schema_name, min_size=min(2, s.pool_size),
+                                       max_size=s.pool_size, timeout=s.connect_timeout_s)
+        self.closing = False
+        self.listener.start()
+        if self.claimer is not None:
+            self.claimer.start()
+            self.heartbeat.start()  # type: ignore[union-attr]
+        self.opened = True
+        try:
+            await asyncio.wait_for(self.listener.connected.wait(), s.connect_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("listener not connected yet; wakes fall back to polling until it is")
+        return self
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop claiming, let in-flight runs reach their next durable point for up to
+        ``grace`` seconds, release the leases of those that did not, and disconnect."""
+        if not self.opened:
+            return
+        self.closing = True
+        if self.claimer is not None:
+            await self.claimer.stop()
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        deadline = time.monotonic() + grace
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for ex in list(self.active.values()):
+            await self._release(ex)
+            ex.stop(Shutdown())
+        for ex in list(self.parked.values()):
+            ex.stop(Shutdown())
+        self.parked.clear()
+        if self.pool is not None:
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "UPDATE durable_runs SET lease_owner = NULL WHERE lease_owner = %s AND status = 'suspended'",
+                        (self.owner,))
+            except Exception as exc:
+                log.warning("could not clear sticky hints on close: %s", exc)
+        tasks = [ex.task for ex in list(self.active.values()) if ex.task is not None] + list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        await self.listener.stop()
+        for futs in self._results.values():
+            for f in futs:
+                if not f.done():
+                    f.set_result(None)
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        self.opened = False
+
+    @property
+    def ready(self) -> bool:
+        """Database reachable and listener up (for readiness probes)."""
+        return self.opened and not self.closing and self.listener.up
+
+    def _require_open(self) -> None:
+        if not self.opened:
+            raise ConfigurationError("the engine is not open: use `async with Engine(...) as engine:` "
+                                     "or `await engine.open()` first")
+
+    # --- starting runs -------------------------------------------------------------------
+
+    def workflow_keys(self) -> list[str]:
+        return [wf.key for wf in all_workflows().values()]
+
+    def capacity(self) -> int:
+        return self.settings.concurrency - len(self.active) - len(self.loading)
+
+    async def start(self, workflow: WorkflowDef | str, input: Any = None, *, id: uuid.UUID | str | None = None,
+                    key: str | None = None, queue: str | None = None, timeout: float | None = None,
+                    start_at: Any = None) -> RunHandle:
+        """Start a run and return its handle. With ``id=`` or ``key=`` (an idempotency
+        key), starting twice returns the same run."""
+        self._require_open()
+        wf = resolve(workflow)
+        if not wf.takes_input and input is not None:
+            raise PayloadError(f"workflow {wf.name!r} takes no input (its signature is (ctx)), but one was given")
+        text, _ = serde.roundtrip(input, wf.input_type, what=f"input of workflow {wf.name!r}",
+                                  limit=self.settings.payload_limit_bytes)
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 500):
+            raise ConfigurationError(f"key= must be a non-empty string of at most 500 characters, got {key!r}")
+        if id is None:
+            run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"durable:{wf.name}:{key}") if key else uuid.uuid4()
+        else:
+            try:
+                run_id = id if isinstance(id, uuid.UUID) else uuid.UUID(str(id))
+            except ValueError:
+                raise ConfigurationError(f"id= must be a UUID, got {id!r}") from None
+        q = queue or wf.queue
+        tmo = timeout if timeout is not None else wf.execution_timeout
+        if tmo is not None and (isinstance(tmo, bool) or not isinstance(tmo, (int, float)) or not 0 < tmo <= 3.2e8):
+            raise ConfigurationError(f"timeout must be > 0 seconds and at most 10 years, got {tmo!r}")
+        local = (self.settings.execute and not self.closing and q in self.settings.queues
+                 and start_at is None and self.capacity() > 0)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(queries.START_RUN, {
+                "id": run_id, "workflow": wf.name, "version": wf.version, "queue": q, "leased": local,
+                "input": text, "key": key, "timeout": tmo, "owner": self.owner, "ttl": self.settings.lease_ttl_s,
+                "start_at": start_at})
+            row = await cur.fetchone()
+            if row is None:
+                existing = await (await conn.execute(queries.FIND_RUN_FOR_START,
+                                                     {"id": run_id, "key": key, "workflow": wf.name})).fetchone()
+                if existing is None:  # raced with a delete (retention): try once more
+                    raise RunConflictError(f"run {run_id} could not be started; retry")
+                if existing[1] != wf.name:
+                    raise RunConflictError(
+                        f"run id {existing[0]} is already used by a run of workflow {existing[1]!r}, not "
+                        f"{wf.name!r}; choose another id/key")
+                return RunHandle(self, existing[0], wf.name)
+        hooks.emit("run.started", run_id=run_id, workflow=wf.name, queue=q, parent_run_id=None)
+        if local:
+            claim = {"id": run_id, "root_id": run_id, "parent_id": None, "lease_token": row[2],
+                     "input": json.loads(text), "attempt": 1, "depth": 0, "prev_status": "pending",
+                     "wake_latency_s": None, "last_seq": 0}
+            self._begin(claim, wf, [], "start")
+        return RunHandle(self, run_id, wf.name)
+
+    async def run(self, workflow: WorkflowDef | str, input: Any = None, *, timeout: float | None = None,
+                  **options: Any) -> Any:
+        """Start a run and wait for its result."""
+        handle = await self.start(workflow, input, **options)
+        return await handle.result(timeout=timeout)
+
+    def get_handle(self, run_id: uuid.UUID | str) -> RunHandle:
+        try:
+            rid = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+        except ValueError:
+            raise ConfigurationError(f"{run_id!r} is not a run id (a UUID)") from None
+        return RunHandle(self, rid, None)
+
+    # --- executing -----------------------------------------------------------------------
+
+    def _begin(self, claim: dict[str, Any], wf: WorkflowDef, history: list[Event], source: str) -> None:
+        ex = Execution(self, claim, wf, history)
+        self.active[ex.run_id] = ex
+        ex.start()
+        hooks.emit("run.resumed", run_id=ex.run_id, workflow=wf.name, source=source,
+                   wake_latency_s=claim.get("wake_latency_s") if claim.get("prev_status") == "suspended" else None)
+
+    def on_claimed(self, claim: dict[str, Any], source: str) -> None:
+        run_id = claim["id"]
+        ex = self.parked.pop(run_id, None)
+        if ex is not None and ex.park_future is not None and not ex.park_future.done():
+            self.active[run_id] = ex
+            timer = self._timers.pop(run_id, None)
+            if timer:
+                timer.cancel()
+            ex.park_future.set_result(claim)
+            hooks.emit("run.resumed", run_id=run_id, workflow=ex.wf.name, source=source,
+                       wake_latency_s=claim.get("wake_latency_s") if claim.get("prev_status") == "suspended" else None)
+            return
+        self.replay_claimed(claim, source)
+
+    def replay_claimed(self, claim: dict[str, Any], source: str) -> None:
+        """Execute a claimed run from its journal (cold)."""
+        self.loading.add(claim["id"])
+        self._spawn(self._load_and_begin(claim, source))
+
+    async def _load_and_begin(self, claim: dict[str, Any], source: str) -> None:
+        run_id = claim["id"]
+        try:
+            wf = next((w for w in all_workflows().values()
+                       if w.name == claim["workflow"] and w.version == claim["version"]), None)
+            if wf is None:  # unregistered since the claim: give it back
+                await self._release_row(run_id, claim["lease_token"])
+                return
+            history: list[Event] = []
+            if claim.get("last_seq"):
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(queries.LOAD_HISTORY, (run_id,))
+                    history = [Event(r[0], r[1], r[2], r[3], r[4] or {}) for r in await cur.fetchall()]
+            self._begin(claim, wf, history, source)
+        except Exception as exc:
+            log.warning("run %s: could not start its execution (%s); lease will expire and it is retried",
+                        run_id, exc)
+        finally:
+            self.loading.discard(run_id)
+
+    def execution_ended(self, ex: Execution, reason: str) -> None:
+        if self.active.get(ex.run_id) is ex:
+            del self.active[ex.run_id]
+        if self.parked.get(ex.run_id) is ex:
+            del self.parked[ex.run_id]
+        if reason != "terminal":
+            self._wake_result_waiters(ex.run_id)  # they re-read the database
+        self.kick_claimer()
+
+    async def park(self, ex: Execution, fire_at: float | None, *, due_now: bool, db_now: float) -> dict[str, Any]:
+        """Keep a suspended run's coroutine in memory until this process re-claims it."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        ex.park_future = fut
+        if self.active.get(ex.run_id) is ex:
+            del self.active[ex.run_id]
+        if self.closing:
+            raise Shutdown()
+        self.parked[ex.run_id] = ex
+        while len(self.parked) > self.settings.max_parked:
+            _, old = self.parked.popitem(last=False)
+            old.stop(Evicted())
+        if due_now:
+            self._spawn(self.claim_one(ex.run_id, "local"))
+        elif fire_at is not None:
+            delay = max(0.0, fire_at - db_now)
+            self._timers[ex.run_id] = loop.call_later(delay, self._timer_fired, ex.run_id)
+        self.kick_claimer()
+        try:
+            return await fut
+        finally:
+            ex.park_future = None
+
+    def _timer_fired(self, run_id: uuid.UUID) -> None:
+        self._timers.pop(run_id, None)
+        self._spawn(self.claim_one(run_id, "local"))
+
+    async def claim_one(self, run_id: uuid.UUID, source: str) -> bool:
+        if self.closing or not self.settings.execute:
+            return False
+        try:
+            async with self.pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(queries.CLAIM_ONE, {
+                    "id": run_id, "workflows": self.workflow_keys(), "owner": self.owner,
+                    "ttl": self.settings.lease_ttl_s})
+                row = await cur.fetchone()
+        except Exception as exc:
+            log.warning("run %s: claim failed (%s); the poll will retry", run_id, exc)
+            return False
+        if row is None:
+            if run_id in self.parked and run_id not in self._timers:
+                # not due yet by the database clock (clock skew): look again shortly
+                loop = asyncio.get_running_loop()
+                self._timers[run_id] = loop.call_later(0.05, self._timer_fired, run_id)
+            return False
+        hooks.emit("claim.batch", count=1, source=source)
+        self.on_claimed(row, source)
+        return True
+
+    def kick_claimer(self) -> None:
+        if self.claimer is not None:
+            self.claimer.kick()
+
+    def catch_up(self) -> None:
+        """After (re)connecting the listener: claim what is due and re-check result waits."""
+        self.kick_claimer()
+        for run_id in list(self._results):
+            self._wake_result_waiters(run_id)
+
+    def on_wake_notification(self, run_id: uuid.UUID, owner: str) -> None:
+        ex = self.active.get(run_id)
+        if ex is not None:
+            ex.kick()  # running here: re-evaluate its waits
+        elif run_id in self.parked:
+            self._spawn(self.claim_one(run_id, "notify"))
+        elif not owner or owner == self.owner:
+            self.kick_claimer()
+
+    def on_done_notification(self, payload: str) -> None:
+        try:
+            self._wake_result_waiters(uuid.UUID(payload))
+        except ValueError:
+            pass
+
+    def on_cancel_notification(self, payload: str) -> None:
+        self.lifecycle.on_cancel_notification(payload)
+
+    async def _release(self, ex: Execution) -> None:
+        if ex.token is not None:
+            await self._release_row(ex.run_id, ex.token)
+            ex.token = None
+
+    async def _release_row(self, run_id: uuid.UUID, token: int) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
+        except Exception as exc:
+            log.warning("run %s: could not release its lease (%s); it resumes after lease expiry", run_id, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- results -------------------------------------------------------------------------
+
+    def deliver_result(self, run_id: uuid.UUID, status: str, result: Any, error: Any) -> None:
+        for fut in self._results.pop(run_id, ()):
+            if not fut.done():
+                fut.set_result((status, result, error))
+
+    def _wake_result_waiters(self, run_id: uuid.UUID) -> None:
+        for fut in self._results.pop(run_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def result(self, run_id: uuid.UUID, *, timeout: float | None = None,
+                     workflow: str | None = None) -> Any:
+        """Wait for a run (following continue-as-new) and return its result, or raise
+        RunFailedError / RunCancelledError; RunTimeoutError after ``timeout`` seconds."""
+        self._require_open()
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout < 0):
+            raise ConfigurationError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        watched: uuid.UUID | None = None
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise RunTimeoutError(f"run {run_id} did not finish within {timeout} s (it keeps running; "
+                                      "wait again or cancel it)")
+            fut: asyncio.Future = loop.create_future()
+            if run_id in self.active or run_id in self.parked or run_id in self.loading:
+                self._results.setdefault(run_id, []).append(fut)
+            else:
+                state = await self._chain_state(run_id)
+                if state["status"] in TERMINAL:
+                    return self._outcome(state)
+                live = state["id"]
+                self._results.setdefault(live, []).append(fut)
+                if watched != live:
+                    async with self.pool.connection() as conn:
+                        await conn.execute(queries.WATCH_RUN, (live,))
+                    watched = live
+                    state = await self._chain_state(run_id)  # it may have finished meanwhile
+                    if state["status"] in TERMINAL:
+                        fut.cancel()
+                        return self._outcome(state)
+            wait = _SAFETY_RECHECK_S if remaining is None else min(remaining, _SAFETY_RECHECK_S)
+            try:
+                got = await asyncio.wait_for(asyncio.shield(fut), wait)
+            except asyncio.TimeoutError:
+                continue
+            if got is not None:
+                status, result, error = got
+                return self._outcome({"id": run_id, "status": status, "result": result, "error": error,
+                                      "workflow": workflow})
+
+    async def _chain_state(self, run_id: uuid.UUID) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(queries.RUN_CHAIN_STATE, (run_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return {"id": row[0], "status": row[1], "result": row[2], "error": row[3], "workflow": row[4]}
+
+    @staticmethod
+    def _outcome(state: dict[str, Any]) -> Any:
+        status = state["status"]
+        if status == "completed":
+            result = state["result"]
+            wf = state.get("workflow")
+            if wf:
+                try:
+                    return serde.validate(result, resolve(wf).result_type, what=f"result of {wf!r}")
+                except WorkflowNotFoundError:
+                    return result
+            return result
+        if status == "failed":
+            raise RunFailedError(state["id"], state["error"], state.get("workflow"))
+        reason = (state.get("error") or {}).get("reason") if isinstance(state.get("error"), dict) else None
+        raise RunCancelledError(state["id"], reason)
+
+    async def info(self, run_id: uuid.UUID) -> RunInfo:
+        self._require_open()
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(queries.RUN_INFO, (run_id,))
+            row = await cur.fetchone()
+            names = [c.name for c in cur.description] if cur.description else []
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return RunInfo(**dict(zip(names, row)))
+
+    # --- signals and cancellation (see lifecycle.py) -------------------------------------
+
+    async def signal(self, run_id: uuid.UUID | str, name: str, payload: Any = None, *,
+                     delivery_id: str | None = None) -> bool:
+        """Send a signal; returns False when ``delivery_id`` was already delivered."""
+        return await self.lifecycle.signal(self.get_handle(run_id).run_id, name, payload, delivery_id)
+
+    async def cancel(self, run_id: uuid.UUID | str, *, graceful: bool = False, reason: str = "cancelled") -> int:
+        """Cancel a run and its in-flight descendants; returns how many runs were cancelled
+        (0 when it had already finished). ``graceful=True`` asks the run to cancel itself."""
+        return await self.lifecycle.cancel(self.get_handle(run_id).run_id, graceful=graceful, reason=reason)
+
+
+__all__ = ["Engine", "RunHandle", "RunInfo", "DurableError"]

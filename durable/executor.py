@@ -1,0 +1,573 @@
+"""One execution of one run in this process: replay, fenced journal writes, waits.
+
+An :class:`Execution` drives the workflow coroutine. Durable operations (in
+``context.py``) read their outcome from the journal when it is there (replay) and
+otherwise do the work and append it under the lease token. Operations that wait
+(children, timers, signals, other runs) register a :class:`Waiter`; the execution's
+driver evaluates all waiters against the database in one pass, journals what became
+known, and when nothing can progress it *suspends* the run (lease released) and parks
+the coroutine in memory. A wake (notification, timer, poll) re-claims the run and the
+parked coroutine resumes where it was without replay; if another process advanced the
+run meanwhile, or the coroutine was evicted, a cold replay from the journal takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import hooks, queries, serde
+from .errors import (CancellationRequested, ChildDepthError, HistoryLimitError, LeaseLostError,
+                     NonDeterminismError, PayloadError, RunConflictError)
+from .registry import WorkflowDef
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .engine import Engine
+
+log = logging.getLogger("durable.executor")
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class _Stop(BaseException):
+    """Unwinds a workflow coroutine that must stop executing here (not a failure)."""
+
+    reason = "stop"
+
+
+class LeaseLost(_Stop):
+    reason = "lease_lost"
+
+
+class Evicted(_Stop):
+    reason = "evicted"
+
+
+class Shutdown(_Stop):
+    reason = "shutdown"
+
+
+class Stale(_Stop):
+    """Another process advanced the run while it was parked here: replay from the journal."""
+
+    reason = "stale"
+
+    def __init__(self, claim: dict[str, Any]) -> None:
+        super().__init__()
+        self.claim = claim
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ctx.continue_as_new(); ends the run as `continued`."""
+
+    def __init__(self, input_json: str, workflow: WorkflowDef) -> None:
+        super().__init__()
+        self.input_json = input_json
+        self.workflow = workflow
+
+
+@dataclass(slots=True)
+class Event:
+    seq: int
+    pos: int | None
+    kind: str
+    name: str | None
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A finished run as seen by a waiter."""
+
+    run_id: uuid.UUID
+    status: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+    seq: int = 0  # journal seq of the outcome event (as_completed order)
+
+
+@dataclass(eq=False)
+class Waiter:
+    kind: str  # 'children' | 'timer' | 'signal'
+    future: asyncio.Future
+    ids: tuple[uuid.UUID, ...] = ()
+    mode: str = "all"  # children: 'all' | 'any'
+    fire_at: float | None = None
+    name: str | None = None
+    pos: int | None = None
+    seen: set[uuid.UUID] = field(default_factory=set)
+
+
+class Execution:
+    def __init__(self, engine: "Engine", claim: dict[str, Any], wf: WorkflowDef,
+                 history: list[Event]) -> None:
+        from .context import Context  # cycle: context uses Execution's API
+
+        self.engine = engine
+        self.settings = engine.settings
+        self.run_id: uuid.UUID = claim["id"]
+        self.root_id: uuid.UUID = claim["root_id"]
+        self.parent_id: uuid.UUID | None = claim.get("parent_id")
+        self.token: int | None = claim["lease_token"]
+        self.attempt: int = claim.get("attempt") or 1
+        self.depth: int = claim.get("depth") or 0
+        self.cancel_requested = bool(claim.get("cancel_requested"))
+        self.cancel_observed = False
+        self.interrupt_seq: int | None = None  # replay: a wait interrupted by a cancel request
+        self.wf = wf
+        self.raw_input = claim["input"]
+        self.by_pos: dict[int, list[Event]] = {}
+        self.max_pos = -1
+        self.next_seq = 1
+        for ev in history:
+            self._index(ev)
+        self.outcomes: dict[uuid.UUID, Outcome] = {}   # journaled child/run outcomes by chain id
+        self.child_pos: dict[uuid.UUID, int] = {}      # children this run started: id -> pos
+        self.cross_waits: set[uuid.UUID] = set()       # non-child runs waited on (M:N)
+        for ev in history:
+            self._learn(ev)
+        self.child_xmin = 0
+        self.waiters: list[Waiter] = []
+        self.busy = 0
+        self.stopping: _Stop | None = None
+        self.kicked = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.wf_task: asyncio.Task | None = None
+        self.park_future: asyncio.Future | None = None
+        self.started_mono = time.monotonic()
+        self.ctx: Context = Context(self)
+
+    # --- history ------------------------------------------------------------------------
+
+    def _index(self, ev: Event) -> None:
+        if ev.pos is not None:
+            self.by_pos.setdefault(ev.pos, []).append(ev)
+            self.max_pos = max(self.max_pos, ev.pos)
+        self.next_seq = max(self.next_seq, ev.seq + 1)
+
+    def _learn(self, ev: Event) -> None:
+        if ev.kind == "child_started":
+            self.child_pos[uuid.UUID(ev.data["child_id"])] = ev.pos  # type: ignore[assignment]
+        elif ev.kind in ("child_completed", "child_failed", "child_cancelled", "run_outcome"):
+            rid = uuid.UUID(ev.data["run_id"])
+            self.outcomes[rid] = Outcome(rid, ev.data["status"], ev.data.get("result"),
+                                         ev.data.get("error"), ev.seq)
+        elif ev.kind == "wait_started":
+            self.cross_waits.add(uuid.UUID(ev.data["run_id"]))
+        elif ev.kind == "cancel_observed":
+            self.cancel_observed = True
+            if ev.pos is None:
+                self.interrupt_seq = ev.seq
+
+    def history_for(self, pos: int) -> list[Event] | None:
+        return self.by_pos.get(pos)
+
+    def expect(self, pos: int, kinds: tuple[str, ...], name: str | None, found: str) -> list[Event] | None:
+        """The events journaled at ``pos``, checked against what the code does now."""
+        evs = self.by_pos.get(pos)
+        if not evs:
+            return None
+        first = evs[0]
+        if first.kind not in kinds or (name is not None and first.name != name):
+            raise NonDeterminismError(self.run_id, pos, f"{first.kind} {first.name!r}", found)
+        return evs
+
+    @property
+    def history_length(self) -> int:
+        return self.next_seq - 1
+
+    # --- fenced writes ------------------------------------------------------------------
+
+    def _check_live(self) -> int:
+        if self.stopping is not None:
+            raise self.stopping
+        if self.token is None:
+            raise LeaseLost()
+        return self.token
+
+    def _take_seq(self, n: int = 1) -> int:
+        first = self.next_seq
+        if first + n - 1 > self.settings.history_limit:
+            raise HistoryLimitError(
+                f"run {self.run_id} reached the history limit of {self.settings.history_limit} events; "
+                "end long loops with ctx.continue_as_new(...) (ctx.history_length tells how close you are) "
+                "or raise history_limit"
+            )
+        self.next_seq += n
+        return first
+
+    async def append(self, pos: int | None, kind: str, name: str | None, data: dict[str, Any]) -> Event:
+        token = self._check_live()
+        text = serde.dumps(data, what=f"{kind} event", limit=self.settings.payload_limit_bytes * 2 + 4096)
+        seq = self._take_seq()
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
+            if cur.rowcount != 1:
+                self._lost()
+        ev = Event(seq, pos, kind, name, json.loads(text))
+        self._index(ev)
+        return ev
+
+    async def append_raw(self, pos: int | None, kind: str, name: str | None, text: str) -> None:
+        """Append one event whose data is already JSON text (the step hot path)."""
+        token = self._check_live()
+        seq = self._take_seq()
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
+            if cur.rowcount != 1:
+                self._lost()
+        self._index(Event(seq, pos, kind, name, {}))
+
+    async def append_many(self, items: list[tuple[int | None, str, str | None, dict[str, Any]]]) -> list[Event]:
+        if not items:
+            return []
+        token = self._check_live()
+        texts = [serde.dumps(d, what=f"{k} event", limit=self.settings.payload_limit_bytes * 2 + 4096)
+                 for _, k, _, d in items]
+        first = self._take_seq(len(items))
+        seqs = list(range(first, first + len(items)))
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.APPEND_EVENTS, (
+                self.run_id, token, seqs, [i[0] for i in items], [i[1] for i in items],
+                [i[2] for i in items], texts))
+            if cur.rowcount != len(items):
+                self._lost()
+        evs = [Event(s, it[0], it[1], it[2], json.loads(t)) for s, it, t in zip(seqs, items, texts)]
+        for ev in evs:
+            self._index(ev)
+        return evs
+
+    async def append_timer(self, pos: int | None, kind: str, name: str | None,
+                           data: dict[str, Any], delay: float) -> float:
+        """Journal a timer event whose fire time comes from the database clock."""
+        token = self._check_live()
+        seq = self._take_seq()
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.APPEND_TIMER_EVENT, {
+                "seq": seq, "pos": pos, "kind": kind, "name": name, "data": json.dumps(data),
+                "delay": delay, "id": self.run_id, "token": token})
+            row = await cur.fetchone()
+        if row is None:
+            self._lost()
+        fire_at = float(row[0])  # type: ignore[index]
+        self._index(Event(seq, pos, kind, name, {**data, "fire_at": fire_at}))
+        return fire_at
+
+    async def start_children(self, specs: list[dict[str, Any]]) -> None:
+        """Insert child rows and their child_started events in one fenced transaction."""
+        from psycopg import errors as pgerr
+
+        token = self._check_live()
+        first = self._take_seq(len(specs))
+        for i, s in enumerate(specs):
+            s["seq"] = first + i
+            s["max_depth"] = self.settings.max_child_depth
+        body = json.dumps([{**s, "id": str(s["id"]), "input": json.loads(s["input"])} for s in specs])
+        try:
+            async with self.engine.pool.connection() as conn:
+                cur = await conn.execute(queries.START_CHILDREN, (self.run_id, token, body))
+                row = await cur.fetchone()
+        except pgerr.RaiseException as exc:  # pragma: no cover - custom SQLSTATEs map below
+            raise RunConflictError(str(exc)) from None
+        except Exception as exc:
+            code = getattr(exc, "sqlstate", None)
+            msg = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+            self.next_seq = first  # nothing was written
+            if code == "DU001":
+                raise RunConflictError(
+                    f"{msg}. Child ids derive from the parent, the call site and key=; choose another key "
+                    "or site= so the id is unique") from None
+            if code == "DU002":
+                raise ChildDepthError(f"{msg}. Flatten the tree or raise max_child_depth") from None
+            raise
+        if not row or not row[0]:
+            self._lost()
+        for s in specs:
+            ev = Event(s["seq"], s["pos"], "child_started", s["workflow"],
+                       {"child_id": str(s["id"]), "hash": s["hash"]})
+            self._index(ev)
+            self.child_pos[s["id"]] = s["pos"]
+        self.engine.kick_claimer()
+
+    def _lost(self) -> None:
+        self.token = None
+        hooks.emit("lease.lost", run_id=self.run_id, workflow=self.wf.name)
+        raise LeaseLost()
+
+    # --- waiting ------------------------------------------------------------------------
+
+    async def wait(self, waiter: Waiter) -> Any:
+        self._check_live()
+        self.waiters.append(waiter)
+        self.kicked.set()
+        try:
+            return await waiter.future
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    def begin_busy(self) -> None:
+        self.busy += 1
+
+    def end_busy(self) -> None:
+        self.busy -= 1
+        self.kicked.set()
+
+    def kick(self) -> None:
+        self.kicked.set()
+
+    async def _drive(self) -> None:
+        """Evaluate waiters whenever kicked; suspend and park when nothing can progress."""
+        while True:
+            await self.kicked.wait()
+            self.kicked.clear()
+            for _ in range(3):  # let sibling coroutines reach their waits
+                await asyncio.sleep(0)
+            if not self.waiters or self.stopping is not None:
+                continue
+            try:
+                progressed = await self._evaluate()
+                if progressed or self.busy or self.kicked.is_set():
+                    continue
+                await self._suspend_and_park()
+                self.kicked.set()
+            except _Stop as stop:
+                self._abort(stop)
+                return
+            except Exception as exc:  # a database error while waiting: fail the waiters
+                log.warning("run %s: evaluating waits failed: %s", self.run_id, exc)
+                for w in list(self.waiters):
+                    if not w.future.done():
+                        w.future.set_exception(exc)
+
+    def _abort(self, stop: _Stop) -> None:
+        if self.stopping is None:
+            self.stopping = stop
+        for w in list(self.waiters):
+            if not w.future.done():
+                w.future.set_exception(stop)
+        if self.wf_task is not None and not self.wf_task.done() and self.busy:
+            self.wf_task.cancel()
+
+    async def _evaluate(self) -> bool:
+        """One pass over all waiters; returns True when any of them was resolved."""
+        waiters = [w for w in self.waiters if not w.future.done()]
+        if self.cancel_requested and not self.cancel_observed and waiters:
+            # a graceful cancel interrupts the first blocked wait, journaled so a replay
+            # interrupts the same wait
+            w = waiters[0]
+            await self.append(w.pos, "cancel_observed", None, {})
+            self.cancel_observed = True
+            w.future.set_exception(CancellationRequested(f"run {self.run_id} was asked to cancel"))
+            return True
+        progressed = False
+        wanted: set[uuid.UUID] = set()
+        for w in waiters:
+            if w.kind == "children":
+                wanted.update(i for i in w.ids if i not in self.outcomes)
+        if wanted:
+            await self._collect_outcomes(wanted)
+        now: float | None = None
+        for w in waiters:
+            if w.future.done():
+                continue
+            if w.kind == "children":
+                done = [i for i in w.ids if i in self.outcomes]
+                if (w.mode == "all" and len(done) == len(w.ids)) or (
+                        w.mode == "any" and any(i not in w.seen for i in done)):
+                    w.future.set_result(None)
+                    progressed = True
+            elif w.kind == "signal":
+                got = await self.ctx._try_consume_signal(w)
+                if got:
+                    progressed = True
+            if w.fire_at is not None and not w.future.done():
+                if now is None:
+                    now = await self.db_now()
+                if now >= w.fire_at:
+                    w.future.set_result("timer")
+                    progressed = True
+        return progressed
+
+    async def db_now(self) -> float:
+        async with self.engine.pool.connection() as conn:
+            row = await (await conn.execute(queries.DB_NOW)).fetchone()
+        return float(row[0])  # type: ignore[index]
+
+    async def _collect_outcomes(self, wanted: set[uuid.UUID]) -> None:
+        """Find finished runs among ``wanted`` and journal their outcomes (one batch)."""
+        found: list[tuple[uuid.UUID, uuid.UUID, str, Any, Any, str]] = []
+        children = {i for i in wanted if i in self.child_pos}
+        others = wanted - children
+        async with self.engine.pool.connection() as conn:
+            if children:
+                cur = await conn.execute(queries.FINISHED_CHILDREN, (self.run_id, self.child_xmin))
+                row = await cur.fetchone()
+                self.child_xmin = int(row[0])  # type: ignore[index]
+                for r in row[1] or ():  # type: ignore[index]
+                    cid = uuid.UUID(r["chain_root_id"])
+                    if cid in self.child_pos and cid not in self.outcomes:
+                        found.append((cid, uuid.UUID(r["id"]), r["status"], r["result"], r["error"], r["workflow"]))
+            if others:
+                cur = await conn.execute(queries.RUN_OUTCOMES, (list(others),))
+                for r in await cur.fetchall():
+                    found.append(tuple(r))  # type: ignore[arg-type]
+        if not found:
+            return
+        items = []
+        for cid, rid, status, result, error, workflow in found:
+            kind = "run_outcome" if cid not in self.child_pos else {
+                "completed": "child_completed", "failed": "child_failed"}.get(status, "child_cancelled")
+            items.append((self.child_pos.get(cid, self._cross_pos.get(cid)), kind, workflow,
+                          {"run_id": str(cid), "final_run_id": str(rid), "status": status,
+                           "result": result, "error": error}))
+        evs = await self.append_many(items)
+        for ev, (cid, rid, status, result, error, workflow) in zip(evs, found):
+            self.outcomes[cid] = Outcome(cid, status, result, error, ev.seq)
+            if ev.kind.startswith("child_"):
+                hooks.emit(ev.kind.replace("_", ".", 1), parent_run_id=self.run_id, child_run_id=cid,
+                           workflow=workflow, **({"error_type": (error or {}).get("type")}
+                                                 if status == "failed" else {}))
+
+    @property
+    def _cross_pos(self) -> dict[uuid.UUID, int]:
+        return self.ctx._cross_pos
+
+    async def _suspend_and_park(self) -> None:
+        timers = [w.fire_at for w in self.waiters if w.fire_at is not None and not w.future.done()]
+        fire_at = min(timers) if timers else None
+        token = self._check_live()
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.SUSPEND, (fire_at, self.run_id, token))
+            row = await cur.fetchone()
+        if row is None:
+            self._lost()
+        self.token = None
+        hooks.emit("run.suspended", run_id=self.run_id, workflow=self.wf.name)
+        claim = await self.engine.park(self, fire_at, due_now=bool(row[0]), db_now=float(row[1]))  # type: ignore[index]
+        if claim["last_seq"] != self.next_seq - 1:
+            raise Stale(claim)
+        self.token = claim["lease_token"]
+        self.cancel_requested = self.cancel_requested or bool(claim.get("cancel_requested"))
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task:
+        self.task = asyncio.create_task(self._main(), name=f"durable-run-{self.run_id}")
+        return self.task
+
+    def stop(self, reason: _Stop) -> None:
+        """Stop executing (lease lost, cancelled, shutdown): unwinds at the next durable point."""
+        if self.stopping is None:
+            self.stopping = reason
+        if self.park_future is not None and not self.park_future.done():
+            self.park_future.set_exception(reason)
+        self._abort(reason)
+        if self.wf_task is not None and not self.wf_task.done():
+            self.wf_task.cancel()
+
+    async def _invoke(self) -> Any:
+        wf = self.wf
+        if wf.takes_input:
+            value = serde.validate(self.raw_input, wf.input_type, what=f"input of workflow {wf.name!r}")
+            return await wf.fn(self.ctx, value)
+        return await wf.fn(self.ctx)
+
+    async def _main(self) -> None:
+        hooks.emit("execution.started", run_id=self.run_id, workflow=self.wf.name)
+        driver = asyncio.create_task(self._drive())
+        reason = "terminal"
+        try:
+            self.wf_task = asyncio.create_task(self._invoke())
+            try:
+                result = await self.wf_task
+            except asyncio.CancelledError:
+                if self.stopping is None:
+                    raise
+                raise self.stopping from None
+            await self._complete(result)
+        except Stale as stale:
+            reason = "stale"
+            self.engine.replay_claimed(stale.claim, source="local")
+        except _Stop as stop:
+            reason = stop.reason
+        except ContinueAsNew as can:
+            await self.engine.lifecycle.continue_as_new(self, can)
+        except asyncio.CancelledError:
+            reason = "shutdown"
+            raise
+        except NonDeterminismError as exc:
+            reason = "nondeterminism"
+            log.error("%s", exc)
+            await self._fail(exc)
+        except CancellationRequested:
+            if self.cancel_observed:
+                await self._finish("cancelled", None, json.dumps({"type": "Cancelled", "reason": "cancelled",
+                                                                  "message": "the run was cancelled"}))
+            else:  # raised by user code on its own: an ordinary failure
+                await self._fail(CancellationRequested("CancellationRequested raised by the workflow"))
+        except BaseException as exc:  # the workflow failed
+            await self._fail(exc)
+        finally:
+            driver.cancel()
+            self.engine.execution_ended(self, reason)
+            hooks.emit("execution.ended", run_id=self.run_id, workflow=self.wf.name, reason=reason)
+
+    def _unreplayed_history(self) -> int | None:
+        used = self.ctx._pos
+        return self.max_pos if self.max_pos >= used else None
+
+    async def _complete(self, result: Any) -> None:
+        extra = self._unreplayed_history()
+        if extra is not None:
+            ev = self.by_pos[extra][0]
+            raise NonDeterminismError(self.run_id, extra, f"{ev.kind} {ev.name!r}", "the workflow returning")
+        try:
+            text = serde.dumps(result, what=f"result of workflow {self.wf.name!r}",
+                               limit=self.settings.payload_limit_bytes)
+        except PayloadError as exc:
+            await self._fail(exc)
+            return
+        if self.cancel_observed:  # finished its compensation after a graceful cancel
+            await self._finish("cancelled", text, json.dumps({"type": "Cancelled", "reason": "cancelled",
+                                                              "message": "the run was cancelled"}))
+            return
+        await self._finish("completed", text, None)
+
+    async def _fail(self, exc: BaseException) -> None:
+        doc = serde.error_doc(exc)
+        if isinstance(exc, NonDeterminismError):
+            doc["type"] = "NonDeterminismError"
+        await self._finish("failed", None, json.dumps(doc))
+
+    async def _finish(self, status: str, result: str | None, error: str | None) -> None:
+        token = self.token
+        if token is None or self.stopping is not None:
+            return
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.FINISH_RUN, (self.run_id, token, status, result, error,
+                                                          self.settings.max_child_depth))
+            row = await cur.fetchone()
+        if not row or not row[0]:
+            self.token = None
+            hooks.emit("lease.lost", run_id=self.run_id, workflow=self.wf.name)
+            return
+        self.token = None
+        duration = time.monotonic() - self.started_mono
+        fields: dict[str, Any] = {"run_id": self.run_id, "workflow": self.wf.name,
+                                  "queue": self.wf.queue, "duration_s": duration}
+        if status == "failed":
+            fields["error_type"] = json.loads(error or "{}").get("type")
+        hooks.emit(f"run.{status}", **fields)
+        self.engine.deliver_result(self.run_id, status, json.loads(result) if result else None,
+                                   json.loads(error) if error else None)
+
+
+__all__ = ["Execution", "Event", "Outcome", "Waiter", "LeaseLost", "Evicted", "Shutdown", "Stale",
+           "ContinueAsNew", "LeaseLostError", "TERMINAL"]

@@ -1,0 +1,733 @@
+"""Prometheus metrics for durable, fed by the in-process hook bus.
+
+Everything lives in a dedicated :data:`REGISTRY` (not prometheus_client's global default),
+so an embedding application decides where it is exposed:
+
+* the dispatcher serves it on ``/metrics`` (:func:`start_metrics_server`);
+* an application with its own HTTP server can return :func:`metrics_text` from a route,
+  or mount ``prometheus_client.make_asgi_app(registry=REGISTRY)`` /
+  ``make_wsgi_app(registry=REGISTRY)``;
+* an application that already exposes the global registry can bridge with
+  ``prometheus_client.REGISTRY.register(durable.metrics.REGISTRY)`` (a registry is a
+  collector).
+
+Event metrics are updated by one hook handler attached with :func:`install` and removed
+with :func:`uninstall`. Queue metrics are read from the database at scrape time by a
+:class:`QueueCollector` (one grouped query per scrape).
+
+Labels are low-cardinality only: workflow, step, queue, outcome, source. Never run ids.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.registry import Collector
+
+from . import hooks
+from .errors import ConfigurationError
+
+log = logging.getLogger("durable.metrics")
+
+__all__ = [
+    "REGISTRY",
+    "install",
+    "uninstall",
+    "installed",
+    "QueueCollector",
+    "register_queue_collector",
+    "unregister_queue_collector",
+    "metrics_text",
+    "start_metrics_server",
+    "MetricsServer",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""The registry holding every durable metric. Not prometheus_client's global registry."""
+
+# --- buckets -------------------------------------------------------------------------------
+
+WAKE_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+RUN_DURATION_BUCKETS = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0, 4 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0,
+)
+STEP_DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 300.0, 900.0,
+)
+CLAIM_BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+HEARTBEAT_LEASE_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+
+# --- event metrics -------------------------------------------------------------------------
+# prometheus_client's Counter appends "_total" to the exposed sample name itself.
+
+RUNS_STARTED = Counter(
+    "durable_runs_started", "Runs started (first execution of a run).",
+    ("workflow", "queue"), registry=REGISTRY,
+)
+RUNS_FINISHED = Counter(
+    "durable_runs_finished", "Runs that reached a final status, by outcome "
+    "(completed|failed|cancelled|continued).",
+    ("workflow", "queue", "outcome"), registry=REGISTRY,
+)
+RUN_DURATION = Histogram(
+    "durable_run_duration_seconds", "Run duration from start to final status, by outcome.",
+    ("workflow", "outcome"), buckets=RUN_DURATION_BUCKETS, registry=REGISTRY,
+)
+RUN_RESUMES = Counter(
+    "durable_run_resumes", "Run executions resumed, by wake source (start|notify|poll|local).",
+    ("source",), registry=REGISTRY,
+)
+RUN_SUSPENSIONS = Counter(
+    "durable_run_suspensions", "Runs suspended (waiting for a child, signal or timer).",
+    ("workflow",), registry=REGISTRY,
+)
+WAKE_LATENCY = Histogram(
+    "durable_wake_latency_seconds",
+    "Time from a wake cause being committed (child terminal, signal, timer due) to the "
+    "waiting run resuming.",
+    buckets=WAKE_LATENCY_BUCKETS, registry=REGISTRY,
+)
+STEPS = Counter(
+    "durable_steps", "Step attempts that finished, by outcome (completed|failed; failed = "
+    "retries exhausted or not retryable).",
+    ("workflow", "step", "outcome"), registry=REGISTRY,
+)
+STEP_DURATION = Histogram(
+    "durable_step_duration_seconds", "Duration of one step attempt (completed or failed).",
+    ("workflow", "step"), buckets=STEP_DURATION_BUCKETS, registry=REGISTRY,
+)
+STEP_RETRIES = Counter(
+    "durable_step_retries", "Step attempts that failed and were scheduled for a retry.",
+    ("workflow", "step"), registry=REGISTRY,
+)
+CHILDREN_STARTED = Counter(
+    "durable_children_started", "Child runs started, by child workflow.",
+    ("workflow",), registry=REGISTRY,
+)
+CHILDREN_FINISHED = Counter(
+    "durable_children_finished", "Child runs finished, by child workflow and outcome "
+    "(completed|failed|cancelled).",
+    ("workflow", "outcome"), registry=REGISTRY,
+)
+CLAIMS = Counter(
+    "durable_claims", "Runs claimed for execution, by claim source (poll|notify|wake).",
+    ("source",), registry=REGISTRY,
+)
+CLAIM_BATCH_SIZE = Histogram(
+    "durable_claim_batch_size", "Runs returned by one claim query (0 = empty claim).",
+    buckets=CLAIM_BATCH_BUCKETS, registry=REGISTRY,
+)
+LEASE_LOST = Counter(
+    "durable_lease_lost", "Leases lost while executing (another process took the run over).",
+    ("workflow",), registry=REGISTRY,
+)
+HEARTBEATS = Counter(
+    "durable_heartbeats", "Lease heartbeat rounds.", registry=REGISTRY,
+)
+HEARTBEAT_LEASES = Histogram(
+    "durable_heartbeat_leases", "Leases renewed by one heartbeat round.",
+    buckets=HEARTBEAT_LEASE_BUCKETS, registry=REGISTRY,
+)
+WAKE_NOTIFICATIONS = Counter(
+    "durable_wake_notifications", "Wake notifications received (LISTEN/NOTIFY).",
+    registry=REGISTRY,
+)
+WAKE_POLLS = Counter(
+    "durable_wake_polls", "Fallback polls for due runs.", registry=REGISTRY,
+)
+RUNS_IN_FLIGHT = Gauge(
+    "durable_runs_in_flight", "Runs executing in this process right now.", registry=REGISTRY,
+)
+EXECUTIONS_ENDED = Counter(
+    "durable_executions_ended", "Executions that ended in this process, by reason "
+    "(terminal|suspended|lease_lost|evicted|shutdown).",
+    ("reason",), registry=REGISTRY,
+)
+CASCADE_CANCELLED = Counter(
+    "durable_cascade_cancelled", "Runs cancelled by parent-close cascades.", registry=REGISTRY,
+)
+CASCADE_TRUNCATED = Counter(
+    "durable_cascade_truncated", "Cascades stopped at the depth limit (the rest is finished "
+    "later).", registry=REGISTRY,
+)
+
+# --- the hook handler ----------------------------------------------------------------------
+
+_MAX_LABEL_LEN = 200
+
+
+def _label(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    text = value if isinstance(value, str) else str(value)
+    return text[:_MAX_LABEL_LEN] if text else "unknown"
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative float, or None when the field is missing or unusable."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(number) or math.isinf(number) or number < 0:
+        return None
+    return number
+
+
+class _Children:
+    """Caches labelled children so the hot path skips prometheus_client's label lock."""
+
+    __slots__ = ("_metric", "_cache")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: Any) -> Any:
+        key = tuple(_label(v) for v in values)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache.setdefault(key, self._metric.labels(*key))
+        return child
+
+
+_runs_started = _Children(RUNS_STARTED)
+_runs_finished = _Children(RUNS_FINISHED)
+_run_duration = _Children(RUN_DURATION)
+_run_resumes = _Children(RUN_RESUMES)
+_run_suspensions = _Children(RUN_SUSPENSIONS)
+_steps = _Children(STEPS)
+_step_duration = _Children(STEP_DURATION)
+_step_retries = _Children(STEP_RETRIES)
+_children_started = _Children(CHILDREN_STARTED)
+_children_finished = _Children(CHILDREN_FINISHED)
+_claims = _Children(CLAIMS)
+_lease_lost = _Children(LEASE_LOST)
+_executions_ended = _Children(EXECUTIONS_ENDED)
+
+_in_flight_lock = threading.Lock()
+_in_flight: set[Any] = set()
+_in_flight_anonymous = 0  # execution events without a usable run_id
+
+
+def _run_finished(outcome: str) -> Callable[[Mapping[str, Any]], None]:
+    def handle(f: Mapping[str, Any]) -> None:
+        workflow = f.get("workflow")
+        _runs_finished(workflow, f.get("queue"), outcome).inc()
+        duration = _number(f.get("duration_s"))
+        if duration is not None:
+            _run_duration(workflow, outcome).observe(duration)
+
+    return handle
+
+
+def _on_run_started(f: Mapping[str, Any]) -> None:
+    _runs_started(f.get("workflow"), f.get("queue")).inc()
+
+
+def _on_run_resumed(f: Mapping[str, Any]) -> None:
+    _run_resumes(f.get("source")).inc()
+    latency = _number(f.get("wake_latency_s"))
+    if latency is not None:
+        WAKE_LATENCY.observe(latency)
+
+
+def _on_run_suspended(f: Mapping[str, Any]) -> None:
+    _run_suspensions(f.get("workflow")).inc()
+
+
+def _run_key(f: Mapping[str, Any]) -> Any:
+    """The run id as a set key, or None when missing or unhashable."""
+    run_id = f.get("run_id")
+    try:
+        hash(run_id)
+    except TypeError:
+        return None
+    return run_id
+
+
+def _on_execution_started(f: Mapping[str, Any]) -> None:
+    global _in_flight_anonymous
+    key = _run_key(f)
+    with _in_flight_lock:
+        if key is None:
+            _in_flight_anonymous += 1
+        else:
+            _in_flight.add(key)
+        RUNS_IN_FLIGHT.set(len(_in_flight) + _in_flight_anonymous)
+
+
+def _on_execution_ended(f: Mapping[str, Any]) -> None:
+    global _in_flight_anonymous
+    _executions_ended(f.get("reason")).inc()
+    key = _run_key(f)
+    with _in_flight_lock:
+        # An end without a matching start (started before install()) changes nothing.
+        if key is None:
+            _in_flight_anonymous = max(0, _in_flight_anonymous - 1)
+        else:
+            _in_flight.discard(key)
+        RUNS_IN_FLIGHT.set(len(_in_flight) + _in_flight_anonymous)
+
+
+def _on_step_completed(f: Mapping[str, Any]) -> None:
+    workflow, step = f.get("workflow"), f.get("step")
+    _steps(workflow, step, "completed").inc()
+    duration = _number(f.get("duration_s"))
+    if duration is not None:
+        _step_duration(workflow, step).observe(duration)
+
+
+def _on_step_failed(f: Mapping[str, Any]) -> None:
+    workflow, step = f.get("workflow"), f.get("step")
+    _steps(workflow, step, "failed").inc()
+    duration = _number(f.get("duration_s"))
+    if duration is not None:
+        _step_duration(workflow, step).observe(duration)
+
+
+def _on_step_retried(f: Mapping[str, Any]) -> None:
+    _step_retries(f.get("workflow"), f.get("step")).inc()
+
+
+def _on_child_started(f: Mapping[str, Any]) -> None:
+    _children_started(f.get("workflow")).inc()
+
+
+def _child_finished(outcome: str) -> Callable[[Mapping[str, Any]], None]:
+    def handle(f: Mapping[str, Any]) -> None:
+        _children_finished(f.get("workflow"), outcome).inc()
+
+    return handle
+
+
+def _on_claim_batch(f: Mapping[str, Any]) -> None:
+    count = _number(f.get("count"))
+    if count is None:
+        return
+    if count > 0:
+        _claims(f.get("source")).inc(count)
+    CLAIM_BATCH_SIZE.observe(count)
+
+
+def _on_lease_lost(f: Mapping[str, Any]) -> None:
+    _lease_lost(f.get("workflow")).inc()
+
+
+def _on_heartbeat(f: Mapping[str, Any]) -> None:
+    HEARTBEATS.inc()
+    leases = _number(f.get("leases"))
+    if leases is not None:
+        HEARTBEAT_LEASES.observe(leases)
+
+
+def _on_wake_notification(f: Mapping[str, Any]) -> None:
+    WAKE_NOTIFICATIONS.inc()
+
+
+def _on_wake_poll(f: Mapping[str, Any]) -> None:
+    WAKE_POLLS.inc()
+
+
+def _on_cascade_completed(f: Mapping[str, Any]) -> None:
+    cancelled = _number(f.get("cancelled"))
+    if cancelled:
+        CASCADE_CANCELLED.inc(cancelled)
+
+
+def _on_cascade_truncated(f: Mapping[str, Any]) -> None:
+    CASCADE_TRUNCATED.inc()
+
+
+_DISPATCH: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "run.started": _on_run_started,
+    "run.completed": _run_finished("completed"),
+    "run.failed": _run_finished("failed"),
+    "run.cancelled": _run_finished("cancelled"),
+    "run.continued": _run_finished("continued"),
+    "run.resumed": _on_run_resumed,
+    "run.suspended": _on_run_suspended,
+    "execution.started": _on_execution_started,
+    "execution.ended": _on_execution_ended,
+    "step.completed": _on_step_completed,
+    "step.retried": _on_step_retried,
+    "step.failed": _on_step_failed,
+    "child.started": _on_child_started,
+    "child.completed": _child_finished("completed"),
+    "child.failed": _child_finished("failed"),
+    "child.cancelled": _child_finished("cancelled"),
+    "claim.batch": _on_claim_batch,
+    "lease.lost": _on_lease_lost,
+    "heartbeat": _on_heartbeat,
+    "wake.notification": _on_wake_notification,
+    "wake.poll": _on_wake_poll,
+    "cascade.completed": _on_cascade_completed,
+    "cascade.truncated": _on_cascade_truncated,
+}
+
+_warned_events: set[str] = set()
+
+
+def _handler(event: hooks.HookEvent) -> None:
+    """The one hook handler behind every event metric. Never raises."""
+    try:
+        handle = _DISPATCH.get(event.name)
+        if handle is None:
+            return
+        fields = event.fields if isinstance(event.fields, Mapping) else {}
+        handle(fields)
+    except Exception:
+        name = getattr(event, "name", "?")
+        if name not in _warned_events:  # once per event name: metrics must not flood logs
+            _warned_events.add(name)
+            log.warning("metrics could not record hook event %s; ignored", name, exc_info=True)
+
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install() -> None:
+    """Attach the metrics hook handler (idempotent)."""
+    global _installed
+    with _install_lock:
+        if not _installed:
+            hooks.on("*", _handler)
+            _installed = True
+
+
+def uninstall() -> None:
+    """Detach the metrics hook handler (idempotent). Metric values are kept; the in-flight
+    gauge is reset, since executions ending while detached would not be seen."""
+    global _installed, _in_flight_anonymous
+    with _install_lock:
+        hooks.off("*", _handler)
+        _installed = False
+        with _in_flight_lock:
+            _in_flight.clear()
+            _in_flight_anonymous = 0
+            RUNS_IN_FLIGHT.set(0)
+
+
+def installed() -> bool:
+    """Whether the metrics hook handler is attached."""
+    return _installed
+
+
+# --- queue metrics, read at scrape time ----------------------------------------------------
+
+# One index-only pass over the partial index durable_runs_due_idx
+# (queue, next_wakeup_at) WHERE status IN ('pending', 'suspended'): the query reads no
+# heap column, so its cost is a scan of that (small) index, not of the runs table.
+_QUEUE_SQL = """
+SELECT r.queue,
+       count(*) FILTER (WHERE r.next_wakeup_at <= t.now_)                        AS ready,
+       extract(epoch FROM t.now_ - min(r.next_wakeup_at)
+                              FILTER (WHERE r.next_wakeup_at <= t.now_))::float8  AS oldest,
+       count(*) FILTER (WHERE r.next_wakeup_at IS NULL OR r.next_wakeup_at > t.now_) AS waiting
+  FROM durable_runs r, (SELECT durable_now() AS now_) t
+ WHERE r.status IN ('pending', 'suspended')
+ GROUP BY r.queue, t.now_
+"""
+
+_QUEUE_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("durable_queue_depth",
+     "Runs ready to execute (pending or suspended and due), per queue.", ("queue",)),
+    ("durable_queue_oldest_ready_seconds",
+     "Age of the oldest ready run (now - its due time), per queue; 0 when none is ready.",
+     ("queue",)),
+    ("durable_runs_waiting",
+     "Runs suspended or pending that are not due yet (waiting for a child, signal, timer, "
+     "retry backoff or delayed start), per queue.",
+     ("queue",)),
+)
+
+
+class QueueCollector(Collector):
+    """Reports queue depth, oldest ready age and waiting runs, read from the database at
+    scrape time with one grouped query.
+
+    Keeps one sync connection (connect timeout 2 s, statement timeout 5 s) and reconnects
+    after a failure. A database error yields no samples and logs a warning; it never fails
+    the scrape. Queues seen once keep being reported (as 0) so graphs drop to zero instead
+    of disappearing.
+    """
+
+    CONNECT_TIMEOUT_S = 2
+    STATEMENT_TIMEOUT_MS = 5000
+    WARN_INTERVAL_S = 60.0
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._known_queues: set[str] = set()
+        self._last_warning = 0.0
+        self._closed = False
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        # Lets registry.register() learn the names without touching the database.
+        return [GaugeMetricFamily(name, doc, labels=list(labels))
+                for name, doc, labels in _QUEUE_FAMILIES]
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg import sql
+
+        conn = psycopg.connect(
+            self.dsn,
+            connect_timeout=self.CONNECT_TIMEOUT_S,
+            autocommit=True,
+            application_name="durable-metrics",
+        )
+        try:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            conn.execute(sql.SQL("SET statement_timeout TO {}").format(
+                sql.Literal(self.STATEMENT_TIMEOUT_MS)))
+        except Exception:
+            conn.close()
+            raise
+        return conn
+
+    def _query(self) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._closed:
+                return []
+            reused = self._conn is not None and not self._conn.closed
+            if not reused:
+                self._drop_connection()
+                self._conn = self._connect()
+            try:
+                return list(self._conn.execute(_QUEUE_SQL).fetchall())
+            except Exception:
+                self._drop_connection()
+                if not reused:
+                    raise
+            # The kept connection went stale (server restart, idle timeout): retry once.
+            self._conn = self._connect()
+            try:
+                return list(self._conn.execute(_QUEUE_SQL).fetchall())
+            except Exception:
+                self._drop_connection()
+                raise
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            rows = self._query()
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._last_warning >= self.WARN_INTERVAL_S:
+                self._last_warning = now
+                log.warning("queue metrics unavailable (schema %s): %s: %s",
+                            self.schema, type(exc).__name__, exc)
+            else:
+                log.debug("queue metrics unavailable: %s", exc)
+            return
+        if self._closed:
+            return
+        depth, oldest, waiting = (GaugeMetricFamily(name, doc, labels=list(labels))
+                                  for name, doc, labels in _QUEUE_FAMILIES)
+        seen: set[str] = set()
+        for queue, ready, oldest_s, waiting_n in rows:
+            queue = _label(queue)
+            seen.add(queue)
+            depth.add_metric([queue], float(ready or 0))
+            oldest.add_metric([queue], max(0.0, float(oldest_s)) if oldest_s is not None else 0.0)
+            waiting.add_metric([queue], float(waiting_n or 0))
+        with self._lock:
+            self._known_queues |= seen
+            gone = sorted(self._known_queues - seen)
+        for queue in gone:
+            depth.add_metric([queue], 0.0)
+            oldest.add_metric([queue], 0.0)
+            waiting.add_metric([queue], 0.0)
+        yield depth
+        yield oldest
+        yield waiting
+
+    def close(self) -> None:
+        """Close the connection; later scrapes yield nothing."""
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
+
+
+def register_queue_collector(dsn: str, schema: str,
+                             registry: CollectorRegistry = REGISTRY) -> QueueCollector:
+    """Create a :class:`QueueCollector` for ``schema`` and register it with ``registry``."""
+    collector = QueueCollector(dsn, schema)
+    registry.register(collector)
+    return collector
+
+
+def unregister_queue_collector(collector: QueueCollector,
+                               registry: CollectorRegistry = REGISTRY) -> None:
+    """Unregister ``collector`` (no error if it was not registered) and close its connection."""
+    try:
+        registry.unregister(collector)
+    except KeyError:
+        pass
+    collector.close()
+
+
+# --- exposition ----------------------------------------------------------------------------
+
+
+def metrics_text(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The registry in the Prometheus text format (for mounting on an existing server)."""
+    return generate_latest(registry)
+
+
+Route = Callable[[], tuple[int, str]]
+
+
+@dataclass
+class MetricsServer:
+    """A running metrics HTTP server. ``port`` is the bound port (useful when 0 was asked)."""
+
+    host: str
+    port: int
+    _server: ThreadingHTTPServer = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and release the port (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "MetricsServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _make_handler(registry: CollectorRegistry,
+                  routes: Mapping[str, Route]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "durable-metrics"
+
+        def _reply(self, status: int, body: bytes, content_type: str, head: bool) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+        def _serve(self, head: bool) -> None:
+            path = self.path.split("?", 1)[0].split("#", 1)[0] or "/"
+            if path == "/metrics":
+                try:
+                    encoder, content_type = choose_encoder(self.headers.get("Accept"))
+                    body = encoder(registry)
+                except Exception:
+                    log.exception("rendering /metrics failed")
+                    self._reply(500, b"metrics unavailable\n", "text/plain; charset=utf-8", head)
+                    return
+                self._reply(200, body, content_type, head)
+                return
+            route = routes.get(path)
+            if route is None:
+                known = ", ".join(["/metrics", *sorted(routes)])
+                self._reply(404, f"not found; try {known}\n".encode(),
+                            "text/plain; charset=utf-8", head)
+                return
+            try:
+                status, text = route()
+            except Exception as exc:
+                log.exception("metrics server route %s failed", path)
+                status, text = 500, f"{type(exc).__name__}: {exc}"
+            if not text.endswith("\n"):
+                text += "\n"
+            self._reply(int(status), text.encode("utf-8"), "text/plain; charset=utf-8", head)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            self._serve(head=False)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._serve(head=True)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("metrics server: %s - %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REGISTRY,
+                         extra_routes: dict[str, Callable[[], tuple[int, str]]] | None = None,
+                         ) -> MetricsServer:
+    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread.
+
+    ``extra_routes`` maps paths (e.g. ``"/healthz"``) to callables returning
+    ``(status_code, body)``. ``port=0`` binds a free port (see the returned ``.port``).
+    Raises :class:`~durable.errors.ConfigurationError` when the address cannot be bound.
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"metrics port must be an integer 0-65535 (got {port!r})")
+    routes = dict(extra_routes or {})
+    for path in routes:
+        if not path.startswith("/"):
+            raise ConfigurationError(f"metrics server route {path!r} must start with '/'")
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Server(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True
+
+    try:
+        server = Server((host, port), _make_handler(registry, routes))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"cannot serve metrics on {host}:{port}: the port is already in use; "
+                "choose another port, or pass --metrics-port 0 to pick a free one"
+            ) from None
+        raise ConfigurationError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; check the host "
+            "address, choose another port, or pass --metrics-port 0 to pick a free one"
+        ) from None
+    bound_port = int(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+                              name=f"durable-metrics-{bound_port}", daemon=True)
+    thread.start()
+    log.info("serving metrics on http://%s:%d/metrics", host, bound_port)
+    return MetricsServer(host=host, port=bound_port, _server=server, _thread=thread)

@@ -1,0 +1,204 @@
+"""Schema migrations: numbered SQL files applied once each, in order, per schema.
+
+The files are ``NNNN_name.sql``. An installed wheel carries them as the package resource
+``durable/_sql``; a source checkout reads the repository's top-level ``sql/`` folder.
+Each file runs in its own transaction with ``search_path`` set to the target schema, so
+the files never name the schema themselves and one database can hold many installs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .errors import ConfigurationError, SchemaVersionError
+
+__all__ = [
+    "LATEST_VERSION",
+    "Migration",
+    "available_migrations",
+    "check_schema",
+    "migrate",
+    "migrations_location",
+    "schema_version",
+]
+
+logger = logging.getLogger(__name__)
+
+_FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def _migrations_dir() -> Traversable | Path:
+    """The packaged ``durable/_sql`` resource if present (wheel), else ``<repo>/sql`` (checkout)."""
+    try:
+        packaged = resources.files(__package__ or "durable") / "_sql"
+        if packaged.is_dir():
+            return packaged
+    except Exception:  # namespace package, zip without the folder, ...: try the checkout
+        pass
+    checkout = Path(__file__).resolve().parent.parent / "sql"
+    if checkout.is_dir():
+        return checkout
+    raise ConfigurationError(
+        "durable's migration files are missing: neither the package resource durable/_sql nor a "
+        f"source checkout's sql/ folder ({checkout}) exists. Reinstall durable (pip install "
+        "--force-reinstall durable)."
+    )
+
+
+def migrations_location() -> str:
+    """Where the migration files are read from (for diagnostics)."""
+    return str(_migrations_dir())
+
+
+def _load() -> list[Migration]:
+    found: dict[int, Migration] = {}
+    for entry in _migrations_dir().iterdir():
+        m = _FILE_RE.match(entry.name)
+        if not m or not entry.is_file():
+            continue
+        version = int(m.group(1))
+        if version in found:
+            raise ConfigurationError(
+                f"two migration files have version {version}: {found[version].name} and {m.group(2)}"
+            )
+        found[version] = Migration(version, m.group(2), entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+_MIGRATIONS: list[Migration] = _load()
+LATEST_VERSION: int = _MIGRATIONS[-1].version if _MIGRATIONS else 0
+
+
+def available_migrations() -> list[Migration]:
+    """All migrations shipped with this code, sorted by version."""
+    return list(_MIGRATIONS)
+
+
+def _lock_key(schema: str) -> int:
+    """A signed 64-bit advisory lock key per schema (stable across processes and versions)."""
+    digest = hashlib.sha256(f"durable.migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _too_new(schema: str, version: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"database schema {schema} is at version {version} but this durable knows up to "
+        f"{LATEST_VERSION}: upgrade durable (pip install -U durable) or point at another schema"
+    )
+
+
+def _not_migrated(schema: str, version: int | None) -> SchemaVersionError:
+    state = "is not migrated" if version is None else f"is at version {version}, this durable needs {LATEST_VERSION}"
+    return SchemaVersionError(
+        f"database schema {schema} {state}: run `durable migrate` or start the Engine with migrate=True"
+    )
+
+
+async def _applied(conn: psycopg.AsyncConnection[Any], schema: str) -> set[int]:
+    cur = await conn.execute(
+        sql.SQL("SELECT version FROM {}.durable_migrations").format(sql.Identifier(schema))
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+    """Bring ``schema`` up to :data:`LATEST_VERSION`; return the version now applied.
+
+    ``conn`` must be in autocommit mode: each step is its own transaction. Concurrent
+    callers (other processes too) serialise on an advisory lock per schema and re-read
+    the applied versions under it, so the later one sees the earlier one's work.
+    """
+    if not conn.autocommit:
+        raise ConfigurationError("migrate() needs an autocommit connection (each migration is its own transaction)")
+    if not _MIGRATIONS:
+        _migrations_dir()  # raises with the reason if the folder is missing
+        raise ConfigurationError(f"no migration files found in {migrations_location()}: reinstall durable")
+    ident = sql.Identifier(schema)
+    key = _lock_key(schema)
+
+    # Setup under the lock: concurrent CREATE SCHEMA/TABLE IF NOT EXISTS can otherwise
+    # both fail on the catalog's unique index.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.durable_migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(ident)
+        )
+        applied = await _applied(conn, schema)
+    if applied and max(applied) > LATEST_VERSION:
+        raise _too_new(schema, max(applied))
+
+    for mig in _MIGRATIONS:
+        if mig.version in applied:
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            applied = await _applied(conn, schema)
+            if applied and max(applied) > LATEST_VERSION:
+                raise _too_new(schema, max(applied))
+            if mig.version in applied:
+                continue  # another process applied it meanwhile
+            await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+            try:
+                # No parameters: sent as a simple query, so one file may hold many statements.
+                await conn.execute(mig.sql.encode())
+            except psycopg.Error as exc:
+                raise SchemaVersionError(
+                    f"migration {mig.version:04d}_{mig.name}.sql failed on schema {schema}: "
+                    f"{type(exc).__name__}: {exc}. Nothing of this migration was applied."
+                ) from exc
+            await conn.execute(
+                sql.SQL("INSERT INTO {}.durable_migrations (version, name) VALUES (%s, %s)").format(ident),
+                (mig.version, mig.name),
+            )
+        applied = applied | {mig.version}
+        logger.info("schema %s: applied migration %04d_%s", schema, mig.version, mig.name)
+    return max(applied)
+
+
+async def schema_version(conn: psycopg.AsyncConnection[Any], schema: str) -> int | None:
+    """The highest migration applied to ``schema``, or None when it was never migrated."""
+    cur = await conn.execute(
+        "SELECT to_regclass(format('%%I.durable_migrations', %s::text)) IS NOT NULL", (schema,)
+    )
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return None
+    cur = await conn.execute(
+        sql.SQL("SELECT max(version) FROM {}.durable_migrations").format(sql.Identifier(schema))
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def check_schema(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+    """Return the schema's version if it matches this code; else raise SchemaVersionError
+    (not migrated, behind, or newer than this code)."""
+    version = await schema_version(conn, schema)
+    if version is None or version < LATEST_VERSION:
+        raise _not_migrated(schema, version)
+    if version > LATEST_VERSION:
+        raise _too_new(schema, version)
+    return version

@@ -1,0 +1,252 @@
+"""Every runtime SQL statement, named, in one place.
+
+Statements run on connections whose search_path is the durable schema. Multi-step
+transactions that must take locks in a fixed order live in the migrations as
+PL/pgSQL functions (durable_finish_run, durable_wake, ...), so each is one round trip.
+"""
+
+# --- starting runs --------------------------------------------------------------------
+
+# A top-level run. $leased: insert it already leased by the process that will execute
+# it, so no other process can claim it in between. A pending run notifies claimers.
+START_RUN = """
+WITH ins AS (
+    INSERT INTO durable_runs (id, root_id, chain_root_id, workflow, version, queue, status, input,
+                              idempotency_key, execution_timeout_s, deadline_at,
+                              lease_owner, lease_token, lease_expires_at, next_wakeup_at, started_at)
+    VALUES (%(id)s, %(id)s, %(id)s, %(workflow)s, %(version)s, %(queue)s,
+            CASE WHEN %(leased)s THEN 'running' ELSE 'pending' END,
+            %(input)s::jsonb, %(key)s, %(timeout)s::float8,
+            durable_now() + make_interval(secs => %(timeout)s::float8),
+            CASE WHEN %(leased)s THEN %(owner)s END,
+            CASE WHEN %(leased)s THEN nextval('durable_lease_tokens') END,
+            CASE WHEN %(leased)s THEN now() + make_interval(secs => %(ttl)s::float8) END,
+            CASE WHEN %(leased)s THEN NULL ELSE coalesce(%(start_at)s::timestamptz, durable_now()) END,
+            CASE WHEN %(leased)s THEN now() END)
+    ON CONFLICT DO NOTHING
+    RETURNING id, status, lease_token, queue
+)
+SELECT id, status, lease_token,
+       CASE WHEN status = 'pending' THEN pg_notify(durable_channel(), 'new|' || queue) END
+FROM ins
+"""
+
+FIND_RUN_FOR_START = """
+SELECT id, workflow, input FROM durable_runs
+WHERE id = %(id)s OR (%(key)s::text IS NOT NULL AND workflow = %(workflow)s AND idempotency_key = %(key)s)
+LIMIT 1
+"""
+
+# Children and their child_started events, one transaction under the parent's lease.
+START_CHILDREN = "SELECT durable_start_children(%s, %s, %s::jsonb)"
+
+# --- claiming -------------------------------------------------------------------------
+
+_CLAIMED = """
+UPDATE durable_runs r
+   SET status = 'running', lease_owner = %(owner)s,
+       lease_token = nextval('durable_lease_tokens'),
+       lease_expires_at = now() + make_interval(secs => %(ttl)s::float8),
+       next_wakeup_at = NULL, started_at = coalesce(r.started_at, now())
+  FROM c
+ WHERE r.id = c.id
+RETURNING r.id, r.root_id, r.parent_id, r.chain_root_id, r.workflow, r.version, r.queue, r.input,
+          r.attempt, r.depth, r.lease_token, r.cancel_requested, c.prev_status,
+          extract(epoch FROM clock_timestamp() - c.due)::float8 AS wake_latency_s,
+          CASE WHEN c.prev_status = 'pending' THEN 0
+               ELSE (SELECT coalesce(max(seq), 0) FROM durable_events e WHERE e.run_id = r.id) END AS last_seq
+"""
+
+# Batch claim: due pending/suspended runs of the queues and workflow versions this
+# process serves, plus runs whose executor stopped heartbeating. A woken run that
+# another process parked (lease_owner is its sticky hint) is left to that process
+# for sticky_grace seconds.
+CLAIM_DUE = """
+WITH c AS (
+    SELECT id, status AS prev_status,
+           CASE WHEN status = 'running' THEN lease_expires_at ELSE next_wakeup_at END AS due
+      FROM durable_runs
+     WHERE id IN (
+            (SELECT id FROM durable_runs
+              WHERE queue = ANY(%(queues)s) AND status IN ('pending', 'suspended')
+                AND next_wakeup_at <= durable_now()
+              ORDER BY next_wakeup_at LIMIT %(scan)s)
+            UNION ALL
+            (SELECT id FROM durable_runs
+              WHERE status = 'running' AND lease_expires_at < now()
+              ORDER BY lease_expires_at LIMIT %(scan)s))
+       AND (workflow || ':' || version) = ANY(%(workflows)s)
+       AND queue = ANY(%(queues)s)
+       AND ((status IN ('pending', 'suspended') AND next_wakeup_at <= durable_now()
+             AND (lease_owner IS NULL OR lease_owner = %(owner)s
+                  OR next_wakeup_at <= durable_now() - make_interval(secs => %(grace)s::float8)))
+            OR (status = 'running' AND lease_expires_at < now()))
+     ORDER BY due
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+""" + _CLAIMED
+
+# Claim one known run (woken by notification or a local timer), if it is due.
+CLAIM_ONE = """
+WITH c AS (
+    SELECT id, status AS prev_status, next_wakeup_at AS due
+      FROM durable_runs
+     WHERE id = %(id)s AND status IN ('pending', 'suspended')
+       AND next_wakeup_at <= durable_now()
+       AND (workflow || ':' || version) = ANY(%(workflows)s)
+       FOR UPDATE SKIP LOCKED
+)
+""" + _CLAIMED
+
+LOAD_HISTORY = """
+SELECT seq, pos, kind, name, data FROM durable_events WHERE run_id = %s ORDER BY seq
+"""
+
+# --- executing ------------------------------------------------------------------------
+
+# Append journal events, fenced: written only while this token holds the lease
+# (FOR SHARE makes a concurrent cancel or re-claim wait for this commit, or makes this
+# statement see it and write nothing).
+APPEND_EVENTS = """
+INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
+SELECT r.id, e.seq, r.root_id, e.pos, e.kind, e.name, e.data
+  FROM (SELECT id, root_id FROM durable_runs
+         WHERE id = %s AND lease_token = %s AND status = 'running' FOR SHARE) r,
+       unnest(%s::int[], %s::int[], %s::text[], %s::text[], %s::jsonb[]) AS e(seq, pos, kind, name, data)
+"""
+
+APPEND_EVENT = """
+INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
+SELECT id, %s, root_id, %s, %s, %s, %s::jsonb
+  FROM durable_runs WHERE id = %s AND lease_token = %s AND status = 'running' FOR SHARE
+"""
+
+# A timer or retry wait: the event carries the fire time computed from the database clock.
+APPEND_TIMER_EVENT = """
+INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
+SELECT id, %(seq)s, root_id, %(pos)s, %(kind)s, %(name)s,
+       %(data)s::jsonb || jsonb_build_object(
+           'fire_at', extract(epoch FROM durable_now() + make_interval(secs => %(delay)s::float8)))
+  FROM durable_runs WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running' FOR SHARE
+RETURNING (data ->> 'fire_at')::float8
+"""
+
+DB_NOW = "SELECT extract(epoch FROM durable_now())::float8"
+
+# Suspend: release the lease, keep the owner as a sticky hint, keep any wake that
+# arrived while running (LEAST ignores NULL), add the earliest timer.
+SUSPEND = """
+UPDATE durable_runs
+   SET status = 'suspended', lease_token = NULL, lease_expires_at = NULL,
+       next_wakeup_at = LEAST(next_wakeup_at, to_timestamp(%s::float8))
+ WHERE id = %s AND lease_token = %s AND status = 'running'
+RETURNING coalesce(next_wakeup_at <= durable_now(), false) AS due_now,
+          extract(epoch FROM durable_now())::float8 AS db_now
+"""
+
+# Give a run back without waiting for its lease to expire (graceful shutdown, eviction).
+RELEASE = """
+UPDATE durable_runs
+   SET status = CASE WHEN EXISTS (SELECT 1 FROM durable_events WHERE run_id = %(id)s)
+                     THEN 'suspended' ELSE 'pending' END,
+       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+       next_wakeup_at = durable_now()
+ WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running'
+"""
+
+FINISH_RUN = "SELECT durable_finish_run(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+
+# Batched heartbeat: one statement renews every lease this process holds; the ones not
+# returned are lost (cancelled, or claimed by another process after expiry).
+HEARTBEAT = """
+UPDATE durable_runs r
+   SET lease_expires_at = now() + make_interval(secs => %s::float8)
+  FROM unnest(%s::uuid[], %s::bigint[]) AS h(id, token)
+ WHERE r.id = h.id AND r.lease_token = h.token AND r.status = 'running'
+RETURNING r.id
+"""
+
+# --- waiting --------------------------------------------------------------------------
+
+# Children of a parent that ended since a snapshot low-water mark. finish_xid is the
+# terminal transaction's id; every transaction older than the previous query's snapshot
+# xmin was visible to it, so scanning from there misses nothing and stays O(new).
+FINISHED_CHILDREN = """
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+       (SELECT json_agg(json_build_object('chain_root_id', chain_root_id, 'id', id, 'status', status,
+                                          'result', result, 'error', error, 'workflow', workflow))
+          FROM durable_runs
+         WHERE parent_id = %s AND finish_xid >= %s::text::xid8
+           AND status IN ('completed', 'failed', 'cancelled')) AS rows
+"""
+
+# Any runs (cross-run waits and outside callers): terminal state, following
+# continue-as-new chains to their newest link.
+RUN_OUTCOMES = """
+SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow
+  FROM durable_runs r
+ WHERE r.chain_root_id = ANY(%s) AND r.status IN ('completed', 'failed', 'cancelled')
+"""
+
+REGISTER_WAIT = """
+INSERT INTO durable_waiters (target_id, waiter_id) VALUES (%s, %s) ON CONFLICT DO NOTHING
+"""
+
+RUN_EXISTS = "SELECT workflow FROM durable_runs WHERE id = %s"
+
+PEEK_SIGNAL = """
+SELECT id FROM durable_signals
+ WHERE run_id = %s AND name = %s AND consumed_seq IS NULL ORDER BY id LIMIT 1
+"""
+
+# Consume the oldest unconsumed signal of a name and journal it, fenced.
+CONSUME_SIGNAL = """
+WITH lease AS (
+    SELECT id, root_id FROM durable_runs
+     WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running' FOR SHARE
+), sig AS (
+    UPDATE durable_signals s SET consumed_seq = %(seq)s
+     WHERE s.id = (SELECT id FROM durable_signals
+                    WHERE run_id = %(id)s AND name = %(name)s AND consumed_seq IS NULL
+                      AND EXISTS (SELECT 1 FROM lease)
+                    ORDER BY id LIMIT 1 FOR UPDATE)
+    RETURNING s.id, s.payload
+), ev AS (
+    INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
+    SELECT lease.id, %(seq)s, lease.root_id, %(pos)s, 'signal_received', %(name)s,
+           jsonb_build_object('payload', sig.payload, 'signal_id', sig.id)
+      FROM lease, sig
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM lease) AS leased, sig.payload, sig.id FROM sig
+"""
+
+SEND_SIGNAL = "SELECT durable_send_signal(%s, %s, %s::jsonb, %s)"
+
+# --- outside callers ------------------------------------------------------------------
+
+# Ask the terminal transaction to notify; returns the chain's current state.
+WATCH_RUN = """
+WITH w AS (
+    UPDATE durable_runs SET notify_done = true
+     WHERE chain_root_id = (SELECT chain_root_id FROM durable_runs WHERE id = %s)
+       AND status NOT IN ('completed', 'failed', 'cancelled', 'continued')
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM w)
+"""
+
+RUN_CHAIN_STATE = """
+SELECT id, status, result, error, workflow FROM durable_runs
+ WHERE chain_root_id = (SELECT chain_root_id FROM durable_runs WHERE id = %s)
+ ORDER BY (status = 'continued'), created_at DESC
+ LIMIT 1
+"""
+
+RUN_INFO = """
+SELECT id, root_id, parent_id, chain_root_id, continued_to, workflow, version, queue, status,
+       input, result, error, attempt, depth, lease_owner, lease_token, lease_expires_at,
+       next_wakeup_at, cancel_requested, created_at, started_at, finished_at
+  FROM durable_runs WHERE id = %s
+"""

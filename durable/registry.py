@@ -1,0 +1,178 @@
+"""Workflow and step registration: stable names, versions, type hints for payloads."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from .errors import RegistrationError, WorkflowNotFoundError
+from .retry import RetryPolicy
+
+
+@dataclass
+class WorkflowDef:
+    """A registered workflow: ``async def fn(ctx, input) -> result``."""
+
+    name: str
+    version: int
+    fn: Callable[..., Awaitable[Any]]
+    takes_input: bool
+    input_type: Any
+    result_type: Any
+    queue: str = "default"
+    execution_timeout: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # direct call, e.g. in unit tests
+        return await self.fn(*args, **kwargs)
+
+
+@dataclass
+class StepDef:
+    """A step: any sync or async function, with a stable name and optional policy."""
+
+    name: str
+    fn: Callable[..., Any]
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    result_type: Any = None
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+_workflows: dict[str, WorkflowDef] = {}
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolved forward refs: validate nothing rather than refuse
+        return {}
+
+
+def workflow(name: str, *, version: int = 1, queue: str = "default",
+             execution_timeout: float | None = None) -> Callable[[Callable[..., Awaitable[Any]]], WorkflowDef]:
+    """Register ``async def fn(ctx, input)`` as a workflow under a stable ``name``.
+
+    The name (not the Python function name) is what the database stores, so renaming or
+    moving the function does not strand running runs. Bump ``version`` when the code
+    changes in a way running histories would not replay.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise RegistrationError("@durable.workflow needs a stable non-empty name, e.g. @durable.workflow('orders.charge')")
+    if not isinstance(version, int) or version < 1:
+        raise RegistrationError(f"workflow {name!r}: version must be a positive int (got {version!r})")
+    if execution_timeout is not None and not (0 < execution_timeout <= 10 * 365 * 86400):
+        raise RegistrationError(f"workflow {name!r}: execution_timeout must be > 0 seconds and at most 10 years")
+
+    def register(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef:
+        if not inspect.iscoroutinefunction(fn):
+            raise RegistrationError(f"workflow {name!r}: {fn.__qualname__} must be an `async def` function")
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or len(params) > 2:
+            raise RegistrationError(
+                f"workflow {name!r}: the signature must be (ctx) or (ctx, input); got {len(params)} parameters. "
+                "Bundle several inputs into one pydantic model or dict."
+            )
+        hints = _hints(fn)
+        takes_input = len(params) == 2
+        wf = WorkflowDef(
+            name=name, version=version, fn=fn, takes_input=takes_input,
+            input_type=hints.get(params[1].name) if takes_input else None,
+            result_type=hints.get("return"), queue=queue, execution_timeout=execution_timeout,
+        )
+        existing = _workflows.get(name)
+        if existing is not None:
+            same_code = existing.fn.__module__ == fn.__module__ and existing.fn.__qualname__ == fn.__qualname__
+            if existing.version != version:
+                raise RegistrationError(
+                    f"workflow {name!r} is registered twice in this process with versions "
+                    f"{existing.version} and {version}. One process runs one version of a workflow: "
+                    "give the new code a new name (e.g. 'orders.charge.v2') or remove the old registration."
+                )
+            if not same_code:
+                raise RegistrationError(
+                    f"workflow {name!r} version {version} is registered twice by different functions "
+                    f"({existing.fn.__module__}.{existing.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
+                    "workflow names must be unique"
+                )
+        _workflows[name] = wf
+        return wf
+
+    return register
+
+
+def step(name: str | Callable[..., Any] | None = None, *, retry: RetryPolicy | None = None,
+         timeout: float | None = None) -> Any:
+    """Mark a function as a step (``@durable.step`` or ``@durable.step("name", retry=...)``).
+
+    Steps run at least once; their outcome is journaled exactly once.
+    """
+    if timeout is not None and not (0 < timeout <= 86400 * 365):
+        raise RegistrationError("step timeout must be > 0 seconds and at most a year")
+
+    def make(fn: Callable[..., Any], step_name: str | None) -> StepDef:
+        if isinstance(fn, StepDef):
+            return fn
+        if not callable(fn):
+            raise RegistrationError(f"@durable.step needs a function, got {fn!r}")
+        return StepDef(name=step_name or fn.__qualname__, fn=fn, retry=retry, timeout=timeout,
+                       result_type=_hints(fn).get("return"))
+
+    if callable(name):
+        return make(name, None)
+    return lambda fn: make(fn, name)
+
+
+def as_step(fn: Callable[..., Any] | StepDef, name: str | None = None) -> StepDef:
+    if isinstance(fn, StepDef):
+        return fn if name is None or name == fn.name else StepDef(name, fn.fn, fn.retry, fn.timeout, fn.result_type)
+    if not callable(fn):
+        raise TypeError(f"ctx.step needs a function or @durable.step, got {fn!r}")
+    return StepDef(name=name or getattr(fn, "__qualname__", repr(fn)), fn=fn,
+                   result_type=_hints(fn).get("return"))
+
+
+def get_workflow(name: str) -> WorkflowDef:
+    wf = _workflows.get(name)
+    if wf is None:
+        known = ", ".join(sorted(_workflows)) or "none"
+        raise WorkflowNotFoundError(
+            f"no workflow named {name!r} is registered in this process (registered: {known}). "
+            "Import the module that defines it (the dispatcher's --module flag) or fix the name."
+        )
+    return wf
+
+
+def resolve(ref: WorkflowDef | str) -> WorkflowDef:
+    if isinstance(ref, WorkflowDef):
+        return _workflows.get(ref.name, ref)
+    if isinstance(ref, str):
+        return get_workflow(ref)
+    raise WorkflowNotFoundError(
+        f"{ref!r} is not a workflow: pass a function decorated with @durable.workflow(...) or its registered name"
+    )
+
+
+def all_workflows() -> dict[str, WorkflowDef]:
+    return dict(_workflows)
+
+
+def unregister(name: str) -> None:
+    """Remove a registration (tests that redefine workflows use this)."""
+    _workflows.pop(name, None)
+
+
+def is_async_callable(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(getattr(fn, "__call__", None))

@@ -1,0 +1,53 @@
+"""Heartbeating: one statement per beat renews every lease this process holds; an
+execution whose lease is gone (cancelled, or claimed by another after expiry) stops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from .. import hooks, queries
+from ..executor import LeaseLost
+from .loop import BackgroundLoop
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+log = logging.getLogger("durable.worker.heartbeat")
+
+
+class Heartbeat(BackgroundLoop):
+    name = "heartbeat"
+
+    def __init__(self, engine: "Engine") -> None:
+        super().__init__()
+        self.engine = engine
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.engine.settings.lease_ttl_s / 3)
+            try:
+                await self.beat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s; leases expire in %.0f s unless the next beat works",
+                            exc, self.engine.settings.lease_ttl_s)
+
+    async def beat(self) -> int:
+        held = [(ex.run_id, ex.token) for ex in list(self.engine.active.values()) if ex.token is not None]
+        if not held:
+            return 0
+        async with self.engine.pool.connection() as conn:
+            cur = await conn.execute(queries.HEARTBEAT, (
+                self.engine.settings.lease_ttl_s, [h[0] for h in held], [h[1] for h in held]))
+            renewed = {r[0] for r in await cur.fetchall()}
+        lost = 0
+        for run_id, token in held:
+            ex = self.engine.active.get(run_id)
+            if run_id not in renewed and ex is not None and ex.token == token:
+                lost += 1
+                log.info("run %s: lease lost (cancelled or claimed elsewhere); stopping its execution", run_id)
+                hooks.emit("lease.lost", run_id=run_id, workflow=ex.wf.name)
+                ex.stop(LeaseLost())
+        hooks.emit("heartbeat", leases=len(held), lost=lost)
+        return lost

@@ -36,6 +36,14 @@ class EngineSettings(BaseModel):
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="bound on connecting to the database")
     pool_size: int = Field(10, ge=1, le=1000, description="max pooled connections")
     migrate: bool = Field(True, description="apply schema migrations on start")
+    retention_s: float | None = Field(None, gt=0, le=100 * 365 * 86400,
+                                      description="delete finished runs older than this many seconds, "
+                                                  "in the background (None = keep them; see durable gc)")
+    retention_interval_s: float = Field(300.0, gt=0, le=86400,
+                                        description="how often the background retention runs")
+    metrics: bool = Field(True, description="record Prometheus metrics (durable.metrics) from this "
+                                            "process's hook events; serve them with "
+                                            "engine.start_metrics_server()")
 
     @field_validator("schema_name")
     @classmethod

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequen
 
 from . import hooks, queries, serde
 from .errors import (CancellationRequested, ChildCancelledError, ChildFailedError, ConfigurationError, DurableError,
-                     RunNotFoundError, SignalTimeoutError, StepError, StepTimeoutError,
-                     WorkflowNotFoundError, PayloadError)
-from .executor import ContinueAsNew, Outcome, Waiter, _Stop
+                     NonDeterminismError, RunConflictError, RunNotFoundError, SignalTimeoutError, StepError,
+                     StepTimeoutError, WorkflowNotFoundError, PayloadError)
+from .executor import ContinueAsNew, Outcome, Shutdown, Waiter, _Stop
 from .registry import StepDef, WorkflowDef, as_step, resolve
 from .retry import DEFAULT_STEP_RETRY, RetryPolicy
 
@@ -71,6 +71,14 @@ def _seconds(value: Any, what: str) -> float:
     return float(value)
 
 
+def _positive(value: Any, what: str) -> float:
+    """A timeout: like _seconds, but 0 (expired before it starts) is refused too."""
+    seconds = _seconds(value, what)
+    if seconds <= 0:
+        raise ConfigurationError(f"{what} must be more than 0 seconds, got {value!r}; leave it unset for no timeout")
+    return seconds
+
+
 class Context:
     """Passed to every workflow as its first argument."""
 
@@ -115,6 +123,8 @@ class Context:
 
     def _take_pos(self) -> int:
         self._ex._check_live()
+        if self._ex.engine.closing:  # graceful shutdown: stop at this durable point
+            raise Shutdown()
         pos = self._pos
         self._pos += 1
         return pos
@@ -146,7 +156,7 @@ class Context:
         policy = retry or sd.retry or DEFAULT_STEP_RETRY
         limit_s = timeout if timeout is not None else sd.timeout
         if limit_s is not None:
-            limit_s = _seconds(limit_s, f"timeout of step {sd.name!r}")
+            limit_s = _positive(limit_s, f"timeout of step {sd.name!r}")
         pos = await self._op()
         attempt = 1
         evs = ex.expect(pos, ("step_completed", "step_failed", "step_retry"), sd.name, f"step {sd.name!r}")
@@ -251,7 +261,7 @@ class Context:
 
     async def _try_consume_signal(self, w: Waiter) -> bool:
         ex = self._ex
-        async with ex.engine.pool.connection() as conn:
+        async with ex.conn() as conn:
             cur = await conn.execute(queries.PEEK_SIGNAL, (ex.run_id, w.name))
             if await cur.fetchone() is None:
                 return False
@@ -270,6 +280,19 @@ class Context:
         ex._index(Event(seq, w.pos, "signal_received", w.name, {"payload": row[1]}))
         w.future.set_result((row[1],))
         return True
+
+    async def signal(self, run_id: uuid.UUID | str, name: str, payload: Any = None) -> None:
+        """Send signal ``name`` with ``payload`` to another run (following continue-as-new).
+        Journaled, with a delivery id derived from this call, so a replay never sends it
+        twice. Raises RunNotFoundError / RunFinishedError (the same on replay)."""
+        await self._ex.engine.lifecycle.signal_from(self, run_id, name, payload)
+
+    async def cancel_child(self, ref: ChildRef, *, graceful: bool = False) -> int:
+        """Cancel one of this run's children and its in-flight descendants (``graceful=True``:
+        ask it to cancel itself; it sees CancellationRequested at its next await). Journaled,
+        so a replay does not cancel again. Returns a CancelResult (an int: runs cancelled).
+        Awaiting the child afterwards raises ChildCancelledError (unless it had finished)."""
+        return await self._ex.engine.lifecycle.cancel_child(self, ref, graceful)
 
     # --- children ------------------------------------------------------------------------
 
@@ -307,7 +330,7 @@ class Context:
         policy = ParentClosePolicy(parent_close).value if not isinstance(parent_close, ParentClosePolicy) \
             else parent_close.value
         if timeout is not None:
-            timeout = _seconds(timeout, "child timeout")
+            timeout = _positive(timeout, "child timeout")
         if site is not None and (not isinstance(site, str) or not site):
             raise ConfigurationError(f"site= must be a non-empty string naming the call site, got {site!r}")
         call_site = site or wf.name
@@ -324,49 +347,71 @@ class Context:
         refs: list[ChildRef] = []
         specs: list[dict[str, Any]] = []
         seen: set[uuid.UUID] = set()
-        for text, k in prepared:
-            if k is not None:
-                ident = f"{call_site}|key|{k}"
-            else:
-                n = self._site_counts.get(call_site, 0)
-                self._site_counts[call_site] = n + 1
-                ident = f"{call_site}|#{n}"
-            cid = uuid.uuid5(ex.run_id, ident)
-            digest = hashlib.sha256(f"{wf.name}\0{text}".encode()).hexdigest()[:24]
-            pos = self._take_pos()
-            found = f"start_child {wf.name!r} ({ident})"
-            evs = ex.expect(pos, ("child_started",), wf.name, found)
-            if evs:
-                data = evs[0].data
-                if data["child_id"] != str(cid) or data.get("hash") != digest:
-                    what = "a different key/site" if data["child_id"] != str(cid) else "a different input"
-                    from .errors import NonDeterminismError
-
-                    raise NonDeterminismError(ex.run_id, pos, f"child_started {wf.name!r} id={data['child_id']}",
-                                              f"{found} with {what}")
-            else:
-                if cid in seen or cid in ex.child_pos:
-                    from .errors import RunConflictError
-
+        pos_before, counts_before = self._pos, dict(self._site_counts)
+        try:
+            idents = []
+            for text, k in prepared:
+                if k is not None:
+                    ident = f"{call_site}|key|{k}"
+                else:
+                    n = self._site_counts.get(call_site, 0)
+                    self._site_counts[call_site] = n + 1
+                    ident = f"{call_site}|#{n}"
+                idents.append((uuid.uuid5(ex.run_id, ident), ident))
+            for (text, k), (cid, ident) in zip(prepared, idents):
+                digest = hashlib.sha256(f"{wf.name}\0{text}".encode()).hexdigest()[:24]
+                pos = self._take_pos()
+                if cid in seen or ex.child_pos.get(cid, pos) != pos:
                     raise RunConflictError(
                         f"child key {k!r} at site {call_site!r} is used twice in run {ex.run_id}; keys must be "
                         "unique per call site")
-                specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
-                              "queue": queue or wf.queue, "input": text, "pos": pos, "hash": digest,
-                              "policy": policy, "timeout": timeout or wf.execution_timeout,
-                              "retry": retry.to_doc() if retry else None})
-            seen.add(cid)
-            refs.append(ChildRef(cid, wf.name, ex.run_id, pos, self))
-        if specs:
-            try:
+                found = f"start_child {wf.name!r} ({ident})"
+                evs = ex.by_pos.get(pos)
+                if evs:
+                    data = evs[0].data
+                    if evs[0].kind != "child_started" or evs[0].name != wf.name or data["child_id"] != str(cid) \
+                            or data.get("hash") != digest:
+                        # live, this call may have failed on a taken child id and written nothing
+                        await self._raise_taken([c for c, _ in idents])
+                        if evs[0].kind == "child_started" and evs[0].name == wf.name:
+                            what = "a different key/site" if data["child_id"] != str(cid) else "a different input"
+                            raise NonDeterminismError(
+                                ex.run_id, pos, f"child_started {wf.name!r} id={data['child_id']}",
+                                f"{found} with {what}")
+                        raise NonDeterminismError(ex.run_id, pos, f"{evs[0].kind} {evs[0].name!r}", found)
+                else:
+                    specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
+                                  "queue": queue or wf.queue, "input": text, "pos": pos, "hash": digest,
+                                  "policy": policy, "timeout": timeout or wf.execution_timeout,
+                                  "retry": retry.to_doc() if retry else None})
+                seen.add(cid)
+                refs.append(ChildRef(cid, wf.name, ex.run_id, pos, self))
+            if specs:
                 await ex.start_children(specs)
-            except BaseException:
-                self._pos -= len(prepared)  # nothing was written; a caught error leaves no gap
-                raise
+        except BaseException:
+            # nothing was written: a caught error leaves no gap in positions or ordinals
+            self._pos, self._site_counts = pos_before, counts_before
+            raise
+        if specs:
             for s in specs:
                 hooks.emit("child.started", parent_run_id=ex.run_id, child_run_id=s["id"], workflow=wf.name,
                            parent_workflow=ex.wf.name)
+                hooks.emit("run.started", run_id=s["id"], workflow=wf.name, queue=s["queue"],
+                           parent_run_id=ex.run_id)
         return refs
+
+    async def _raise_taken(self, ids: list[uuid.UUID]) -> None:
+        """Replay of a start that failed live because a child id was taken by another run
+        (nothing was journaled, so the journal shows the next operation here): fail the
+        same way instead of reporting non-determinism."""
+        ex = self._ex
+        async with ex.conn() as conn:
+            row = await (await conn.execute(queries.TAKEN_CHILD_IDS, (ids, ex.run_id))).fetchone()
+        if row is not None:
+            raise RunConflictError(
+                f"child id {row[0]} is already taken by run of workflow {row[1]} (parent {row[2] or 'none'}). "
+                "Child ids derive from the parent, the call site and key=; choose another key or site= so the "
+                "id is unique")
 
     def _check_refs(self, refs: Sequence[ChildRef]) -> None:
         for r in refs:
@@ -436,58 +481,67 @@ class Context:
     async def as_completed(self, refs: Sequence[ChildRef]) -> AsyncIterator[ChildRef]:
         """Yield each child's reference as it finishes, first finished first; call
         ``ref.result()`` for its value (or its typed error)."""
-        pending = list(refs)
-        self._check_refs(pending)
-        outcomes = self._ex.outcomes
+        refs = list(refs)
+        self._check_refs(refs)
+        pending = {r.run_id: r for r in refs}
         while pending:
-            known = sorted((r for r in pending if r.run_id in outcomes), key=lambda r: outcomes[r.run_id].seq)
-            if not known:
-                await self._await_known([r.run_id for r in pending], mode="any")
-                continue
-            for r in known:
-                pending.remove(r)
-                yield r
+            ref = await self._first_completed(pending)
+            del pending[ref.run_id]
+            yield ref
+
+    async def _first_completed(self, pending: dict[uuid.UUID, ChildRef]) -> ChildRef:
+        """The earliest journaled outcome among ``pending`` (waiting for one if none is
+        known). Journal order, so a replay picks the same child as the live run did."""
+        outcomes = self._ex.outcomes
+        while True:
+            # replaying up to a wait a graceful cancel interrupted: outcomes journaled after
+            # the interruption were not known to the live run here
+            cut = self._ex.interrupt_seq
+            known = [r for i, r in pending.items() if i in outcomes and (cut is None or outcomes[i].seq < cut)]
+            if known:
+                return min(known, key=lambda r: outcomes[r.run_id].seq)
+            await self._await_known(list(pending), mode="any")
 
     async def map(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *, concurrency: int = 10,
                   key: Callable[[Any], str] | None = None, return_exceptions: bool = False,
-                  **options: Any) -> list[Any]:
-        """One child per input with at most ``concurrency`` running at once (a sliding
-        window); results in input order."""
-        if not isinstance(concurrency, int) or concurrency < 1:
+                  site: str | None = None, queue: str | None = None, timeout: float | None = None,
+                  retry: RetryPolicy | None = None,
+                  parent_close: ParentClosePolicy | str = ParentClosePolicy.TERMINATE) -> list[Any]:
+        """One child per input with at most ``concurrency`` unfinished at once (a sliding
+        window: each finished child is replaced by the next input); results in input order.
+        With ``return_exceptions`` a failed/cancelled child's typed error takes its place,
+        otherwise the first one raises."""
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
         items = list(inputs)
+        keys: list[str | None] = [key(i) for i in items] if key is not None else [None] * len(items)
+        for k in keys:  # refuse bad keys before any child starts
+            if k is not None and not isinstance(k, str):
+                raise ConfigurationError(
+                    f"child key must be a string (got {type(k).__name__} {k!r}); use e.g. key=f'order-{{id}}'")
+        resolve(workflow)
         results: list[Any] = [None] * len(items)
         index: dict[uuid.UUID, int] = {}
-        inflight: list[ChildRef] = []
+        inflight: dict[uuid.UUID, ChildRef] = {}
         nxt = 0
-
-        async def fill() -> None:
-            nonlocal nxt
-            batch = items[nxt: nxt + concurrency - len(inflight)]
-            if not batch:
-                return
-            refs = await self.start_children(workflow, batch, key=key, site=options.pop("site", None) or None,
-                                             **options) if False else await self._start_children(
-                workflow, batch, [key(i) for i in batch] if key else [None] * len(batch), options.get("site"),
-                options.get("queue"), options.get("timeout"), options.get("retry"),
-                options.get("parent_close", ParentClosePolicy.TERMINATE))
-            for i, r in enumerate(refs):
-                index[r.run_id] = nxt + i
-            inflight.extend(refs)
-            nxt += len(batch)
-
-        await fill()
-        while inflight:
-            async for ref in self.as_completed(inflight):
-                inflight.remove(ref)
-                try:
-                    results[index[ref.run_id]] = ref.result()
-                except (ChildFailedError, ChildCancelledError) as exc:
-                    if not return_exceptions:
-                        raise
-                    results[index[ref.run_id]] = exc
-                break
-            await fill()
+        while nxt < len(items) or inflight:
+            room = concurrency - len(inflight)
+            if room > 0 and nxt < len(items):
+                refs = await self._start_children(workflow, items[nxt: nxt + room], keys[nxt: nxt + room], site,
+                                                  queue, timeout, retry, parent_close)
+                for i, r in enumerate(refs):
+                    index[r.run_id] = nxt + i
+                    inflight[r.run_id] = r
+                nxt += len(refs)
+                continue
+            ref = await self._first_completed(inflight)
+            del inflight[ref.run_id]
+            try:
+                results[index[ref.run_id]] = ref.result()
+            except (ChildFailedError, ChildCancelledError) as exc:
+                if not return_exceptions:
+                    raise
+                results[index[ref.run_id]] = exc
         return results
 
     # --- waiting on any run (M:N) --------------------------------------------------------
@@ -501,15 +555,21 @@ class Context:
         except ValueError:
             raise ConfigurationError(f"{run_id!r} is not a run id (a UUID)") from None
         pos = await self._op()
-        evs = ex.expect(pos, ("wait_started",), None, f"wait_run {target}")
+        evs = ex.by_pos.get(pos)
         if evs:
-            if evs[0].data["run_id"] != str(target):
-                from .errors import NonDeterminismError
-
-                raise NonDeterminismError(ex.run_id, pos, f"wait_run {evs[0].data['run_id']}", f"wait_run {target}")
+            if evs[0].kind != "wait_started" or evs[0].data["run_id"] != str(target):
+                # live, this call may have failed (no such run) and written nothing
+                async with ex.conn() as conn:
+                    row = await (await conn.execute(queries.RUN_EXISTS, (target,))).fetchone()
+                if row is None:
+                    self._pos -= 1
+                    raise RunNotFoundError(target)
+                expected = f"wait_run {evs[0].data['run_id']}" if evs[0].kind == "wait_started" \
+                    else f"{evs[0].kind} {evs[0].name!r}"
+                raise NonDeterminismError(ex.run_id, pos, expected, f"wait_run {target}")
             workflow = evs[0].data.get("workflow") or ""
         else:
-            async with ex.engine.pool.connection() as conn:
+            async with ex.conn() as conn:
                 row = await (await conn.execute(queries.RUN_EXISTS, (target,))).fetchone()
                 if row is None:
                     self._pos -= 1

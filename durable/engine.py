@@ -24,7 +24,7 @@ from .errors import (ConfigurationError, DurableError, RunCancelledError, RunCon
 from .executor import TERMINAL, Event, Evicted, Execution, Shutdown
 from .handle import RunHandle, RunInfo
 from .registry import WorkflowDef, all_workflows, resolve
-from .worker import Claimer, Heartbeat, Listener
+from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
 
 log = logging.getLogger("durable.engine")
 
@@ -52,9 +52,13 @@ class Engine:
         self.listener = Listener(self)
         self.claimer = Claimer(self) if self.settings.execute else None
         self.heartbeat = Heartbeat(self) if self.settings.execute else None
+        self.retention = Retention(self) if self.settings.retention_s is not None else None
+        self.timeouts = Timeouts(self) if self.settings.execute else None  # execution timeouts
         from .lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
+        self._metrics_servers: list[Any] = []   # servers started by start_metrics_server()
+        self._queue_collector: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -85,10 +89,18 @@ class Engine:
         self.pool = await db.open_pool(self.dsn, schema=s.schema_name, min_size=min(2, s.pool_size),
                                        max_size=s.pool_size, timeout=s.connect_timeout_s)
         self.closing = False
+        if s.metrics:
+            from . import metrics
+
+            metrics.install()  # process-wide and idempotent; close() leaves it attached
         self.listener.start()
         if self.claimer is not None:
             self.claimer.start()
             self.heartbeat.start()  # type: ignore[union-attr]
+        if self.retention is not None:
+            self.retention.start()
+        if self.timeouts is not None:
+            self.timeouts.start()
         self.opened = True
         try:
             await asyncio.wait_for(self.listener.connected.wait(), s.connect_timeout_s)
@@ -104,11 +116,17 @@ class Engine:
         self.closing = True
         if self.claimer is not None:
             await self.claimer.stop()
+        if self.retention is not None:
+            await self.retention.stop()
+        if self.timeouts is not None:
+            await self.timeouts.stop()
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
         deadline = time.monotonic() + grace
-        while self.active and time.monotonic() < deadline:
+        # executions stop at their next durable point (Context raises Shutdown once we are
+        # closing) and give their lease back; a run being loaded starts and does the same
+        while (self.active or self.loading) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for ex in list(self.active.values()):
             await self._release(ex)
@@ -137,7 +155,55 @@ class Engine:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+        if self._metrics_servers or self._queue_collector is not None:
+            await asyncio.to_thread(self._stop_metrics_servers)  # shutdown() blocks up to 0.5 s
         self.opened = False
+
+    # --- telemetry -------------------------------------------------------------------------
+
+    def start_metrics_server(self, host: str = "127.0.0.1", port: int = 9464, *,
+                             queue_metrics: bool = True,
+                             extra_routes: dict[str, Any] | None = None) -> Any:
+        """Serve ``durable.metrics.REGISTRY`` on ``http://host:port/metrics`` from a daemon
+        thread and return the :class:`~durable.metrics.MetricsServer` (``.port``, ``.url``,
+        ``.stop()``); ``port=0`` picks a free port. With ``queue_metrics`` the registry also
+        reports queue depth / oldest ready age / waiting runs of this engine's schema, read
+        from the database at scrape time. ``close()`` stops what this method started.
+
+        Services with their own HTTP server mount the same registry instead, e.g.
+        ``make_asgi_app(registry=durable.metrics.REGISTRY)``.
+        """
+        from . import metrics
+
+        self._require_open()
+        if queue_metrics and self._queue_collector is None:
+            try:
+                self._queue_collector = metrics.register_queue_collector(self.dsn, self.settings.schema_name)
+            except ValueError:  # prometheus_client: those names are registered already
+                raise ConfigurationError(
+                    "queue metrics are already registered in this process (another engine's "
+                    "start_metrics_server or register_queue_collector); pass queue_metrics=False") from None
+        try:
+            server = metrics.start_metrics_server(host, port, extra_routes=extra_routes)
+        except BaseException:
+            if not self._metrics_servers:
+                self._drop_queue_collector()
+            raise
+        self._metrics_servers.append(server)
+        return server
+
+    def _stop_metrics_servers(self) -> None:
+        for server in self._metrics_servers:
+            server.stop()
+        self._metrics_servers.clear()
+        self._drop_queue_collector()
+
+    def _drop_queue_collector(self) -> None:
+        if self._queue_collector is not None:
+            from . import metrics
+
+            metrics.unregister_queue_collector(self._queue_collector)
+            self._queue_collector = None
 
     @property
     def ready(self) -> bool:
@@ -201,7 +267,7 @@ class Engine:
                 return RunHandle(self, existing[0], wf.name)
         hooks.emit("run.started", run_id=run_id, workflow=wf.name, queue=q, parent_run_id=None)
         if local:
-            claim = {"id": run_id, "root_id": run_id, "parent_id": None, "lease_token": row[2],
+            claim = {"id": run_id, "root_id": run_id, "parent_id": None, "lease_token": row[2], "queue": q,
                      "input": json.loads(text), "attempt": 1, "depth": 0, "prev_status": "pending",
                      "wake_latency_s": None, "last_seq": 0}
             self._begin(claim, wf, [], "start")
@@ -263,8 +329,8 @@ class Engine:
                     history = [Event(r[0], r[1], r[2], r[3], r[4] or {}) for r in await cur.fetchall()]
             self._begin(claim, wf, history, source)
         except Exception as exc:
-            log.warning("run %s: could not start its execution (%s); lease will expire and it is retried",
-                        run_id, exc)
+            log.warning("run %s: could not start its execution (%s); giving its lease back", run_id, exc)
+            self._spawn(self._release_soon(run_id, claim["lease_token"]))
         finally:
             self.loading.discard(run_id)
 
@@ -273,9 +339,17 @@ class Engine:
             del self.active[ex.run_id]
         if self.parked.get(ex.run_id) is ex:
             del self.parked[ex.run_id]
+        if reason in ("shutdown", "database") and ex.token is not None:
+            # stopped at a durable point (graceful shutdown) or by a database error: give the
+            # lease back so any process resumes the run now instead of after lease expiry
+            token, ex.token = ex.token, None
+            self._spawn(self._release_soon(ex.run_id, token))
         if reason != "terminal":
             self._wake_result_waiters(ex.run_id)  # they re-read the database
-        self.kick_claimer()
+        if reason not in ("terminal", "nondeterminism") or (self.claimer is not None and self.claimer.starved):
+            # a finished run frees capacity; that only matters when the claimer left due
+            # runs unclaimed for lack of it (otherwise this would cost a claim query per run)
+            self.kick_claimer()
 
     async def park(self, ex: Execution, fire_at: float | None, *, due_now: bool, db_now: float) -> dict[str, Any]:
         """Keep a suspended run's coroutine in memory until this process re-claims it."""
@@ -368,6 +442,24 @@ class Engine:
         except Exception as exc:
             log.warning("run %s: could not release its lease (%s); it resumes after lease expiry", run_id, exc)
 
+    async def _release_soon(self, run_id: uuid.UUID, token: int) -> None:
+        """Release a lease, retrying with backoff while the database is unreachable; gives up
+        after one lease TTL (by then the lease has expired and anyone may claim the run)."""
+        deadline = time.monotonic() + self.settings.lease_ttl_s
+        delay = 0.2
+        while self.pool is not None:
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
+                return
+            except Exception as exc:
+                if time.monotonic() + delay >= deadline:
+                    log.info("run %s: could not release its lease (%s); it resumes after lease expiry",
+                             run_id, exc)
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -422,6 +514,9 @@ class Engine:
             try:
                 got = await asyncio.wait_for(asyncio.shield(fut), wait)
             except asyncio.TimeoutError:
+                for futs in self._results.values():
+                    if fut in futs:
+                        futs.remove(fut)
                 continue
             if got is not None:
                 status, result, error = got

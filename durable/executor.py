@@ -14,12 +14,16 @@ run meanwhile, or the coroutine was evicted, a cold replay from the journal take
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import psycopg
+import psycopg_pool
 
 from . import hooks, queries, serde
 from .errors import (CancellationRequested, ChildDepthError, HistoryLimitError, LeaseLostError,
@@ -51,6 +55,13 @@ class Evicted(_Stop):
 
 class Shutdown(_Stop):
     reason = "shutdown"
+
+
+class DatabaseLost(_Stop):
+    """The database became unreachable mid-execution. The run is not failed: this
+    execution stops, the lease expires, and the run resumes from its journal."""
+
+    reason = "database"
 
 
 class Stale(_Stop):
@@ -101,7 +112,17 @@ class Waiter:
     fire_at: float | None = None
     name: str | None = None
     pos: int | None = None
-    seen: set[uuid.UUID] = field(default_factory=set)
+    # children: ids without a journaled outcome yet, and those of them that are not this
+    # run's children (M:N waits); kept up to date per evaluation in O(new outcomes)
+    remaining: set[uuid.UUID] | None = None
+    others: set[uuid.UUID] = field(default_factory=set)
+
+
+def _latency(db_now: float | None, finished_at: float | None) -> float | None:
+    """Seconds from a run's terminal commit to ``db_now`` (never negative; None if unknown)."""
+    if db_now is None or finished_at is None:
+        return None
+    return max(0.0, float(db_now) - float(finished_at))
 
 
 class Execution:
@@ -121,6 +142,7 @@ class Execution:
         self.cancel_observed = False
         self.interrupt_seq: int | None = None  # replay: a wait interrupted by a cancel request
         self.wf = wf
+        self.queue: str = claim.get("queue") or wf.queue  # the run's queue (labels)
         self.raw_input = claim["input"]
         self.by_pos: dict[int, list[Event]] = {}
         self.max_pos = -1
@@ -184,6 +206,23 @@ class Execution:
 
     # --- fenced writes ------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def conn(self) -> AsyncIterator[Any]:
+        """A pooled connection; infrastructure errors stop this execution (the run is
+        resumed from its journal after lease expiry) instead of failing the run."""
+        try:
+            async with self.engine.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            # a lost connection or server restart hits every execution at once: the engine's
+            # loops log the outage once, so per-run lines stay at debug for those
+            state = getattr(exc, "sqlstate", None)
+            outage = state is None or state.startswith(("08", "57P"))
+            log.log(logging.DEBUG if outage else logging.WARNING,
+                    "run %s: database error (%s); stopping this execution, the run resumes later",
+                    self.run_id, exc)
+            raise DatabaseLost() from exc
+
     def _check_live(self) -> int:
         if self.stopping is not None:
             raise self.stopping
@@ -206,7 +245,7 @@ class Execution:
         token = self._check_live()
         text = serde.dumps(data, what=f"{kind} event", limit=self.settings.payload_limit_bytes * 2 + 4096)
         seq = self._take_seq()
-        async with self.engine.pool.connection() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
             if cur.rowcount != 1:
                 self._lost()
@@ -218,7 +257,7 @@ class Execution:
         """Append one event whose data is already JSON text (the step hot path)."""
         token = self._check_live()
         seq = self._take_seq()
-        async with self.engine.pool.connection() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
             if cur.rowcount != 1:
                 self._lost()
@@ -232,7 +271,7 @@ class Execution:
                  for _, k, _, d in items]
         first = self._take_seq(len(items))
         seqs = list(range(first, first + len(items)))
-        async with self.engine.pool.connection() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(queries.APPEND_EVENTS, (
                 self.run_id, token, seqs, [i[0] for i in items], [i[1] for i in items],
                 [i[2] for i in items], texts))
@@ -248,7 +287,7 @@ class Execution:
         """Journal a timer event whose fire time comes from the database clock."""
         token = self._check_live()
         seq = self._take_seq()
-        async with self.engine.pool.connection() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(queries.APPEND_TIMER_EVENT, {
                 "seq": seq, "pos": pos, "kind": kind, "name": name, "data": json.dumps(data),
                 "delay": delay, "id": self.run_id, "token": token})
@@ -270,7 +309,7 @@ class Execution:
             s["max_depth"] = self.settings.max_child_depth
         body = json.dumps([{**s, "id": str(s["id"]), "input": json.loads(s["input"])} for s in specs])
         try:
-            async with self.engine.pool.connection() as conn:
+            async with self.conn() as conn:
                 cur = await conn.execute(queries.START_CHILDREN, (self.run_id, token, body))
                 row = await cur.fetchone()
         except pgerr.RaiseException as exc:  # pragma: no cover - custom SQLSTATEs map below
@@ -317,7 +356,8 @@ class Execution:
 
     def end_busy(self) -> None:
         self.busy -= 1
-        self.kicked.set()
+        if self.waiters:  # only a pending wait needs re-evaluating (and maybe suspending)
+            self.kicked.set()  # waking the driver after every step cost ~0.1 ms CPU per step
 
     def kick(self) -> None:
         self.kicked.set()
@@ -340,7 +380,7 @@ class Execution:
             except _Stop as stop:
                 self._abort(stop)
                 return
-            except Exception as exc:  # a database error while waiting: fail the waiters
+            except Exception as exc:  # a bug or bad data while waiting: surface it to the workflow
                 log.warning("run %s: evaluating waits failed: %s", self.run_id, exc)
                 for w in list(self.waiters):
                     if not w.future.done():
@@ -367,20 +407,27 @@ class Execution:
             w.future.set_exception(CancellationRequested(f"run {self.run_id} was asked to cancel"))
             return True
         progressed = False
-        wanted: set[uuid.UUID] = set()
-        for w in waiters:
-            if w.kind == "children":
-                wanted.update(i for i in w.ids if i not in self.outcomes)
-        if wanted:
-            await self._collect_outcomes(wanted)
+        # per wake, O(outcomes that are new) rather than O(ids waited on): a 10,000-child
+        # fan-in is woken many times
+        child_waits = [w for w in waiters if w.kind == "children"]
+        for w in child_waits:
+            if w.remaining is None:
+                w.remaining = {i for i in w.ids if i not in self.outcomes}
+                w.others = {i for i in w.remaining if i not in self.child_pos}
+        if any(w.remaining for w in child_waits):
+            want_children = any(len(w.remaining) > len(w.others) for w in child_waits)  # type: ignore[arg-type]
+            others = set().union(*(w.others for w in child_waits))
+            new = await self._collect_outcomes(want_children, others)
+            for w in child_waits:
+                w.remaining.difference_update(new)  # type: ignore[union-attr]
+                w.others.difference_update(new)
         now: float | None = None
         for w in waiters:
             if w.future.done():
                 continue
             if w.kind == "children":
-                done = [i for i in w.ids if i in self.outcomes]
-                if (w.mode == "all" and len(done) == len(w.ids)) or (
-                        w.mode == "any" and any(i not in w.seen for i in done)):
+                left = len(w.remaining)  # type: ignore[arg-type]
+                if left == 0 or (w.mode == "any" and left < len(w.ids)):
                     w.future.set_result(None)
                     progressed = True
             elif w.kind == "signal":
@@ -396,44 +443,53 @@ class Execution:
         return progressed
 
     async def db_now(self) -> float:
-        async with self.engine.pool.connection() as conn:
+        async with self.conn() as conn:
             row = await (await conn.execute(queries.DB_NOW)).fetchone()
         return float(row[0])  # type: ignore[index]
 
-    async def _collect_outcomes(self, wanted: set[uuid.UUID]) -> None:
-        """Find finished runs among ``wanted`` and journal their outcomes (one batch)."""
-        found: list[tuple[uuid.UUID, uuid.UUID, str, Any, Any, str]] = []
-        children = {i for i in wanted if i in self.child_pos}
-        others = wanted - children
-        async with self.engine.pool.connection() as conn:
+    async def _collect_outcomes(self, children: bool, others: set[uuid.UUID]) -> list[uuid.UUID]:
+        """Journal the outcomes of this run's children that finished since the last look
+        (when ``children``) and of the finished runs among ``others`` (M:N), in one batch;
+        returns the ids whose outcome is new.
+
+        Each journaled child outcome emits ``child.completed|failed|cancelled`` with
+        ``wake_latency_s`` = database now - the child's finished_at: one observation per
+        outcome the parent receives (wakes coalesce; outcomes do not)."""
+        # (chain id, final run id, status, result, error, workflow, wake latency s or None)
+        found: list[tuple[uuid.UUID, uuid.UUID, str, Any, Any, str, float | None]] = []
+        async with self.conn() as conn:
             if children:
                 cur = await conn.execute(queries.FINISHED_CHILDREN, (self.run_id, self.child_xmin))
                 row = await cur.fetchone()
                 self.child_xmin = int(row[0])  # type: ignore[index]
+                db_now = row[2]  # type: ignore[index]
                 for r in row[1] or ():  # type: ignore[index]
                     cid = uuid.UUID(r["chain_root_id"])
                     if cid in self.child_pos and cid not in self.outcomes:
-                        found.append((cid, uuid.UUID(r["id"]), r["status"], r["result"], r["error"], r["workflow"]))
+                        found.append((cid, uuid.UUID(r["id"]), r["status"], r["result"], r["error"],
+                                      r["workflow"], _latency(db_now, r.get("finished_at"))))
             if others:
                 cur = await conn.execute(queries.RUN_OUTCOMES, (list(others),))
-                for r in await cur.fetchall():
-                    found.append(tuple(r))  # type: ignore[arg-type]
+                for cid, rid, status, result, error, workflow, finished_at, now in await cur.fetchall():
+                    if cid not in self.outcomes:
+                        found.append((cid, rid, status, result, error, workflow, _latency(now, finished_at)))
         if not found:
-            return
-        items = []
-        for cid, rid, status, result, error, workflow in found:
+            return []
+        items: list[tuple[int | None, str, str | None, dict[str, Any]]] = []
+        for cid, rid, status, result, error, workflow, _ in found:
             kind = "run_outcome" if cid not in self.child_pos else {
                 "completed": "child_completed", "failed": "child_failed"}.get(status, "child_cancelled")
             items.append((self.child_pos.get(cid, self._cross_pos.get(cid)), kind, workflow,
                           {"run_id": str(cid), "final_run_id": str(rid), "status": status,
                            "result": result, "error": error}))
         evs = await self.append_many(items)
-        for ev, (cid, rid, status, result, error, workflow) in zip(evs, found):
+        for ev, (cid, rid, status, result, error, workflow, latency) in zip(evs, found):
             self.outcomes[cid] = Outcome(cid, status, result, error, ev.seq)
             if ev.kind.startswith("child_"):
                 hooks.emit(ev.kind.replace("_", ".", 1), parent_run_id=self.run_id, child_run_id=cid,
-                           workflow=workflow, **({"error_type": (error or {}).get("type")}
-                                                 if status == "failed" else {}))
+                           workflow=workflow, parent_workflow=self.wf.name, wake_latency_s=latency,
+                           **({"error_type": (error or {}).get("type")} if status == "failed" else {}))
+        return [f[0] for f in found]
 
     @property
     def _cross_pos(self) -> dict[uuid.UUID, int]:
@@ -443,7 +499,7 @@ class Execution:
         timers = [w.fire_at for w in self.waiters if w.fire_at is not None and not w.future.done()]
         fire_at = min(timers) if timers else None
         token = self._check_live()
-        async with self.engine.pool.connection() as conn:
+        async with self.conn() as conn:
             cur = await conn.execute(queries.SUSPEND, (fire_at, self.run_id, token))
             row = await cur.fetchone()
         if row is None:
@@ -484,40 +540,51 @@ class Execution:
         driver = asyncio.create_task(self._drive())
         reason = "terminal"
         try:
-            self.wf_task = asyncio.create_task(self._invoke())
+            reason = await self._run_to_end()
+        except Stale as stale:
+            reason = "stale"
+            self.engine.replay_claimed(stale.claim, source="local")
+        except _Stop as stop:  # lease lost, evicted, shutdown, database gone: not a failure
+            reason = stop.reason
+        except asyncio.CancelledError:
+            reason = "shutdown"
+            raise
+        finally:
+            driver.cancel()
+            self.engine.execution_ended(self, reason)
+            hooks.emit("execution.ended", run_id=self.run_id, workflow=self.wf.name, reason=reason)
+
+    async def _run_to_end(self) -> str:
+        """Run the workflow and write its terminal state; returns the end reason."""
+        self.wf_task = asyncio.create_task(self._invoke())
+        try:
             try:
                 result = await self.wf_task
             except asyncio.CancelledError:
                 if self.stopping is None:
                     raise
                 raise self.stopping from None
-            await self._complete(result)
-        except Stale as stale:
-            reason = "stale"
-            self.engine.replay_claimed(stale.claim, source="local")
-        except _Stop as stop:
-            reason = stop.reason
+        except (_Stop, asyncio.CancelledError):
+            raise
         except ContinueAsNew as can:
             await self.engine.lifecycle.continue_as_new(self, can)
-        except asyncio.CancelledError:
-            reason = "shutdown"
-            raise
+            return "continued"
         except NonDeterminismError as exc:
-            reason = "nondeterminism"
             log.error("%s", exc)
             await self._fail(exc)
+            return "nondeterminism"
         except CancellationRequested:
             if self.cancel_observed:
                 await self._finish("cancelled", None, json.dumps({"type": "Cancelled", "reason": "cancelled",
                                                                   "message": "the run was cancelled"}))
             else:  # raised by user code on its own: an ordinary failure
                 await self._fail(CancellationRequested("CancellationRequested raised by the workflow"))
+            return "terminal"
         except BaseException as exc:  # the workflow failed
             await self._fail(exc)
-        finally:
-            driver.cancel()
-            self.engine.execution_ended(self, reason)
-            hooks.emit("execution.ended", run_id=self.run_id, workflow=self.wf.name, reason=reason)
+            return "terminal"
+        await self._complete(result)
+        return "terminal"
 
     def _unreplayed_history(self) -> int | None:
         used = self.ctx._pos
@@ -527,10 +594,15 @@ class Execution:
         extra = self._unreplayed_history()
         if extra is not None:
             ev = self.by_pos[extra][0]
-            raise NonDeterminismError(self.run_id, extra, f"{ev.kind} {ev.name!r}", "the workflow returning")
+            exc = NonDeterminismError(self.run_id, extra, f"{ev.kind} {ev.name!r}", "the workflow returning")
+            log.error("%s", exc)
+            await self._fail(exc)
+            return
         try:
-            text = serde.dumps(result, what=f"result of workflow {self.wf.name!r}",
-                               limit=self.settings.payload_limit_bytes)
+            # validated against the declared result type now, so a result that readers
+            # could not load is refused here and never stored
+            text, _ = serde.roundtrip(result, self.wf.result_type, what=f"result of workflow {self.wf.name!r}",
+                                      limit=self.settings.payload_limit_bytes)
         except PayloadError as exc:
             await self._fail(exc)
             return
@@ -550,20 +622,26 @@ class Execution:
         token = self.token
         if token is None or self.stopping is not None:
             return
-        async with self.engine.pool.connection() as conn:
-            cur = await conn.execute(queries.FINISH_RUN, (self.run_id, token, status, result, error,
-                                                          self.settings.max_child_depth))
+        async with self.conn() as conn:
+            cur = await conn.execute(queries.FINISH_RUN_OUTCOME, (self.run_id, token, status, result, error,
+                                                                  self.settings.max_child_depth))
             row = await cur.fetchone()
-        if not row or not row[0]:
+        outcome = row[0] if row else "lost"
+        if outcome == "lost":
             self.token = None
             hooks.emit("lease.lost", run_id=self.run_id, workflow=self.wf.name)
             return
         self.token = None
+        if outcome == "retried":  # a child's retry policy re-runs it as a new attempt
+            self.engine.lifecycle.attempt_retried(self, error)
+            return
         duration = time.monotonic() - self.started_mono
         fields: dict[str, Any] = {"run_id": self.run_id, "workflow": self.wf.name,
-                                  "queue": self.wf.queue, "duration_s": duration}
+                                  "queue": self.queue, "duration_s": duration}
         if status == "failed":
             fields["error_type"] = json.loads(error or "{}").get("type")
+        elif status == "cancelled":
+            fields["reason"] = json.loads(error or "{}").get("reason") or "cancelled"
         hooks.emit(f"run.{status}", **fields)
         self.engine.deliver_result(self.run_id, status, json.loads(result) if result else None,
                                    json.loads(error) if error else None)

@@ -1,46 +1,72 @@
 """In-process hooks: the one extension point for tracing, metrics and logging.
 
-Attach a handler with ``durable.hooks.on(name, fn)`` (``name`` may be ``"*"`` or a
-prefix such as ``"child.*"``). Handlers are called synchronously, in the order they
-were attached, with one :class:`HookEvent`. A handler that raises is logged and
-ignored: it never changes a run's outcome. The built-in Prometheus metrics are
-themselves a handler (see ``durable.metrics``).
+Attach a handler with ``durable.hooks.on(name, fn)`` (``name`` is an exact event name,
+``"*"``, or a prefix such as ``"child.*"``), or as a decorator ``@durable.hooks.on("run.*")``;
+detach it with the function ``on`` returned, or ``durable.hooks.off(name, fn)``. Handlers
+are called synchronously on the event loop thread, in the order they were attached, with
+one :class:`HookEvent` (``event.name``, ``event["field"]``, ``event.get("field")``). Keep
+them fast: they run inline with the engine. A handler that raises is logged and ignored: it
+never changes a run's outcome, and later handlers still run. The built-in Prometheus
+metrics are themselves a handler (see ``durable.metrics``; attached by ``Engine.open()``
+unless ``metrics=False``).
 
-Events and their fields:
+Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
 
 =====================  ==============================================================
-``run.started``        run_id, workflow, queue, parent_run_id
+``run.started``        run_id, workflow, queue, parent_run_id (None for a top-level run).
+                       A run was created: ``engine.start``, a child start, or the
+                       successor of a continue-as-new or of a retried run.
 ``run.completed``      run_id, workflow, queue, duration_s
 ``run.failed``         run_id, workflow, queue, duration_s, error_type
-``run.cancelled``      run_id, workflow, queue, reason
-``run.continued``      run_id, workflow, queue, successor_run_id
+``run.cancelled``      run_id, workflow, queue, reason, [duration_s]. Emitted for the run
+                       a hard ``cancel()`` targeted (its cancelled descendants are counted
+                       by ``cascade.completed``), and by a run that finished its cleanup
+                       after a graceful cancel (with duration_s).
+``run.continued``      run_id, workflow, queue, successor_run_id, duration_s, [reason],
+                       [error_type]. reason='retry' (with the error_type) when a failed
+                       run's retry policy re-runs it as the successor.
 ``run.resumed``        run_id, workflow, source ('start'|'notify'|'poll'|'local'),
-                       wake_latency_s (child/signal/timer due → resumed, or None)
+                       wake_latency_s (a suspended run: its wake-up due time → resumed;
+                       None for a first start)
 ``run.suspended``      run_id, workflow
 ``execution.started``  run_id, workflow   (this process began executing a run)
-``execution.ended``    run_id, workflow, reason ('terminal'|'suspended'|'lease_lost'|'evicted'|'shutdown')
+``execution.ended``    run_id, workflow, reason ('terminal'|'continued'|'stale'|
+                       'lease_lost'|'evicted'|'shutdown'|'database'|'nondeterminism')
 ``step.completed``     run_id, workflow, step, attempt, duration_s
 ``step.retried``       run_id, workflow, step, attempt, error_type, delay_s
 ``step.failed``        run_id, workflow, step, attempt, duration_s, error_type
-``child.started``      parent_run_id, child_run_id, workflow, parent_workflow
-``child.completed``    parent_run_id, child_run_id, workflow
-``child.failed``       parent_run_id, child_run_id, workflow, error_type
-``child.cancelled``    parent_run_id, child_run_id, workflow
-``claim.batch``        count, source ('poll'|'notify'|'wake')
-``lease.lost``         run_id, workflow
+``child.started``      parent_run_id, child_run_id, workflow (the child's), parent_workflow
+``child.completed``    parent_run_id, child_run_id, workflow, parent_workflow, wake_latency_s
+``child.failed``       parent_run_id, child_run_id, workflow, parent_workflow, wake_latency_s,
+                       error_type
+``child.cancelled``    parent_run_id, child_run_id, workflow, parent_workflow, wake_latency_s
+``claim.batch``        count, source ('poll': fallback poll; 'notify': the claimer woken
+                       early by a notification or freed capacity, or one notified run;
+                       'local': one run claimed after its local timer or wake)
+``lease.lost``         run_id, workflow   (cancelled, or taken over after lease expiry)
 ``heartbeat``          leases, lost
 ``wake.notification``  channel
 ``wake.poll``          count
-``cascade.completed``  run_id, cancelled
-``cascade.truncated``  run_id, depth_limit, truncated
+``cascade.completed``  run_id, cancelled (runs cancelled, the target included)
+``cascade.truncated``  run_id, depth_limit, truncated (descendants left below the limit)
+``gc.completed``       runs, events, signals, batches, duration_s (one background
+                       retention round; see durable.retention)
 =====================  ==============================================================
+
+``child.*`` outcome events are emitted once per outcome the parent journals (wakes
+coalesce, outcomes do not); ``wake_latency_s`` is the database clock at that moment
+minus the child's terminal commit time (None if unknown). ``child_run_id`` is the id the
+parent started; after continue-as-new the outcome is the chain's final run's.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .errors import ConfigurationError
 
 log = logging.getLogger("durable.hooks")
 
@@ -66,14 +92,23 @@ def on(name: str, handler: Handler | None = None) -> Any:
     """Attach ``handler`` to events named ``name`` (exact, ``"prefix.*"`` or ``"*"``).
 
     Usable as ``on("child.started", fn)`` (returns a function that detaches it) or as
-    a decorator ``@on("child.*")``.
+    a decorator ``@on("child.*")`` (returns ``fn``; detach with ``off("child.*", fn)``).
+    Handlers are plain functions: an ``async def`` handler is refused, since nothing
+    would await it (hand the event to a queue or task from a sync handler instead).
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError("hook name must be a non-empty string such as 'child.started' or 'child.*'")
+    if not isinstance(name, str) or not name or (
+            "*" in name and name != "*" and not (name.endswith(".*") and "*" not in name[:-2] and len(name) > 2)):
+        raise ConfigurationError(
+            f"hook name must be an event name ('child.started'), a prefix pattern ending in '.*' "
+            f"('child.*') or '*', got {name!r}")
 
     def attach(fn: Handler) -> Handler:
         if not callable(fn):
-            raise TypeError(f"hook handler for {name!r} must be callable, got {fn!r}")
+            raise ConfigurationError(f"hook handler for {name!r} must be callable, got {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+            raise ConfigurationError(
+                f"hook handler {fn!r} for {name!r} is async; hooks are called synchronously, so use a "
+                "plain function (it may put the event on an asyncio.Queue or start a task)")
         _handlers.append((name, fn))
         return fn
 
@@ -95,6 +130,12 @@ def off(name: str, handler: Handler) -> None:
         pass
 
 
+def listening(name: str) -> bool:
+    """Whether any attached handler would receive an event called ``name`` (lets callers
+    skip work done only to fill an event's fields)."""
+    return any(_matches(pattern, name) for pattern, _ in tuple(_handlers))
+
+
 def _matches(pattern: str, name: str) -> bool:
     if pattern == "*" or pattern == name:
         return True
@@ -110,5 +151,7 @@ def emit(name: str, **fields: Any) -> None:
         if _matches(pattern, name):
             try:
                 fn(event)
-            except Exception:  # a broken hook must never break a run
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # a broken hook (even one raising CancelledError) never breaks a run
                 log.exception("hook handler %r for %s raised; ignored", fn, name)

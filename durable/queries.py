@@ -60,7 +60,8 @@ RETURNING r.id, r.root_id, r.parent_id, r.chain_root_id, r.workflow, r.version, 
 # Batch claim: due pending/suspended runs of the queues and workflow versions this
 # process serves, plus runs whose executor stopped heartbeating. A woken run that
 # another process parked (lease_owner is its sticky hint) is left to that process
-# for sticky_grace seconds.
+# for sticky_grace seconds. The scans filter by workflow and owner themselves, so runs
+# no process here can take (unknown workflow versions) never crowd out the ones it can.
 CLAIM_DUE = """
 WITH c AS (
     SELECT id, status AS prev_status,
@@ -70,10 +71,14 @@ WITH c AS (
             (SELECT id FROM durable_runs
               WHERE queue = ANY(%(queues)s) AND status IN ('pending', 'suspended')
                 AND next_wakeup_at <= durable_now()
+                AND (workflow || ':' || version) = ANY(%(workflows)s)
+                AND (lease_owner IS NULL OR lease_owner = %(owner)s
+                     OR next_wakeup_at <= durable_now() - make_interval(secs => %(grace)s::float8))
               ORDER BY next_wakeup_at LIMIT %(scan)s)
             UNION ALL
             (SELECT id FROM durable_runs
               WHERE status = 'running' AND lease_expires_at < now()
+                AND queue = ANY(%(queues)s) AND (workflow || ':' || version) = ANY(%(workflows)s)
               ORDER BY lease_expires_at LIMIT %(scan)s))
        AND (workflow || ':' || version) = ANY(%(workflows)s)
        AND queue = ANY(%(queues)s)
@@ -145,7 +150,8 @@ RETURNING coalesce(next_wakeup_at <= durable_now(), false) AS due_now,
           extract(epoch FROM durable_now())::float8 AS db_now
 """
 
-# Give a run back without waiting for its lease to expire (graceful shutdown, eviction).
+# Give a run back without waiting for its lease to expire (graceful shutdown, eviction,
+# database errors) and wake claimers so another process resumes it at once.
 RELEASE = """
 UPDATE durable_runs
    SET status = CASE WHEN EXISTS (SELECT 1 FROM durable_events WHERE run_id = %(id)s)
@@ -153,9 +159,13 @@ UPDATE durable_runs
        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
        next_wakeup_at = durable_now()
  WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running'
+RETURNING pg_notify(durable_channel(), 'new|' || queue)
 """
 
 FINISH_RUN = "SELECT durable_finish_run(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+# The same, saying how it ended: 'finished', 'retried' (a new attempt of a child with a
+# retry policy replaces it) or 'lost' (lease lost, nothing written).
+FINISH_RUN_OUTCOME = "SELECT durable_finish(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
 
 # Batched heartbeat: one statement renews every lease this process holds; the ones not
 # returned are lost (cancelled, or claimed by another process after expiry).
@@ -172,21 +182,37 @@ RETURNING r.id
 # Children of a parent that ended since a snapshot low-water mark. finish_xid is the
 # terminal transaction's id; every transaction older than the previous query's snapshot
 # xmin was visible to it, so scanning from there misses nothing and stays O(new).
+# Both also return each run's finished_at and the database clock now (epoch seconds,
+# durable_now()'s time-control offset applied to clock_timestamp()), so the executor can
+# report wake latency (child terminal commit -> parent sees it) per outcome.
+_DB_CLOCK = "extract(epoch FROM clock_timestamp() + (durable_now() - now()))::float8"
+
 FINISHED_CHILDREN = """
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
        (SELECT json_agg(json_build_object('chain_root_id', chain_root_id, 'id', id, 'status', status,
-                                          'result', result, 'error', error, 'workflow', workflow))
+                                          'result', result, 'error', error, 'workflow', workflow,
+                                          'finished_at', extract(epoch FROM finished_at)::float8)
+                         ORDER BY finish_xid)  -- first finished first (as_completed)
           FROM durable_runs
          WHERE parent_id = %s AND finish_xid >= %s::text::xid8
-           AND status IN ('completed', 'failed', 'cancelled')) AS rows
+           AND status IN ('completed', 'failed', 'cancelled')) AS rows,
+       """ + _DB_CLOCK + """ AS db_now
 """
 
 # Any runs (cross-run waits and outside callers): terminal state, following
 # continue-as-new chains to their newest link.
 RUN_OUTCOMES = """
-SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow
+SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow,
+       extract(epoch FROM r.finished_at)::float8 AS finished_at, """ + _DB_CLOCK + """ AS db_now
   FROM durable_runs r
  WHERE r.chain_root_id = ANY(%s) AND r.status IN ('completed', 'failed', 'cancelled')
+"""
+
+# The run a hard cancel ended (the live link of the chain holding %s), for run.cancelled.
+CANCELLED_RUN_LABELS = """
+SELECT id, workflow, queue FROM durable_runs
+ WHERE chain_root_id = (SELECT chain_root_id FROM durable_runs WHERE id = %s) AND status = 'cancelled'
+ ORDER BY created_at DESC LIMIT 1
 """
 
 REGISTER_WAIT = """
@@ -194,6 +220,15 @@ INSERT INTO durable_waiters (target_id, waiter_id) VALUES (%s, %s) ON CONFLICT D
 """
 
 RUN_EXISTS = "SELECT workflow FROM durable_runs WHERE id = %s"
+
+# Child ids (of one start_children call) held by a run that is not a child of this
+# parent: starting it failed live with a conflict (durable_start_children). A clash with
+# the parent's own children is caught before the database as "used twice".
+TAKEN_CHILD_IDS = """
+SELECT id, workflow, parent_id FROM durable_runs
+ WHERE id = ANY(%s) AND parent_id IS DISTINCT FROM %s
+ ORDER BY id LIMIT 1
+"""
 
 PEEK_SIGNAL = """
 SELECT id FROM durable_signals
@@ -249,4 +284,62 @@ SELECT id, root_id, parent_id, chain_root_id, continued_to, workflow, version, q
        input, result, error, attempt, depth, lease_owner, lease_token, lease_expires_at,
        next_wakeup_at, cancel_requested, created_at, started_at, finished_at
   FROM durable_runs WHERE id = %s
+"""
+
+# --- retention ------------------------------------------------------------------------
+
+# One bounded gc batch (durable/retention.py). Scans at most %(batch)s runs that finished
+# before the cutoff (engine clock), after the keyset cursor (finished_at, id), and deletes
+# with their journal and signals those that are safe to forget:
+# - leaves first: a run with any child row left goes in a later batch or pass, so a
+#   subtree goes only when all of it is finished and old;
+# - a continue-as-new chain goes only when every link is finished and old;
+# - never a run that a live run waits on (M:N), nor one with a non-terminal ancestor.
+# Returns the cursor to continue from (NULL when the window was empty), how many runs
+# the window held, how many were kept because they still had children, and what was
+# deleted.
+RETENTION_BATCH = """
+WITH p AS (
+    SELECT durable_now() - make_interval(secs => %(age)s::float8) AS cutoff
+), win AS (
+    SELECT r.id, r.finished_at FROM durable_runs r, p
+     WHERE r.finished_at < p.cutoff
+       AND (r.finished_at, r.id) > (%(after_ts)s::timestamptz, %(after_id)s::uuid)
+     ORDER BY r.finished_at, r.id
+     LIMIT %(batch)s
+), cand AS (
+    SELECT r.id FROM durable_runs r JOIN win ON win.id = r.id, p
+     WHERE r.status IN ('completed', 'failed', 'cancelled', 'continued')
+       AND NOT EXISTS (SELECT 1 FROM durable_runs c WHERE c.parent_id = r.id)
+       AND NOT EXISTS (SELECT 1 FROM durable_runs l
+                        WHERE l.chain_root_id = r.chain_root_id
+                          AND (l.finished_at IS NULL OR l.finished_at >= p.cutoff))
+       AND NOT EXISTS (SELECT 1 FROM durable_waiters w JOIN durable_runs x ON x.id = w.waiter_id
+                        WHERE w.target_id = r.id AND x.status IN ('pending', 'running', 'suspended'))
+       AND NOT EXISTS (
+            WITH RECURSIVE up(id, parent_id, status, n) AS (
+                SELECT a.id, a.parent_id, a.status, 1 FROM durable_runs a WHERE a.id = r.parent_id
+                UNION ALL
+                SELECT a.id, a.parent_id, a.status, up.n + 1
+                  FROM durable_runs a JOIN up ON a.id = up.parent_id
+                 WHERE up.n < 10000)
+            SELECT 1 FROM up WHERE up.status IN ('pending', 'running', 'suspended'))
+       FOR UPDATE OF r SKIP LOCKED
+), ev AS (
+    DELETE FROM durable_events e USING cand WHERE e.run_id = cand.id RETURNING 1
+), sig AS (
+    DELETE FROM durable_signals s USING cand WHERE s.run_id = cand.id RETURNING 1
+), wt AS (
+    DELETE FROM durable_waiters w USING cand WHERE w.target_id = cand.id RETURNING 1
+), runs AS (
+    DELETE FROM durable_runs r USING cand WHERE r.id = cand.id RETURNING 1
+), last AS (
+    SELECT finished_at, id FROM win ORDER BY finished_at DESC, id DESC LIMIT 1
+)
+SELECT (SELECT finished_at FROM last) AS after_ts, (SELECT id FROM last) AS after_id,
+       (SELECT count(*) FROM win) AS scanned,
+       (SELECT count(*) FROM win WHERE EXISTS (SELECT 1 FROM durable_runs c WHERE c.parent_id = win.id))
+           AS with_children,
+       (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM ev) AS events,
+       (SELECT count(*) FROM sig) AS signals
 """

@@ -7,11 +7,13 @@ waiting. Leases keep using the real clock, so advancing time never expires a lea
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from psycopg import sql
 
 from . import db
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -32,8 +34,10 @@ class TimeControl:
 
     async def advance(self, seconds: float) -> float:
         """Move the engine's clock forward by ``seconds``; due runs are claimed at once."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ConfigurationError(f"advance() takes a number of seconds, got {seconds!r}")
         if seconds < 0:
-            raise ValueError("time only moves forward; use reset() to go back to the real clock")
+            raise ConfigurationError("time only moves forward; use reset() to go back to the real clock")
         self.offset += seconds
         await self._set(self.offset)
         return self.offset
@@ -53,6 +57,15 @@ class TimeControl:
         for run_id in list(e.parked):
             e._spawn(e.claim_one(run_id, "local"))
         e.kick_claimer()
+        timeouts = getattr(e, "timeouts", None)
+        if timeouts is not None:  # overdue runs: expire them now, not at the next round
+            timeouts.kick()
+
+    async def now(self) -> float:
+        """The engine's clock (epoch seconds), offset included."""
+        async with self.engine.pool.connection() as conn:
+            row = await (await conn.execute("SELECT extract(epoch FROM durable_now())::float8")).fetchone()
+        return float(row[0])  # type: ignore[index]
 
 
 async def connect_schema(dsn: str, schema: str):  # pragma: no cover - small convenience

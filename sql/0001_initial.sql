@@ -128,11 +128,15 @@ CREATE FUNCTION durable_wake(p_id uuid) RETURNS boolean
 DECLARE
     v_owner text;
 BEGIN
+    -- "Already due" is judged by the clock at this check, not by this transaction's
+    -- start (now()): a wake that committed first while this one waited for the row
+    -- stamped its own, later start time, which must still count as due. (Comparing with
+    -- now() made a burst of N simultaneous completions write and notify ~ln N times.)
     UPDATE durable_runs
        SET next_wakeup_at = durable_now()
      WHERE id = p_id
        AND status IN ('pending', 'running', 'suspended')
-       AND (next_wakeup_at IS NULL OR next_wakeup_at > durable_now())
+       AND (next_wakeup_at IS NULL OR next_wakeup_at > durable_now() + (clock_timestamp() - now()))
     RETURNING coalesce(lease_owner, '') INTO v_owner;
     IF FOUND THEN
         PERFORM pg_notify(durable_channel(), p_id::text || '|' || v_owner);

@@ -154,6 +154,7 @@ def test_metric_naming_conventions() -> None:
         "durable_runs_started", "durable_runs_finished", "durable_run_duration_seconds",
         "durable_steps", "durable_step_duration_seconds", "durable_step_retries",
         "durable_children_started", "durable_children_finished", "durable_wake_latency_seconds",
+        "durable_resume_latency_seconds",
         "durable_run_resumes", "durable_claims", "durable_claim_batch_size", "durable_lease_lost",
         "durable_heartbeats", "durable_heartbeat_leases", "durable_wake_notifications",
         "durable_wake_polls", "durable_runs_in_flight", "durable_cascade_cancelled",
@@ -292,6 +293,33 @@ def test_children_counters(wf: str) -> None:
     assert value("durable_children_finished_total", workflow=wf, outcome="cancelled") == 2
 
 
+def test_child_outcomes_feed_wake_latency(wf: str) -> None:
+    """One wake-latency observation per child outcome, labelled by the waiting parent's workflow."""
+    hooks.emit("child.completed", parent_run_id=1, child_run_id=2, workflow="c", parent_workflow=wf,
+               wake_latency_s=0.004)
+    hooks.emit("child.failed", parent_run_id=1, child_run_id=3, workflow="c", parent_workflow=wf,
+               wake_latency_s=0.2, error_type="E")
+    hooks.emit("child.cancelled", parent_run_id=1, child_run_id=4, workflow="c", parent_workflow=wf,
+               wake_latency_s=None)  # unknown latency: counted as an outcome, not observed
+    assert value("durable_wake_latency_seconds_count", workflow=wf) == 2
+    assert value("durable_wake_latency_seconds_bucket", workflow=wf, le="0.005") == 1
+    assert value("durable_wake_latency_seconds_sum", workflow=wf) == pytest.approx(0.204)
+
+
+def test_in_flight_excludes_parked_runs(wf: str) -> None:
+    base = value("durable_runs_in_flight")
+    a = uuid.uuid4()
+    hooks.emit("execution.started", run_id=a, workflow=wf)
+    hooks.emit("run.resumed", run_id=a, workflow=wf, source="start", wake_latency_s=None)
+    assert value("durable_runs_in_flight") - base == 1
+    hooks.emit("run.suspended", run_id=a, workflow=wf)  # parked in memory: not executing
+    assert value("durable_runs_in_flight") == base
+    hooks.emit("run.resumed", run_id=a, workflow=wf, source="notify", wake_latency_s=0.01)
+    assert value("durable_runs_in_flight") - base == 1
+    hooks.emit("execution.ended", run_id=a, workflow=wf, reason="terminal")
+    assert value("durable_runs_in_flight") == base
+
+
 def test_run_lifecycle_metrics(wf: str) -> None:
     hooks.emit("run.started", run_id=uuid.uuid4(), workflow=wf, queue="q1", parent_run_id=None)
     hooks.emit("run.started", run_id=uuid.uuid4(), workflow=wf, queue="q1", parent_run_id=None)
@@ -323,12 +351,13 @@ def test_step_metrics(wf: str) -> None:
 
 def test_engine_loop_metrics(wf: str) -> None:
     before = {name: value(name) for name in (
-        "durable_wake_latency_seconds_count", "durable_claim_batch_size_count",
+        "durable_claim_batch_size_count",
         "durable_heartbeats_total", "durable_heartbeat_leases_count", "durable_wake_notifications_total",
         "durable_wake_polls_total", "durable_cascade_cancelled_total", "durable_cascade_truncated_total")}
     notify_before = value("durable_run_resumes_total", source="notify")
     claims_before = value("durable_claims_total", source="poll")
-    fast_before = value("durable_wake_latency_seconds_bucket", le="0.0025")
+    resume_before = value("durable_resume_latency_seconds_count", source="notify")
+    fast_before = value("durable_resume_latency_seconds_bucket", source="notify", le="0.0025")
 
     hooks.emit("run.resumed", run_id=1, workflow=wf, source="notify", wake_latency_s=0.002)
     hooks.emit("run.resumed", run_id=2, workflow=wf, source="notify", wake_latency_s=None)
@@ -341,8 +370,10 @@ def test_engine_loop_metrics(wf: str) -> None:
     hooks.emit("cascade.completed", run_id=1, cancelled=4)
     hooks.emit("cascade.truncated", run_id=1, depth_limit=10, truncated=True)
 
-    assert value("durable_wake_latency_seconds_count") - before["durable_wake_latency_seconds_count"] == 1
-    assert value("durable_wake_latency_seconds_bucket", le="0.0025") - fast_before == 1
+    # run.resumed feeds the resume latency (per resume), not the per-child wake latency
+    assert value("durable_resume_latency_seconds_count", source="notify") - resume_before == 1
+    assert value("durable_resume_latency_seconds_bucket", source="notify", le="0.0025") - fast_before == 1
+    assert value("durable_wake_latency_seconds_count", workflow=wf) == 0
     assert value("durable_run_resumes_total", source="notify") - notify_before == 2
     assert value("durable_claims_total", source="poll") - claims_before == 7
     assert value("durable_claim_batch_size_count") - before["durable_claim_batch_size_count"] == 2

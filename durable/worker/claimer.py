@@ -27,34 +27,59 @@ class Claimer(BackgroundLoop):
         self.engine = engine
         self._kick = asyncio.Event()
         self._db_down = False
+        # True while due runs may be waiting for capacity: a finished execution kicks the
+        # claimer only then
+        self.starved = False
+
+    @property
+    def db_ok(self) -> bool:
+        """False while claims fail (database unreachable); for readiness probes."""
+        return not self._db_down
 
     def kick(self) -> None:
         self._kick.set()
 
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the claim in progress, if any: cancelling a claim mid-statement could
+        commit leases whose rows never reach us (stranded until they expire)."""
+        self._stopping = True
+        self._kick.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                pass
+        await super().stop()
+
     async def run(self) -> None:
         s = self.engine.settings
+        backoff = 0.0
         while not self._stopping:
-            interval = s.poll_interval_s * random.uniform(0.8, 1.2)
+            interval = max(backoff, s.poll_interval_s * random.uniform(0.8, 1.2))
             try:
                 await asyncio.wait_for(self._kick.wait(), interval)
                 source = "notify"
             except asyncio.TimeoutError:
                 source = "poll"
             self._kick.clear()
-            if self.engine.closing:
+            if self.engine.closing or self._stopping:
                 return
             capacity = self.engine.capacity()
             if capacity <= 0:
+                self.starved = True
                 continue
+            self.starved = False
             limit = min(capacity, s.claim_batch)
             try:
                 rows = await self.claim(limit)
             except Exception as exc:
                 if not self._db_down:
-                    log.warning("claiming failed (database unreachable?): %s; retrying", exc)
+                    log.warning("claiming failed (database unreachable?): %s; retrying with backoff", exc)
                     self._db_down = True
-                await asyncio.sleep(min(5.0, s.poll_interval_s))
+                backoff = min(max(2 * backoff, 0.25), 10.0)
                 continue
+            backoff = 0.0
             if self._db_down:
                 log.warning("claiming works again")
                 self._db_down = False

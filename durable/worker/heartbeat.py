@@ -25,13 +25,20 @@ class Heartbeat(BackgroundLoop):
         self.engine = engine
 
     async def run(self) -> None:
+        failing = False
         while not self._stopping:
             await asyncio.sleep(self.engine.settings.lease_ttl_s / 3)
             try:
                 await self.beat()
             except Exception as exc:
-                log.warning("heartbeat failed: %s; leases expire in %.0f s unless the next beat works",
-                            exc, self.engine.settings.lease_ttl_s)
+                if not failing:  # once per outage, not once per beat
+                    log.warning("heartbeat failed: %s; leases expire after %.0f s unless a beat works "
+                                "again (their runs then resume elsewhere)", exc, self.engine.settings.lease_ttl_s)
+                failing = True
+                continue
+            if failing:
+                log.warning("heartbeats work again")
+                failing = False
 
     async def beat(self) -> int:
         held = [(ex.run_id, ex.token) for ex in list(self.engine.active.values()) if ex.token is not None]

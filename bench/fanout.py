@@ -1,0 +1,130 @@
+"""Fan-out / fan-in: one parent starts N one-step children in one transaction and gathers
+their results. ``python -m bench.fanout``.
+
+The parent runs in this process. The children run in ``BENCH_WORKERS`` worker
+subprocesses (``python -m bench.fanout --worker``) serving the children's queue, or in
+this process too when ``BENCH_WORKERS=0``. Each size is timed from ``engine.start`` of
+the parent to its result (fan-out transaction, every child claimed, stepped and
+finished, every outcome journaled in the parent, the parent's terminal commit), best of
+``BENCH_REPEAT`` runs on a fresh parent each time.
+
+Last line: JSON with ``s_1000``, ``s_10000``, ``per_child_ms_1000``, ``per_child_ms_10000``
+(plus ``scaling``: per-child cost at 10,000 / at 1,000, and ``parent_wakes_*``).
+Env: ``DURABLE_DSN`` (embedded PostgreSQL when unset), ``BENCH_WORKERS`` (default 1),
+``BENCH_REPEAT`` (default 3 for 1,000 children, 1 for 10,000), ``BENCH_SIZES``
+(default ``1000,10000``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import durable
+from durable import hooks
+
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
+REPEAT = os.environ.get("BENCH_REPEAT")
+KIDS_QUEUE = "bench_fanout_kids"
+ROOT = Path(__file__).resolve().parent.parent
+CHILD_SETTINGS = dict(queues=(KIDS_QUEUE,), concurrency=200, claim_batch=100, pool_size=10, metrics=False)
+
+
+@durable.step("bench.fanout.work")
+async def work(i: int) -> int:
+    return i
+
+
+@durable.workflow("bench.fanout.child")
+async def child(ctx: durable.Context, i: int) -> int:
+    return await ctx.step(work, i)
+
+
+@durable.workflow("bench.fanout.parent")
+async def parent(ctx: durable.Context, n: int) -> int:
+    refs = await ctx.start_children(child, range(n), queue=KIDS_QUEUE)
+    return sum(await ctx.gather(refs))
+
+
+async def worker(dsn: str, schema: str) -> None:
+    """Execute children until stdin closes."""
+    async with durable.Engine(dsn, schema=schema, **CHILD_SETTINGS):  # type: ignore[arg-type]
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+
+
+async def _spawn(dsn: str, schema: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.fanout", "--worker", dsn, schema], cwd=str(ROOT),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
+    if not line.startswith("ready"):
+        proc.kill()
+        raise RuntimeError(f"bench worker did not start: {line!r}")
+    return proc
+
+
+async def main() -> dict[str, Any]:
+    from bench.common import bench_schema, progress
+
+    figures: dict[str, Any] = {}
+    async with bench_schema("fanout") as (dsn, schema):
+        procs = [await _spawn(dsn, schema) for _ in range(WORKERS)]
+        wakes: list[str] = []
+        pid: list[Any] = [None]
+        detach = hooks.on("run.resumed", lambda ev: wakes.append(ev["source"]) if ev["run_id"] == pid[0] else None)
+        try:
+            where = f"{WORKERS} worker process(es)" if WORKERS else "this process"
+            extra: dict[str, Any] = (dict(CHILD_SETTINGS, queues=("default", KIDS_QUEUE)) if not WORKERS
+                                     else {"metrics": False})
+            async with durable.Engine(dsn, schema=schema, history_limit=50_000, **extra) as engine:
+                progress(f"children run in {where}; parent in this process (pid {os.getpid()})")
+                await engine.run(parent, 10, timeout=60)  # warm up both sides
+                for n in SIZES:
+                    repeat = int(REPEAT) if REPEAT else (3 if n <= 1000 else 1)
+                    best = None
+                    for r in range(repeat):
+                        wakes.clear()
+                        t0 = time.perf_counter()
+                        h = await engine.start(parent, n)
+                        pid[0] = h.run_id
+                        total = await h.result(timeout=600)
+                        s = time.perf_counter() - t0
+                        assert total == n * (n - 1) // 2, total
+                        woke = len([w for w in wakes if w != "start"])
+                        progress(f"{n} children: {s:.3f} s ({s / n * 1000:.3f} ms per child), "
+                                 f"parent woken {woke} times")
+                        if best is None or s < best[0]:
+                            best = (s, woke)
+                    assert best is not None
+                    figures[f"s_{n}"] = round(best[0], 3)
+                    figures[f"per_child_ms_{n}"] = round(best[0] / n * 1000, 4)
+                    figures[f"parent_wakes_{n}"] = best[1]
+        finally:
+            detach()
+            for p in procs:
+                p.stdin.close()  # type: ignore[union-attr]
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
+    if "per_child_ms_1000" in figures and "per_child_ms_10000" in figures:
+        figures["scaling"] = round(figures["per_child_ms_10000"] / figures["per_child_ms_1000"], 3)
+    figures["workers"] = WORKERS
+    return figures
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        asyncio.run(worker(sys.argv[2], sys.argv[3]))
+    else:
+        from bench.common import run
+
+        run(main)

@@ -1,0 +1,434 @@
+"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo``.
+
+Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
+set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
+:data:`EXIT_CODES` and in ``durable --help``. The read-only views (runs, show, tree) live
+in ``cli_inspect``, output formatting in ``cli_output``, the demo in ``demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import sys
+import traceback
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+import psycopg
+from pydantic_core import to_jsonable_python
+
+from . import db, migrate, retention
+from .cli_output import (
+    Out,
+    duration,
+    error_line,
+)
+from .config import EngineSettings
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DurableError,
+    PayloadError,
+    RegistrationError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    RunTimeoutError,
+    SchemaVersionError,
+    WorkflowNotFoundError,
+)
+
+OK, FAILED, USAGE, NOT_FOUND, DB_UNAVAILABLE, TIMEOUT = 0, 1, 2, 3, 4, 5
+EXIT_CODES = {
+    OK: "success",
+    FAILED: "the run failed or was cancelled (wait, start --wait), or a signal went to a finished run",
+    USAGE: "bad usage or input (arguments, JSON, durations, run ids, unknown workflow)",
+    NOT_FOUND: "no such run",
+    DB_UNAVAILABLE: "database unreachable, or the schema is not migrated",
+    TIMEOUT: "wait timed out (the run goes on)",
+}
+STATUSES = ("pending", "running", "suspended", "completed", "failed", "cancelled", "continued")
+
+
+class CliError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- argument helpers -------------------------------------------------------------------
+
+
+def run_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text.strip())
+    except (ValueError, AttributeError):
+        raise CliError(USAGE, f"{text!r} is not a run id: run ids are UUIDs such as "
+                              "3f2b9c1e-8d4a-4f0e-9b7c-2a1d5e6f7a8b (list them with `durable runs`)") from None
+
+
+def parse_json(text: str | None, what: str) -> Any:
+    """JSON from the argument, ``@path`` (a file) or ``-`` (stdin); None when not given."""
+    if text is None:
+        return None
+    source = text
+    if text == "-":
+        source = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                source = f.read()
+        except OSError as exc:
+            raise CliError(USAGE, f"{what}: cannot read {text[1:]!r}: {exc.strerror}") from None
+    try:
+        return json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise CliError(USAGE, f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+                              f"{source[:80]!r}. Quote it for the shell, e.g. --{what.split()[0]} "
+                              "'{\"order_id\": 42}'") from None
+
+
+def seconds(text: str | None, what: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return retention.parse_duration(text, what)
+    except ConfigurationError as exc:
+        raise CliError(USAGE, str(exc)) from None
+
+
+def import_modules(names: list[str]) -> list[str]:
+    """Import the modules defining workflows (--module and DURABLE_MODULES)."""
+    env = os.environ.get("DURABLE_MODULES", "")
+    wanted = [m for m in names] + [m for m in env.replace(",", " ").split() if m]
+    if wanted and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you are importable
+    for name in dict.fromkeys(wanted):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise CliError(USAGE, f"could not import workflow module {name!r} (from --module or DURABLE_MODULES): "
+                                  f"{type(exc).__name__}: {exc}") from None
+    return wanted
+
+
+# --- database access --------------------------------------------------------------------
+
+
+def settings(args: argparse.Namespace) -> EngineSettings:
+    return EngineSettings.build(dsn=args.dsn, schema=args.schema, connect_timeout_s=args.connect_timeout)
+
+
+@contextlib.asynccontextmanager
+async def connection(args: argparse.Namespace, *, check: bool = True) -> AsyncIterator[Any]:
+    s = settings(args)
+    dsn = await db.resolve_dsn(s.dsn, data_dir=s.data_dir)
+    conn = await db.connect(dsn, schema=s.schema_name, timeout=s.connect_timeout_s)
+    try:
+        if check:
+            await migrate.check_schema(conn, s.schema_name)
+        yield conn
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def engine(args: argparse.Namespace, *, execute: bool = False) -> AsyncIterator[Any]:
+    from .engine import Engine
+
+    e = Engine(args.dsn, schema=args.schema, execute=execute, migrate=False, pool_size=3, metrics=False,
+               connect_timeout_s=args.connect_timeout)
+    async with e:
+        yield e
+
+
+async def fetch(conn: Any, query: str, params: Any = None) -> list[dict[str, Any]]:
+    cur = await conn.execute(query, params)
+    names = [c.name for c in cur.description] if cur.description else []
+    return [dict(zip(names, row)) for row in await cur.fetchall()]
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+async def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
+    s = settings(args)
+    async with connection(args, check=False) as conn:
+        before = await migrate.schema_version(conn, s.schema_name)
+        version = await migrate.migrate(conn, s.schema_name)
+    applied = [m.version for m in migrate.available_migrations() if before is None or m.version > before]
+    if out.json_mode:
+        out.json({"schema": s.schema_name, "version": version, "previous_version": before, "applied": applied})
+    elif applied:
+        out.print(f"schema {s.schema_name}: applied migration(s) {', '.join(map(str, applied))}; now at version {version}")
+    else:
+        out.print(f"schema {s.schema_name} is up to date (version {version})")
+    return OK
+
+
+async def _report_outcome(e: Any, rid: uuid.UUID, timeout: float | None, out: Out) -> int:
+    try:
+        result = await e.result(rid, timeout=timeout)
+    except RunTimeoutError:
+        raise CliError(TIMEOUT, f"run {rid} did not finish within {duration(timeout)}; it keeps running "
+                                "(wait again, or cancel it)") from None
+    except (RunFailedError, RunCancelledError) as exc:
+        status = "failed" if isinstance(exc, RunFailedError) else "cancelled"
+        error = exc.error if isinstance(exc, RunFailedError) else {"type": "Cancelled", "reason": exc.reason}
+        if out.json_mode:
+            out.json({"run_id": rid, "status": status, "result": None, "error": error})
+        else:
+            out.err(f"run {rid} {status}: {error_line(error)}")
+        return FAILED
+    result = to_jsonable_python(result)  # typed results (pydantic models) when the workflow is imported
+    if out.json_mode:
+        out.json({"run_id": rid, "status": "completed", "result": result, "error": None})
+    else:
+        out.print(json.dumps(result, indent=2, default=str))
+    return OK
+
+
+async def cmd_start(args: argparse.Namespace, out: Out) -> int:
+    import_modules(args.module)
+    value = parse_json(args.input, "input JSON")
+    exec_timeout = seconds(args.execution_timeout, "--execution-timeout")
+    wait_timeout = seconds(args.timeout, "--timeout")
+    if args.execute and not args.wait:
+        raise CliError(USAGE, "--execute runs the workflow in this process while it waits: add --wait")
+    async with engine(args, execute=args.execute) as e:
+        try:
+            handle = await e.start(args.workflow, value, key=args.key, queue=args.queue, timeout=exec_timeout)
+        except WorkflowNotFoundError as exc:
+            raise CliError(USAGE, f"{exc} With the CLI: --module/-m MODULE or DURABLE_MODULES=MODULE.") from None
+        info = await handle.info()
+        if not args.wait:
+            if out.json_mode:
+                out.json({"run_id": handle.run_id, "workflow": info.workflow, "queue": info.queue,
+                          "status": info.status})
+            else:
+                out.print(f"started run {out.c(str(handle.run_id), 'bold')} ({info.workflow}, queue {info.queue}, "
+                          f"{out.status(info.status)})")
+            return OK
+        if not out.json_mode:
+            out.err(f"started run {handle.run_id} ({info.workflow}); waiting for it…")
+        return await _report_outcome(e, handle.run_id, wait_timeout, out)
+
+
+async def cmd_wait(args: argparse.Namespace, out: Out) -> int:
+    rid = run_id(args.run)
+    timeout = seconds(args.timeout, "--timeout")
+    async with engine(args) as e:
+        return await _report_outcome(e, rid, timeout, out)
+
+
+async def cmd_cancel(args: argparse.Namespace, out: Out) -> int:
+    rid = run_id(args.run)
+    async with engine(args) as e:
+        before = (await e.info(rid)).status
+        n = await e.cancel(rid, graceful=args.graceful, reason=args.reason)
+        after = (await e.info(rid)).status
+    if out.json_mode:
+        out.json({"run_id": rid, "graceful": args.graceful, "cancelled": n, "status_before": before, "status": after})
+    elif args.graceful and before in ("pending", "running", "suspended"):
+        out.print(f"asked run {rid} to cancel; it ends as cancelled after its cleanup (durable wait {rid})")
+    elif n:
+        out.print(f"cancelled run {rid}" + (f" and {n - 1} descendant(s)" if n > 1 else ""))
+    else:
+        out.print(f"run {rid} had already {out.status(after)}; nothing to cancel")
+    return OK
+
+
+async def cmd_signal(args: argparse.Namespace, out: Out) -> int:
+    from .lifecycle import RunFinishedError
+
+    rid = run_id(args.run)
+    payload = parse_json(args.payload, "payload JSON")
+    async with engine(args) as e:
+        try:
+            delivered = await e.signal(rid, args.name, payload, delivery_id=args.delivery_id)
+        except RunFinishedError as exc:
+            raise CliError(FAILED, str(exc)) from None
+    if out.json_mode:
+        out.json({"run_id": rid, "signal": args.name, "delivered": delivered})
+    elif delivered:
+        out.print(f"signal {args.name!r} sent to run {rid}")
+    else:
+        out.print(f"signal {args.name!r} with delivery id {args.delivery_id!r} was already delivered; not sent again")
+    return OK
+
+
+async def cmd_gc(args: argparse.Namespace, out: Out) -> int:
+    age = seconds(args.older_than, "--older-than")
+    async with connection(args) as conn:
+        res = await retention.gc(conn, age, batch=args.batch, max_batches=args.max_batches, dry_run=args.dry_run)
+    if out.json_mode:
+        out.json({"older_than_s": age, **res.as_dict()})
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        out.print(f"{verb} {res.runs} run(s) finished more than {duration(age)} ago, with {res.events} event(s) "
+                  f"and {res.signals} signal(s), in {res.batches} batch(es) ({duration(res.seconds)})")
+    return OK
+
+
+async def cmd_demo(args: argparse.Namespace, out: Out) -> int:
+    from .demo import run_demo
+
+    return await run_demo(args.dsn, args.schema, out, connect_timeout=args.connect_timeout)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def _globals(p: argparse.ArgumentParser, default: Any) -> None:
+    d = (lambda v: v) if default is None else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--dsn", default=d(None), help="PostgreSQL DSN (default: env DURABLE_DSN, else embedded PostgreSQL)")
+    p.add_argument("--schema", default=d(None), help="durable's schema (default: env DURABLE_SCHEMA, else 'durable')")
+    p.add_argument("--json", action="store_true", default=d(False), help="print one JSON document (for scripts)")
+    p.add_argument("--connect-timeout", type=float, default=d(10.0), metavar="S",
+                   help="seconds to wait for the database (default 10)")
+    p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="log what durable does")
+    p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks of unexpected errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc.",
+        epilog=f"exit codes:\n{codes}\n\nDurations: 30s, 15m, 12h, 7d, 2w, 1h30m or plain seconds.\n"
+               "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
+    _globals(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _globals(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str, more: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help + (". " + more if more else ""),
+                              parents=[common])
+
+    add("migrate", "create or upgrade durable's schema")
+    p = add("start", "start a run of a registered workflow")
+    p.add_argument("workflow", help="the workflow's registered name")
+    p.add_argument("--input", "-i", help="input as JSON, @file.json, or - for stdin")
+    p.add_argument("--module", "-m", action="append", default=[],
+                   help="import this module first (repeatable; also env DURABLE_MODULES)")
+    p.add_argument("--key", help="idempotency key: starting twice with one key returns the same run")
+    p.add_argument("--queue", help="queue (default: the workflow's)")
+    p.add_argument("--execution-timeout", metavar="DURATION", help="fail the run if it takes longer")
+    p.add_argument("--wait", action="store_true", help="wait for the result and exit by outcome (like `wait`)")
+    p.add_argument("--timeout", metavar="DURATION", help="with --wait: give up waiting after this long")
+    p.add_argument("--execute", action="store_true", help="with --wait: execute the run in this process")
+    p = add("runs", "list runs, newest first")
+    p.add_argument("--status", action="append", default=[], help="only these statuses (repeatable, or a,b)")
+    p.add_argument("--workflow", help="only this workflow (* matches anything)")
+    p.add_argument("--queue", help="only this queue")
+    p.add_argument("--parent", metavar="RUN", help="only children of this run")
+    p.add_argument("--root", metavar="RUN", help="only runs of the tree rooted at this run")
+    p.add_argument("--top-level", action="store_true", help="only runs without a parent")
+    p.add_argument("--older-than", metavar="DURATION", help="only runs created longer ago than this")
+    p.add_argument("--newer-than", metavar="DURATION", help="only runs created within this")
+    p.add_argument("--limit", type=int, default=50, help="page size (default 50)")
+    p.add_argument("--cursor", help="the next page, as printed by the previous one")
+    p = add("show", "show a run: status, input, result or error, lease, timing, history")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--events", type=int, default=200, metavar="N", help="history events to show (default 200)")
+    p.add_argument("--full", action="store_true", help="do not shorten payloads; show tracebacks")
+    p = add("tree", "show a run's descendants as a tree (following continue-as-new)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many runs (default 1000)")
+    p = add("wait", "wait for a run's result and exit by its outcome")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--timeout", metavar="DURATION", help="give up after this long (exit code 5)")
+    p = add("cancel", "cancel a run and its in-flight descendants")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--graceful", action="store_true", help="ask the run to cancel itself (it may clean up)")
+    p.add_argument("--reason", default="cancelled", help="recorded in the run's error (default 'cancelled')")
+    p = add("signal", "send a signal to a run")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("name", help="the signal's name")
+    p.add_argument("--payload", "-p", help="payload as JSON, @file.json, or - for stdin")
+    p.add_argument("--delivery-id", help="deduplicate: a second signal with this id is not delivered")
+    p = add("gc", "delete finished runs older than a duration, with their history",
+            "A run goes once it and everything below it finished before the cutoff, its continue-as-new chain "
+            "is all finished, no live run waits on it, and none of its ancestors is still pending, running or "
+            "suspended. Batches are bounded and skip rows other collectors hold.")
+    p.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 7d")
+    p.add_argument("--batch", type=int, default=retention.DEFAULT_BATCH, help="runs per batch (default 500)")
+    p.add_argument("--max-batches", type=int, help="stop after this many batches")
+    p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    add("demo", "run a small demo workflow (embedded PostgreSQL when no DSN is set)")
+    return parser
+
+
+def command(name: str) -> Any:
+    """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
+    if name in ("runs", "show", "tree"):
+        from . import cli_inspect
+
+        return getattr(cli_inspect, f"cmd_{name}")
+    return globals()[f"cmd_{name}"]
+
+
+def _exit_for(exc: BaseException) -> int | None:
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, RunNotFoundError):
+        return NOT_FOUND
+    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError)):
+        return USAGE
+    if isinstance(exc, (DatabaseUnavailableError, SchemaVersionError, psycopg.OperationalError)):
+        return DB_UNAVAILABLE
+    if isinstance(exc, RunTimeoutError):
+        return TIMEOUT
+    if isinstance(exc, DurableError):
+        return FAILED
+    return None
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    err = stderr or sys.stderr
+    try:
+        with contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return int(exc.code or 0)
+    out = Out(stdout, stderr, json_mode=args.json)
+    # embedded PostgreSQL's platformdirs warns on hosts without XDG_RUNTIME_DIR: noise for a CLI user
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="durable: %(message)s")
+    try:
+        return asyncio.run(command(args.command)(args, out))
+    except KeyboardInterrupt:
+        out.err("interrupted")
+        return 130
+    except Exception as exc:
+        code = _exit_for(exc)
+        if code is None:
+            out.err(f"durable {args.command}: unexpected error: {type(exc).__name__}: {exc}"
+                    + ("" if args.debug else " (--debug shows the traceback)"))
+            if args.debug:
+                out.err(traceback.format_exc())
+            return FAILED
+        message = exc.message if isinstance(exc, CliError) else str(exc)
+        if isinstance(exc, psycopg.OperationalError):
+            message = f"lost the database connection: {exc}"
+        if out.json_mode:
+            out.json({"error": message, "exit_code": code})
+        prefix = "\x1b[31merror:\x1b[0m " if out.err_color else "error: "
+        out.err(prefix + message)
+        return code
+
+
+if __name__ == "__main__":  # python -m durable.cli
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Output helpers of the ``durable`` CLI: JSON encoding, colours, tables, trees, and
+human formats for times and durations. Only the CLI (and the demo) print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TextIO
+
+_STYLES = {
+    "bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
+    "magenta": "35", "cyan": "36",
+}
+STATUS_STYLE = {
+    "completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
+    "suspended": "blue", "pending": "magenta", "continued": "dim",
+}
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps(default=...)`` for what the database hands back."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any, *, indent: int | None = 2) -> str:
+    return json.dumps(value, default=jsonable, indent=indent, ensure_ascii=False)
+
+
+def compact(value: Any, width: int = 80) -> str:
+    """One-line JSON, cut to ``width`` characters."""
+    text = json.dumps(value, default=jsonable, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR") is not None:
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):
+        return False
+
+
+class Out:
+    """Where the CLI writes: stdout for results, stderr for messages."""
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None, *,
+                 json_mode: bool = False, color: bool | None = None) -> None:
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.json_mode = json_mode
+        self.color = (not json_mode and use_color(self.stdout)) if color is None else color
+        self.err_color = use_color(self.stderr) if color is None else color
+
+    def print(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def json(self, value: Any) -> None:
+        self.print(dumps(value))
+
+    def c(self, text: str, style: str | None) -> str:
+        if not self.color or not style:
+            return text
+        codes = ";".join(_STYLES[s] for s in style.split("+") if s in _STYLES)
+        return f"\x1b[{codes}m{text}\x1b[0m" if codes else text
+
+    def status(self, status: str) -> str:
+        return self.c(status, STATUS_STYLE.get(status))
+
+    def table(self, headers: list[str], rows: Iterable[list[str]], styles: dict[int, Any] | None = None) -> None:
+        """Aligned columns; ``styles`` maps a column index to a function(cell) -> style."""
+        rows = [[str(c) for c in r] for r in rows]
+        widths = [len(h) for h in headers]
+        for r in rows:
+            for i, cell in enumerate(r):
+                widths[i] = max(widths[i], len(cell))
+        self.print("  ".join(self.c(h.ljust(w), "bold") for h, w in zip(headers, widths)).rstrip())
+        for r in rows:
+            cells = []
+            for i, cell in enumerate(r):
+                padded = cell.ljust(widths[i]) if i < len(r) - 1 else cell
+                style = styles.get(i) if styles else None
+                cells.append(self.c(padded, style(cell) if callable(style) else style))
+            self.print("  ".join(cells).rstrip())
+
+
+# --- human formats ----------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """850ms, 1.2s, 3m04s, 2h05m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, float(seconds))
+    if s < 1:
+        return f"{s * 1000:.0f}ms"
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 86400:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+
+
+def ago(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "-"
+    delta = (now - ts).total_seconds()
+    return f"in {duration(-delta)}" if delta < 0 else f"{duration(delta)} ago"
+
+
+def took(row: dict[str, Any], now: datetime) -> str:
+    """How long a run ran (so far, if it is not finished)."""
+    start = row.get("started_at") or row.get("created_at")
+    if start is None:
+        return "-"
+    end = row.get("finished_at")
+    secs = ((end or now) - start).total_seconds()
+    return duration(secs) if end else duration(secs) + "…"
+
+
+def error_line(error: Any) -> str:
+    if not isinstance(error, dict):
+        return compact(error)
+    kind = error.get("type") or "Error"
+    msg = error.get("message") or error.get("reason") or ""
+    return f"{kind}: {msg}" if msg else kind
+
+
+def event_detail(kind: str, data: Any, width: int = 70) -> str:
+    """A one-line summary of a journal event's data."""
+    d = data if isinstance(data, dict) else {}
+    if kind == "step_completed":
+        return f"attempt {d.get('attempt', '?')} → {compact(d.get('result'), width - 14)}"
+    if kind in ("step_retry", "step_failed"):
+        return f"attempt {d.get('attempt', '?')}: {error_line(d.get('error'))}"[:width]
+    if kind == "child_started":
+        return f"child {d.get('child_id')}"
+    if kind in ("child_completed", "run_outcome") and d.get("status") == "completed":
+        return f"{d.get('run_id')} → {compact(d.get('result'), max(10, width - 40))}"
+    if kind in ("child_failed", "child_cancelled", "run_outcome"):
+        return f"{d.get('run_id')} {d.get('status')}: {error_line(d.get('error'))}"[:width]
+    if kind == "signal_received":
+        return compact(d.get("payload"), width)
+    if kind == "timer_started":
+        return f"sleep {duration(d.get('seconds'))}"
+    if kind == "wait_started":
+        return f"wait for run {d.get('run_id')}"
+    return compact(d, width) if d else ""
+
+
+def clip(value: Any, width: int | None) -> str:
+    """A payload as JSON, cut to ``width`` characters unless None."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if width is None or len(text) <= width else text[: width - 1] + "…  (--full shows all)"
+
+
+def render_tree(out: Out, tree: dict[str, Any], now: datetime) -> None:
+    """Draw a run tree (``durable tree --json``'s shape): children nested under their
+    parent, continue-as-new successors as ``↪`` lines after their predecessor."""
+
+    def label(n: dict[str, Any], cont: bool) -> str:
+        extra = f"  {out.c(error_line(n['error']), 'red')}" if n["status"] == "failed" and n["error"] else ""
+        if n["status"] == "cancelled" and isinstance(n["error"], dict) and n["error"].get("reason"):
+            extra = f"  ({n['error']['reason']})"
+        return (("↪ continued as " if cont else "") + f"{out.c(str(n['id']), 'bold' if not cont else None)}  "
+                f"{n['workflow']}  {out.status(n['status'])}  {took(n, now)}{extra}")
+
+    def chain(n: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+        items, cont = [], False
+        while n is not None:
+            items.append((n, cont))
+            n, cont = n["continued_as"], True
+        return items
+
+    def draw(n: dict[str, Any], prefix: str) -> None:
+        entries = [e for child in n["children"] for e in chain(child)]
+        for i, (child, cont) in enumerate(entries):
+            last = i == len(entries) - 1
+            out.print(prefix + ("└── " if last else "├── ") + label(child, cont))
+            draw(child, prefix + ("    " if last else "│   "))
+
+    for n, cont in chain(tree):
+        out.print(label(n, cont))
+        draw(n, "")

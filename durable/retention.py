@@ -1,0 +1,174 @@
+"""Retention: forget finished runs older than an age, with their journal and signals.
+
+Finished runs pile up forever unless something deletes them. :func:`gc` deletes, in
+bounded batches (one SQL statement each, ``queries.RETENTION_BATCH``), every run that
+
+- is finished (completed, failed, cancelled, or continued) since before the cutoff,
+  measured by the engine's clock (``durable_now()``),
+- has no child left (leaves go first, so a subtree goes only once all of it qualifies),
+- belongs to a continue-as-new chain whose every link is finished before the cutoff,
+- is not awaited by a live run (``ctx.wait_run``), and
+- has no ancestor that is still pending, running or suspended (a live parent may still
+  need its children's rows).
+
+Batches walk the runs by ``(finished_at, id)`` with a keyset cursor, so each statement
+touches at most ``batch`` rows and a pass reads each old run once; a second pass picks up
+parents whose last children went in the first. Batches use ``SKIP LOCKED``, so several
+processes may collect at once. Deleting a run also frees its idempotency key.
+
+``durable gc --older-than 7d`` runs it once; ``EngineSettings.retention_s`` runs it in
+the background (``durable.worker.retention``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg_pool
+
+from . import queries
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_BATCH", "GcResult", "gc", "parse_duration"]
+
+log = logging.getLogger("durable.retention")
+
+DEFAULT_BATCH = 500
+_MAX_AGE_S = 100 * 365 * 86400.0
+_MAX_PASSES = 64  # a pass that deletes nothing ends the loop long before this
+_START_TS = datetime(1, 1, 1, tzinfo=UTC)
+_START_ID = uuid.UUID(int=0)
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_duration(text: str | float, what: str = "duration") -> float:
+    """Seconds from ``30s``, ``15m``, ``12h``, ``7d``, ``2w``, ``1h30m`` or plain seconds
+    (``90``, ``0.5``); raises ConfigurationError naming the accepted forms."""
+    if isinstance(text, bool):
+        raise ConfigurationError(f"{what} must be a duration such as 30s, 15m, 12h or 7d, got {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        value = _parse_units(s)
+        if value is None:
+            raise ConfigurationError(
+                f"{what} {text!r} is not a duration: use a number with a unit, e.g. 30s, 15m, 12h, 7d "
+                "or 1h30m (s, m, h, d, w), or plain seconds such as 90")
+    if not math.isfinite(value) or value < 0 or value > _MAX_AGE_S:
+        raise ConfigurationError(f"{what} must be between 0 seconds and 100 years, got {text!r}")
+    return value
+
+
+def _parse_units(s: str) -> float | None:
+    if not s:
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    total, num, seen = 0.0, "", False
+    for ch in s:
+        if ch.isdigit() or ch == ".":
+            num += ch
+        elif ch in _UNITS and num:
+            try:
+                total += float(num) * _UNITS[ch]
+            except ValueError:
+                return None
+            num, seen = "", True
+        else:
+            return None
+    return total if seen and not num else None
+
+
+@dataclass
+class GcResult:
+    """What one :func:`gc` call deleted."""
+
+    runs: int = 0
+    events: int = 0
+    signals: int = 0
+    batches: int = 0
+    passes: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def gc(target: Any, older_than: float, *, batch: int = DEFAULT_BATCH,
+             max_batches: int | None = None, dry_run: bool = False) -> GcResult:
+    """Delete finished runs older than ``older_than`` seconds (see the module docstring).
+
+    ``target`` is an autocommit connection or a connection pool on durable's schema (an
+    Engine's ``engine.pool``). Each batch is its own transaction unless ``dry_run``, which
+    runs everything in one transaction and rolls it back, so the counts are exact and
+    nothing is deleted. ``max_batches`` bounds the work of one call (the next call goes
+    on where the data says, not where this one stopped).
+    """
+    older_than = parse_duration(older_than, "older_than")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
+        raise ConfigurationError(f"batch must be an int between 1 and 100000, got {batch!r}")
+    if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+        raise ConfigurationError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    started = time.monotonic()
+    result = GcResult(dry_run=dry_run)
+    if isinstance(target, psycopg_pool.AsyncConnectionPool):
+        async with target.connection() as conn:
+            await _collect(conn, older_than, batch, max_batches, dry_run, result)
+    else:
+        await _collect(target, older_than, batch, max_batches, dry_run, result)
+    result.seconds = time.monotonic() - started
+    if result.runs:
+        log.info("retention: %s %d run(s), %d event(s), %d signal(s) older than %.0f s in %d batch(es)",
+                 "would delete" if dry_run else "deleted", result.runs, result.events, result.signals,
+                 older_than, result.batches)
+    return result
+
+
+async def _collect(conn: Any, age: float, batch: int, max_batches: int | None, dry_run: bool,
+                   result: GcResult) -> None:
+    if dry_run:
+        async with conn.transaction(force_rollback=True):
+            await _passes(conn, age, batch, max_batches, result, per_batch_tx=False)
+    else:
+        await _passes(conn, age, batch, max_batches, result, per_batch_tx=True)
+
+
+async def _passes(conn: Any, age: float, batch: int, max_batches: int | None, result: GcResult,
+                  per_batch_tx: bool) -> None:
+    while result.passes < _MAX_PASSES:
+        result.passes += 1
+        after_ts, after_id = _START_TS, _START_ID
+        deleted = with_children = 0
+        while True:
+            if max_batches is not None and result.batches >= max_batches:
+                return
+            params = {"age": age, "after_ts": after_ts, "after_id": after_id, "batch": batch}
+            if per_batch_tx:
+                async with conn.transaction():
+                    row = await (await conn.execute(queries.RETENTION_BATCH, params)).fetchone()
+            else:
+                row = await (await conn.execute(queries.RETENTION_BATCH, params)).fetchone()
+            result.batches += 1
+            ts, rid, scanned, kids, runs, events, signals = row
+            result.runs += runs
+            result.events += events
+            result.signals += signals
+            deleted += runs
+            with_children += kids
+            if ts is None or scanned < batch:
+                break
+            after_ts, after_id = ts, rid
+        # parents whose last children went in this pass qualify in the next one
+        if not deleted or not with_children:
+            return

@@ -1,0 +1,1 @@
+"""Seed 001: the Cadence child-workflow patterns (see README.md)."""

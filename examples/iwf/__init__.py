@@ -1,0 +1,1 @@
+"""Seed 000: the iWF parent-child design pattern (see README.md)."""

@@ -1,0 +1,1 @@
+"""Seed 002: Temporal's child-workflow patterns (see README.md)."""

@@ -1,0 +1,220 @@
+"""Crashes and races against real PostgreSQL: SIGKILL between steps, two processes
+racing for one run, fenced writes of a lease loser, compare-and-set on finish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections import Counter
+
+import durable
+from durable import queries
+from durable.executor import LeaseLost
+from wf_core import MarkJob, eventually, events, marks_flow, read_marks
+
+# --- a worker killed between steps --------------------------------------------------------
+
+
+async def test_sigkill_between_steps_resumes_in_another_process(db, worker_procs, tmp_path):
+    path, flag = str(tmp_path / "marks"), str(tmp_path / "go")
+    a = worker_procs("wf_core", "--lease-ttl", "2")
+    conn = await db.conn()
+    async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
+        h = await client.start(marks_flow, MarkJob(path=path, n=4, gate_at=2, flag=flag))
+
+        async def a_reached_gate():  # marks 0 and 1 journaled; the gate step is in flight
+            evs = await events(conn, h.run_id)
+            return [e[3] for e in evs] == ["core.mark", "core.mark"] and evs
+        await eventually(a_reached_gate, what="worker A to journal two steps")
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        info = await h.info()
+        assert info.status == "running" and info.lease_owner == a.owner  # a dead holder's lease
+        dead_token = info.lease_token
+        assert read_marks(path) == [(0, a.pid), (1, a.pid)]
+
+        open(flag, "w").close()
+        b = worker_procs("wf_core", "--lease-ttl", "2")
+        assert await h.result(timeout=30) == [0, 10, 20, 30]
+
+    marks = read_marks(path)
+    assert Counter(k for k, _ in marks) == {0: 1, 1: 1, 2: 1, 3: 1}  # every step ran exactly once
+    assert marks == [(0, a.pid), (1, a.pid), (2, b.pid), (3, b.pid)]
+    evs = await events(conn, h.run_id)
+    assert [(e[1], e[2], e[3]) for e in evs] == [
+        (0, "step_completed", "core.mark"), (1, "step_completed", "core.mark"),
+        (2, "step_completed", "core.gate"), (3, "step_completed", "core.mark"),
+        (4, "step_completed", "core.mark")]
+    assert [e[4]["result"] for e in evs] == [0, 10, True, 20, 30]
+    # B claimed with a new fencing token; the dead process's token is worthless now
+    cur = await conn.execute(queries.APPEND_EVENT, (99, 99, "step_completed", "x", "{}", h.run_id, dead_token))
+    assert cur.rowcount == 0
+
+
+# --- two processes racing ---------------------------------------------------------------------
+
+
+async def test_two_worker_processes_never_run_one_run_twice(db, worker_procs, tmp_path):
+    worker_procs("wf_core", "--lease-ttl", "5")
+    worker_procs("wf_core", "--lease-ttl", "5")
+    paths = [str(tmp_path / f"m{i}") for i in range(12)]
+    async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
+        handles = [await client.start(marks_flow, MarkJob(path=p, n=3)) for p in paths]
+        results = await asyncio.gather(*(h.result(timeout=30) for h in handles))
+    assert results == [[0, 10, 20]] * len(paths)
+    for p in paths:
+        marks = read_marks(p)
+        assert sorted(k for k, _ in marks) == [0, 1, 2], marks
+        assert len({pid for _, pid in marks}) == 1  # one process advanced the run
+
+
+async def _pending_run(db) -> uuid.UUID:
+    async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
+        h = await client.start(marks_flow, MarkJob(path="/dev/null", n=1))
+    return h.run_id
+
+
+def _claim_args(owner: str, ttl: float = 30.0) -> dict:
+    return {"queues": ["default"], "workflows": ["core.marks:1"], "owner": owner, "grace": 0.0,
+            "ttl": ttl, "limit": 10, "scan": 50}
+
+
+async def test_concurrent_claims_one_winner(db):
+    conns = [await db.conn() for _ in range(2)]
+    for _ in range(5):
+        run_id = await _pending_run(db)
+        args = {"id": run_id, "workflows": ["core.marks:1"], "ttl": 30.0}
+        got = await asyncio.gather(*(c.execute(queries.CLAIM_ONE, {**args, "owner": f"p{i}"})
+                                     for i, c in enumerate(conns)))
+        rows = [await cur.fetchall() for cur in got]
+        assert sorted(len(r) for r in rows) == [0, 1]
+        # the batch claim does not see it either while the lease is live
+        cur = await conns[0].execute(queries.CLAIM_DUE, _claim_args("p9"))
+        assert await cur.fetchall() == []
+
+
+async def test_lease_loser_writes_are_fenced(db):
+    run_id = await _pending_run(db)
+    ca, cb = await db.conn(), await db.conn()
+    cur = await ca.execute(queries.CLAIM_ONE, {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
+                                               "ttl": 30.0})
+    ta = (await cur.fetchone())[10]
+    assert (await ca.execute(queries.APPEND_EVENT, (1, 0, "step_completed", "core.mark",
+                                                          '{"attempt":1,"result":0}', run_id, ta))).rowcount == 1
+    # A stalls past its lease; B's claim of the expired lease is still uncommitted when
+    # A tries to write: A's fenced insert waits for B's row lock, then sees the new token
+    # and writes nothing.
+    cb_tx = await db.conn(autocommit=False)
+    await cb_tx.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
+                        (run_id,))
+    rows = await (await cb_tx.execute(queries.CLAIM_DUE, _claim_args("B"))).fetchall()
+    assert len(rows) == 1 and rows[0][12] == "running" and rows[0][14] == 1  # prev status, last seq
+    tb = rows[0][10]
+    assert tb > ta
+    a_write = asyncio.ensure_future(ca.execute(queries.APPEND_EVENT, (2, 1, "step_completed", "core.mark",
+                                                                      '{"attempt":1,"result":10}', run_id, ta)))
+    await asyncio.sleep(0.3)
+    assert not a_write.done()  # blocked on B's claim
+    await cb_tx.commit()
+    assert (await a_write).rowcount == 0  # zero rows: A lost the lease
+
+    # every other write of A is fenced too
+    cur = await ca.execute(queries.APPEND_EVENTS, (run_id, ta, [2], [1], ["step_completed"], ["core.mark"], ["{}"]))
+    assert cur.rowcount == 0
+    cur = await ca.execute(queries.APPEND_TIMER_EVENT, {"seq": 2, "pos": 1, "kind": "step_retry", "name": "core.mark",
+                                                        "data": "{}", "delay": 1.0, "id": run_id, "token": ta})
+    assert await cur.fetchone() is None
+    assert await (await ca.execute(queries.SUSPEND, (None, run_id, ta))).fetchone() is None
+    cur = await ca.execute(queries.HEARTBEAT, (30.0, [run_id], [ta]))
+    assert await cur.fetchall() == []
+    assert (await (await ca.execute(queries.FINISH_RUN, (run_id, ta, "failed", None, '{"type":"X"}', 10)))
+            .fetchone())[0] is False
+    cur = await ca.execute(queries.START_CHILDREN, (run_id, ta, json.dumps([])))
+    assert (await cur.fetchone())[0] is False
+    await ca.execute(queries.RELEASE, {"id": run_id, "token": ta})
+
+    # B goes on; the run is B's
+    assert (await cb.execute(queries.APPEND_EVENT, (2, 1, "step_completed", "core.mark",
+                                                          '{"attempt":1,"result":10}', run_id, tb))).rowcount == 1
+    evs = await events(cb, run_id)
+    assert [(e[0], e[4]["result"]) for e in evs] == [(1, 0), (2, 10)]
+    cur = await cb.execute("SELECT status, lease_owner, lease_token FROM durable_runs WHERE id = %s", (run_id,))
+    assert await cur.fetchone() == ("running", "B", tb)
+
+
+_gate: dict[str, asyncio.Event] = {}  # the event is made inside the test's event loop
+
+
+@durable.step("core.crash.wait_gate")
+async def _wait_gate() -> int:
+    await _gate["ev"].wait()
+    return 1
+
+
+@durable.workflow("core.crash.gated")
+async def gated_flow(ctx: durable.Context) -> int:
+    return await ctx.step(_wait_gate) + await ctx.step(_wait_gate)
+
+
+async def test_engine_that_lost_its_lease_stops_and_appends_nothing(db):
+    _gate["ev"] = asyncio.Event()
+    seen: list[tuple[str, dict]] = []
+    detach = durable.hooks.on("*", lambda ev: seen.append((ev.name, dict(ev.fields))))
+    try:
+        async with durable.Engine(db.dsn, schema=db.schema, lease_ttl_s=30) as a:
+            h = await a.start(gated_flow)
+            conn = await db.conn(autocommit=False)
+            await eventually(lambda: _in_step(a, h.run_id), what="the step to start")
+            # another process takes the run over after (simulated) lease expiry
+            await conn.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
+                               (h.run_id,))
+            rows = await (await conn.execute(queries.CLAIM_DUE, {
+                **_claim_args("B"), "workflows": ["core.crash.gated:1"]})).fetchall()
+            await conn.commit()
+            assert len(rows) == 1
+            _gate["ev"].set()  # A's step finishes; its journal write must be fenced
+            await eventually(lambda: _ended(seen, h.run_id), what="A's execution to end")
+            assert ("lease.lost", {"run_id": h.run_id, "workflow": "core.crash.gated"}) in seen
+            assert _ended(seen, h.run_id) == "lease_lost"
+            assert not any(n == "step.completed" and f["run_id"] == h.run_id for n, f in seen)
+            assert await events(conn, h.run_id) == []
+            info = await h.info()
+            assert (info.status, info.lease_owner, info.lease_token) == ("running", "B", rows[0][10])
+            assert h.run_id not in a.active
+    finally:
+        detach()
+
+
+def _in_step(engine, run_id):
+    ex = engine.active.get(run_id)
+    return ex is not None and ex.busy > 0
+
+
+def _ended(seen, run_id):
+    return next((f["reason"] for n, f in seen if n == "execution.ended" and f["run_id"] == run_id), None)
+
+
+# --- compare-and-set on the terminal transition -------------------------------------------
+
+
+async def test_late_failure_never_overwrites_a_completion(db):
+    run_id = await _pending_run(db)
+    conn = await db.conn()
+    cur = await conn.execute(queries.CLAIM_ONE, {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
+                                                 "ttl": 30.0})
+    ta = (await cur.fetchone())[10]
+    await conn.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (run_id,))
+    tb = (await (await conn.execute(queries.CLAIM_DUE, _claim_args("B"))).fetchone())[10]
+    finish = lambda token, status, result, error: conn.execute(queries.FINISH_RUN, (
+        run_id, token, status, result, error, 10))
+    assert (await (await finish(tb, "completed", "[0]", None)).fetchone())[0] is True
+    # the stale executor A, and B itself retrying, both try to fail the completed run
+    for token in (ta, tb):
+        assert (await (await finish(token, "failed", None, '{"type":"Late"}')).fetchone())[0] is False
+        assert (await (await finish(token, "completed", "[1]", None)).fetchone())[0] is False
+    cur = await conn.execute("SELECT status, result, error, lease_token FROM durable_runs WHERE id = %s", (run_id,))
+    assert await cur.fetchone() == ("completed", [0], None, None)
+    async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
+        assert await client.get_handle(run_id).result(timeout=5) == [0]

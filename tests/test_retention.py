@@ -1,0 +1,233 @@
+"""Retention (durable gc): deletes exactly the finished runs it should, in bounded
+batches, never one a live run may still need; also runs in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import wf_cli
+
+import durable
+from durable import hooks
+from durable.errors import ConfigurationError
+from durable.retention import gc, parse_duration
+from durable.testing import TimeControl
+
+OLD, OLDER, YOUNG = 7200, 7300, 600  # seconds since finishing; the cutoff is 3600
+
+
+class Forest:
+    """Runs inserted as rows, to build every shape retention must judge."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.roots: dict[uuid.UUID, uuid.UUID] = {}
+        self.depth: dict[uuid.UUID, int] = {}
+        self.keep: set[uuid.UUID] = set()
+        self.gone: set[uuid.UUID] = set()
+        self.signals_gone = 0
+
+    async def add(self, expect: str, *, parent=None, status="completed", age=OLD, chain=None, rid=None,
+                  continued_to=None, signals=0) -> uuid.UUID:
+        rid = rid or uuid.uuid4()
+        root = self.roots[parent] if parent else rid
+        self.roots[rid] = root
+        self.depth[rid] = self.depth[parent] + 1 if parent else 0
+        terminal = status in ("completed", "failed", "cancelled", "continued")
+        await self.conn.execute(
+            "INSERT INTO durable_runs (id, root_id, parent_id, chain_root_id, continued_to, workflow, version, "
+            "status, input, depth, finished_at) VALUES (%s, %s, %s, %s, %s, 'forest', 1, %s, 'null', %s, "
+            "CASE WHEN %s THEN durable_now() - make_interval(secs => %s) END)",
+            (rid, root, parent, chain or rid, continued_to, status, self.depth[rid], terminal, age))
+        await self.conn.execute(
+            "INSERT INTO durable_events (run_id, seq, root_id, pos, kind) VALUES (%s, 1, %s, 0, 'x'), (%s, 2, %s, 1, 'y')",
+            (rid, root, rid, root))
+        for _ in range(signals):
+            await self.conn.execute("INSERT INTO durable_signals (run_id, root_id, name) VALUES (%s, %s, 's')",
+                                    (rid, root))
+        (self.keep if expect == "keep" else self.gone).add(rid)
+        if expect == "gone":
+            self.signals_gone += signals
+        return rid
+
+
+async def build_forest(f: Forest) -> dict[str, uuid.UUID]:
+    ids = {}
+    # a finished tree, parents finished before their children: all of it goes (over 2 passes)
+    r1 = ids["done_root"] = await f.add("gone", age=OLDER, signals=2)
+    c11 = await f.add("gone", parent=r1, signals=1)
+    await f.add("gone", parent=r1)
+    await f.add("gone", parent=c11)
+    # a running root keeps its finished children and grandchildren
+    r2 = await f.add("keep", status="running")
+    c21 = ids["child_of_running"] = await f.add("keep", parent=r2)
+    await f.add("keep", parent=c21)
+    # a great-grandparent still running keeps the whole line
+    r10 = await f.add("keep", status="suspended")
+    c10 = await f.add("keep", parent=r10, age=OLDER)
+    g10 = await f.add("keep", parent=c10)
+    await f.add("keep", parent=g10)
+    # finished root, suspended child, finished grandchild: nothing goes
+    r3 = await f.add("keep")
+    c31 = await f.add("keep", parent=r3, status="suspended")
+    await f.add("keep", parent=c31)
+    # an abandoned child still running keeps its finished parent
+    r12 = await f.add("keep")
+    await f.add("keep", parent=r12, status="running")
+    # a young child keeps its old parent
+    r4 = await f.add("keep")
+    await f.add("keep", parent=r4, age=YOUNG)
+    # continue-as-new: a chain with a live link stays whole
+    c5b = uuid.uuid4()
+    c5 = ids["continued_live"] = await f.add("keep", status="continued", continued_to=c5b)
+    await f.add("keep", rid=c5b, chain=c5, status="running")
+    # a chain finished long ago goes, with the children of its first link
+    d6b = uuid.uuid4()
+    d6 = await f.add("gone", status="continued", continued_to=d6b, age=OLDER)
+    await f.add("gone", parent=d6, age=OLDER)
+    await f.add("gone", rid=d6b, chain=d6)
+    # a chain whose last link finished recently stays whole
+    e7b = uuid.uuid4()
+    e7 = await f.add("keep", status="continued", continued_to=e7b)
+    await f.add("keep", rid=e7b, chain=e7, age=YOUNG)
+    # a child chain under a finished parent goes with the parent
+    p11 = await f.add("gone", age=OLD - 100)
+    k1b = uuid.uuid4()
+    k1 = await f.add("gone", parent=p11, status="continued", continued_to=k1b)
+    await f.add("gone", parent=p11, rid=k1b, chain=k1)
+    # M:N: a run a live run waits on stays; one only finished runs waited on goes
+    x = ids["awaited"] = await f.add("keep")
+    w = ids["waiter"] = await f.add("keep", status="suspended")
+    y = ids["awaited_done"] = await f.add("gone")
+    z = await f.add("gone")
+    await f.conn.execute("INSERT INTO durable_waiters (target_id, waiter_id) VALUES (%s, %s), (%s, %s)", (x, w, y, z))
+    # plain finished runs of every terminal status
+    await f.add("gone", status="failed")
+    await f.add("gone", status="cancelled", signals=1)
+    # young ones stay
+    await f.add("keep", age=YOUNG)
+    await f.add("keep", status="failed", age=YOUNG)
+    return ids
+
+
+async def test_gc_deletes_exactly_what_it_should_on_a_mixed_forest(db):
+    conn = await db.conn()
+    f = Forest(conn)
+    ids = await build_forest(f)
+    preview = await gc(conn, 3600, batch=3, dry_run=True)
+    assert (preview.runs, preview.dry_run) == (len(f.gone), True)
+    assert await _count(conn, "durable_runs") == len(f.keep) + len(f.gone)  # the dry run kept everything
+
+    res = await gc(conn, "1h", batch=3)
+    remaining = {r[0] for r in await (await conn.execute("SELECT id FROM durable_runs")).fetchall()}
+    assert remaining == f.keep
+    assert res.runs == len(f.gone) and res.events == 2 * len(f.gone) and res.signals == f.signals_gone
+    assert res.batches > 3 and res.passes >= 2  # bounded batches; parents went after their children
+    assert await _count(conn, "durable_events") == 2 * len(f.keep)
+    assert await _count(conn, "durable_signals") == 0
+    waiters = await (await conn.execute("SELECT target_id, waiter_id FROM durable_waiters")).fetchall()
+    assert waiters == [(ids["awaited"], ids["waiter"])]
+
+    again = await gc(conn, 3600, batch=3)
+    assert again.runs == 0
+    # with a shorter age the young ones qualify too, but never past a live ancestor or chain
+    await gc(conn, 60)
+    remaining = {r[0] for r in await (await conn.execute("SELECT id FROM durable_runs")).fetchall()}
+    assert ids["child_of_running"] in remaining and ids["continued_live"] in remaining
+    assert ids["awaited"] in remaining and ids["done_root"] not in remaining
+
+
+async def test_concurrent_collectors_delete_each_run_once(db):
+    conn = await db.conn()
+    f = Forest(conn)
+    for _ in range(40):
+        root = await f.add("gone")
+        for _ in range(4):
+            await f.add("gone", parent=root)
+    conns = [await db.conn() for _ in range(3)]
+    results = await asyncio.gather(*(gc(c, 3600, batch=7) for c in conns))
+    assert sum(r.runs for r in results) == 200
+    assert sum(r.events for r in results) == 400
+    assert await _count(conn, "durable_runs") == 0
+
+
+async def test_gc_on_real_runs_keeps_what_a_live_parent_needs(engine):
+    done = await engine.start(wf_cli.family, 3)
+    assert await done.result(timeout=20) == 0 + 1 + 4
+    waiting = await engine.start(wf_cli.family_then_signal, 2)
+    for _ in range(200):
+        if (await waiting.info()).status == "suspended":
+            break
+        await asyncio.sleep(0.02)
+    async with engine.pool.connection() as conn:
+        kids = [r[0] for r in await (await conn.execute(
+            "SELECT id FROM durable_runs WHERE parent_id = %s", (waiting.run_id,))).fetchall()]
+    assert len(kids) == 2
+    async with TimeControl(engine) as clock:
+        await clock.advance(2 * 3600)
+        res = await gc(engine.pool, 3600)
+        assert res.runs == 4  # the finished family; the waiting parent's children stay
+        with pytest.raises(durable.RunNotFoundError):
+            await done.info()
+        for kid in kids:
+            assert (await engine.get_handle(kid).info()).status == "completed"
+        await waiting.signal("go", "now")
+        assert await waiting.result(timeout=20) == {"sum": 1, "go": "now"}
+        # the parent just finished (not old yet); its children finished long ago and, with
+        # no live ancestor left, go now
+        assert (await gc(engine.pool, 3600)).runs == 2
+        assert (await waiting.info()).status == "completed"
+        await clock.advance(2 * 3600)
+        assert (await gc(engine.pool, 3600)).runs == 1
+    async with engine.pool.connection() as conn:
+        assert await _count(conn, "durable_events") == 0
+
+
+async def test_background_retention_in_the_engine(db):
+    rounds = []
+    detach = hooks.on("gc.completed", lambda ev: rounds.append(ev["runs"]))
+    try:
+        async with durable.Engine(db.dsn, schema=db.schema, retention_s=3600, retention_interval_s=0.2,
+                                  poll_interval_s=0.2) as e:
+            h = await e.start(wf_cli.echo, {"a": 1})
+            await h.result(timeout=20)
+            async with TimeControl(e) as clock:
+                await clock.advance(7200)
+                for _ in range(250):
+                    if sum(rounds) >= 1:
+                        break
+                    await asyncio.sleep(0.02)
+                with pytest.raises(durable.RunNotFoundError):
+                    await h.info()
+    finally:
+        detach()
+    assert sum(rounds) == 1
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("15m", 900), ("12h", 43200), ("7d", 604800),
+                                          ("2w", 1209600), ("1h30m", 5400), ("90", 90), ("0.5", 0.5), (" 7D ", 604800)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "x", "7 days", "3x", "h", "-5m", "1e400", "1..5s", "5m3"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigurationError, match="duration|between"):
+        parse_duration(text, "--older-than")
+
+
+async def test_bad_gc_arguments_write_nothing(db):
+    conn = await db.conn()
+    await Forest(conn).add("keep")
+    for kwargs in ({"batch": 0}, {"batch": True}, {"max_batches": 0}):
+        with pytest.raises(ConfigurationError):
+            await gc(conn, 60, **kwargs)
+    with pytest.raises(ConfigurationError):
+        await gc(conn, -1)
+    assert await _count(conn, "durable_runs") == 1
+
+
+async def _count(conn, table: str) -> int:
+    return (await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]

@@ -38,6 +38,19 @@ class DispatcherSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"
     no_wait: bool = Field(False, description="fail at once when the database is unreachable at start")
+    retention_s: float | None = Field(None, gt=0, description="delete finished runs older than this")
+
+    @field_validator("retention_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            from durable.retention import parse_duration
+
+            try:
+                return parse_duration(v)
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("dsn")
     @classmethod
@@ -84,7 +97,7 @@ class DispatcherSettings(BaseModel):
         kwargs = dict(schema=self.schema_name, execute=True, queues=self.queues,
                       concurrency=self.concurrency, lease_ttl_s=self.lease_ttl_s,
                       poll_interval_s=self.poll_interval_s, pool_size=self.pool_size,
-                      connect_timeout_s=self.connect_timeout_s)
+                      connect_timeout_s=self.connect_timeout_s, retention_s=self.retention_s)
         EngineSettings.build(dsn=self.dsn, **kwargs)  # raises ConfigurationError on a bad combination
         return kwargs
 
@@ -136,6 +149,10 @@ OPTIONS: tuple[_Opt, ...] = (
     _Opt("log_format", ("--log-format",), "DURABLE_LOG_FORMAT",
          "plain (human) or json (one object per line: ts, level, logger, message, exc). Default: plain.",
          metavar="FORMAT"),
+    _Opt("retention_s", ("--retention",), "DURABLE_RETENTION",
+         "Delete finished runs (and their history) older than this, e.g. 30d or 12h, in bounded "
+         "batches every few minutes; never a run under an unfinished ancestor. Default: keep all.",
+         metavar="DURATION"),
     _Opt("no_wait", ("--no-wait",), "DURABLE_NO_WAIT",
          "Exit with an error when the database is unreachable at start, instead of retrying with "
          "backoff.", "flag"),

@@ -375,10 +375,10 @@ class Context:
                         await self._raise_taken([c for c, _ in idents])
                         if evs[0].kind == "child_started" and evs[0].name == wf.name:
                             what = "a different key/site" if data["child_id"] != str(cid) else "a different input"
-                            raise NonDeterminismError(
-                                ex.run_id, pos, f"child_started {wf.name!r} id={data['child_id']}",
+                            raise ex.nondeterminism(
+                                pos, f"child_started {wf.name!r} id={data['child_id']}",
                                 f"{found} with {what}")
-                        raise NonDeterminismError(ex.run_id, pos, f"{evs[0].kind} {evs[0].name!r}", found)
+                        raise ex.nondeterminism(pos, f"{evs[0].kind} {evs[0].name!r}", found)
                 else:
                     specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
                                   "queue": queue or wf.queue, "input": text, "pos": pos, "hash": digest,
@@ -566,7 +566,7 @@ class Context:
                     raise RunNotFoundError(target)
                 expected = f"wait_run {evs[0].data['run_id']}" if evs[0].kind == "wait_started" \
                     else f"{evs[0].kind} {evs[0].name!r}"
-                raise NonDeterminismError(ex.run_id, pos, expected, f"wait_run {target}")
+                raise ex.nondeterminism(pos, expected, f"wait_run {target}")
             workflow = evs[0].data.get("workflow") or ""
         else:
             async with ex.conn() as conn:

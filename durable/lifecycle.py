@@ -144,7 +144,7 @@ class Lifecycle:
         if evs:
             data = evs[0].data
             if data.get("target") != str(target_id):
-                raise NonDeterminismError(ex.run_id, pos, f"signal {name!r} to run {data.get('target')}", found)
+                raise ex.nondeterminism(pos, f"signal {name!r} to run {data.get('target')}", found)
             if data.get("error"):
                 raise _signal_error(data["error"]["code"], data["error"]["message"], target_id) or \
                     DurableError(data["error"]["message"])
@@ -224,7 +224,7 @@ class Lifecycle:
         if evs:
             d = evs[0].data
             if d.get("child_id") != str(ref.run_id):
-                raise NonDeterminismError(ex.run_id, pos, f"cancel_child {d.get('child_id')}", found)
+                raise ex.nondeterminism(pos, f"cancel_child {d.get('child_id')}", found)
             return CancelResult(d["cancelled"], status_before=d["status_before"], truncated=d.get("truncated", 0),
                                 graceful=d["graceful"], run_id=ref.run_id)
         token = ex._check_live()

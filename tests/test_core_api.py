@@ -262,3 +262,41 @@ async def test_replay_of_a_shorter_workflow_is_a_nondeterminism_error(db):
         unregister("core.nd2")
     assert ei.value.type == "NonDeterminismError"
     assert "step_completed 'core.nd2.a'" in ei.value.message and "the workflow returning" in ei.value.message
+
+
+async def test_a_caught_nondeterminism_error_still_fails_the_run(db):
+    @durable.step("core.nd3.a")
+    async def step_a() -> int:
+        return 1
+
+    @durable.step("core.nd3.x")
+    async def step_x() -> int:
+        return 2
+
+    async def v1(ctx: durable.Context) -> int:
+        await ctx.step(step_a)
+        await ctx.wait_signal("go")
+        return 1
+
+    async def v2(ctx: durable.Context) -> int:  # swallows the mismatch and carries on
+        try:
+            await ctx.step(step_x)
+        except durable.DurableError:
+            pass
+        return 99
+
+    durable.workflow("core.nd3")(v1)
+    try:
+        async with _engine(db) as e1:
+            h = await e1.start("core.nd3")
+            await eventually(lambda: _status_is(h, "suspended"), what="the run to suspend")
+        unregister("core.nd3")
+        durable.workflow("core.nd3")(v2)
+        async with _engine(db) as e2:
+            await e2.signal(h.run_id, "go")
+            with pytest.raises(durable.RunFailedError) as ei:
+                await e2.get_handle(h.run_id).result(timeout=20)
+    finally:
+        unregister("core.nd3")
+    assert ei.value.type == "NonDeterminismError"
+    assert "step 'core.nd3.x'" in ei.value.message

@@ -170,6 +170,7 @@ class Context:
             await self._until(last.data["fire_at"], pos)
         limit = ex.settings.payload_limit_bytes
         while True:
+            await ex.flush()  # the previous step's outcome is journaled before this one runs
             ex.begin_busy()
             started = time.monotonic()
             failure: BaseException
@@ -181,10 +182,10 @@ class Context:
             except Exception as exc:
                 failure = exc
             else:
-                await ex.append_raw(pos, "step_completed", sd.name,
-                                    '{"attempt":%d,"result":%s}' % (attempt, text))
-                hooks.emit("step.completed", run_id=ex.run_id, workflow=ex.wf.name, step=sd.name,
-                           attempt=attempt, duration_s=time.monotonic() - started)
+                fields = {"run_id": ex.run_id, "workflow": ex.wf.name, "step": sd.name, "attempt": attempt,
+                          "duration_s": time.monotonic() - started}
+                await ex.append_raw(pos, "step_completed", sd.name, '{"attempt":%d,"result":%s}' % (attempt, text),
+                                    on_written=lambda: hooks.emit("step.completed", **fields))
                 return out
             finally:
                 ex.end_busy()

@@ -28,7 +28,14 @@ from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
 
 log = logging.getLogger("durable.engine")
 
-_SAFETY_RECHECK_S = 15.0  # result waits re-read the run this often in case a notification was lost
+_SAFETY_RECHECK_S = 15.0
+_RECHECK = object()
+
+
+def _resolve(fut: asyncio.Future, value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+  # result waits re-read the run this often in case a notification was lost
 
 
 class Engine:
@@ -432,6 +439,12 @@ class Engine:
 
     async def _release(self, ex: Execution) -> None:
         if ex.token is not None:
+            try:
+                await ex.flush()  # keep a finished step's outcome: it must not run again
+            except BaseException as exc:  # lease lost or database gone: nothing more to keep
+                log.debug("run %s: could not journal a buffered step outcome on release: %r", ex.run_id, exc)
+            if ex.token is None:
+                return
             await self._release_row(ex.run_id, ex.token)
             ex.token = None
 
@@ -511,9 +524,12 @@ class Engine:
                         fut.cancel()
                         return self._outcome(state)
             wait = _SAFETY_RECHECK_S if remaining is None else min(remaining, _SAFETY_RECHECK_S)
+            timer = loop.call_later(wait, _resolve, fut, _RECHECK)
             try:
-                got = await asyncio.wait_for(asyncio.shield(fut), wait)
-            except asyncio.TimeoutError:
+                got = await fut
+            finally:
+                timer.cancel()
+            if got is _RECHECK:
                 for futs in self._results.values():
                     if fut in futs:
                         futs.remove(fut)

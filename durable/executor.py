@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import psycopg
 import psycopg_pool
@@ -161,6 +161,9 @@ class Execution:
         self.stopping: _Stop | None = None
         self.kicked = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.driver: asyncio.Task | None = None
+        # a step outcome journaled at the next durable point: (seq, pos, kind, name, json, on_written)
+        self._pending: tuple[int, int | None, str, str | None, str, Callable[[], None] | None] | None = None
         self.wf_task: asyncio.Task | None = None
         self.park_future: asyncio.Future | None = None
         self.started_mono = time.monotonic()
@@ -221,6 +224,8 @@ class Execution:
         resumed from its journal after lease expiry) instead of failing the run."""
         try:
             async with self.engine.pool.connection() as conn:
+                if self._pending is not None:
+                    await self._flush_on(conn)
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             # a lost connection or server restart hits every execution at once: the engine's
@@ -262,15 +267,34 @@ class Execution:
         self._index(ev)
         return ev
 
-    async def append_raw(self, pos: int | None, kind: str, name: str | None, text: str) -> None:
-        """Append one event whose data is already JSON text (the step hot path)."""
-        token = self._check_live()
+    async def append_raw(self, pos: int | None, kind: str, name: str | None, text: str,
+                         on_written: Callable[[], None] | None = None) -> None:
+        """Journal a step's outcome (data already JSON text). It is written before the
+        next durable operation begins (any database access flushes it, and so does the
+        start of the next step), or in the run's terminal transaction when the workflow
+        ends right after it: a one-step workflow costs one commit less."""
+        self._check_live()
         seq = self._take_seq()
-        async with self.conn() as conn:
-            cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
-            if cur.rowcount != 1:
-                self._lost()
+        if self._pending is not None:
+            await self.flush()
+        self._pending = (seq, pos, kind, name, text, on_written)
         self._index(Event(seq, pos, kind, name, {}))
+
+    async def flush(self) -> None:
+        """Write a buffered step outcome now (before another step's side effects)."""
+        if self._pending is not None:
+            async with self.conn():
+                pass
+
+    async def _flush_on(self, conn: Any) -> None:
+        seq, pos, kind, name, text, on_written = self._pending  # type: ignore[misc]
+        self._pending = None
+        token = self._check_live()
+        cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
+        if cur.rowcount != 1:
+            self._lost()
+        if on_written is not None:
+            on_written()
 
     async def append_many(self, items: list[tuple[int | None, str, str | None, dict[str, Any]]]) -> list[Event]:
         if not items:
@@ -352,6 +376,8 @@ class Execution:
 
     async def wait(self, waiter: Waiter) -> Any:
         self._check_live()
+        if self.driver is None:  # started on the first wait: most short runs never need it
+            self.driver = asyncio.create_task(self._drive())
         self.waiters.append(waiter)
         self.kicked.set()
         try:
@@ -546,7 +572,6 @@ class Execution:
 
     async def _main(self) -> None:
         hooks.emit("execution.started", run_id=self.run_id, workflow=self.wf.name)
-        driver = asyncio.create_task(self._drive())
         reason = "terminal"
         try:
             reason = await self._run_to_end()
@@ -559,7 +584,8 @@ class Execution:
             reason = "shutdown"
             raise
         finally:
-            driver.cancel()
+            if self.driver is not None:
+                self.driver.cancel()
             self.engine.execution_ended(self, reason)
             hooks.emit("execution.ended", run_id=self.run_id, workflow=self.wf.name, reason=reason)
 
@@ -637,11 +663,21 @@ class Execution:
         token = self.token
         if token is None or self.stopping is not None:
             return
+        pending, self._pending = self._pending, None
         async with self.conn() as conn:
-            cur = await conn.execute(queries.FINISH_RUN_OUTCOME, (self.run_id, token, status, result, error,
-                                                                  self.settings.max_child_depth))
+            if pending is None:
+                cur = await conn.execute(queries.FINISH_RUN_OUTCOME, (
+                    self.run_id, token, status, result, error, self.settings.max_child_depth))
+            else:  # the last step's outcome and the terminal state in one transaction
+                seq, pos, kind, name, text, _ = pending
+                cur = await conn.execute(queries.FINISH_WITH_EVENT, {
+                    "seq": seq, "pos": pos, "kind": kind, "name": name, "data": text, "id": self.run_id,
+                    "token": token, "status": status, "result": result, "error": error,
+                    "depth": self.settings.max_child_depth})
             row = await cur.fetchone()
         outcome = row[0] if row else "lost"
+        if pending is not None and pending[5] is not None and outcome != "lost":
+            pending[5]()  # the buffered step's outcome is journaled now
         if outcome == "lost":
             self.token = None
             hooks.emit("lease.lost", run_id=self.run_id, workflow=self.wf.name)

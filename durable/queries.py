@@ -167,6 +167,13 @@ FINISH_RUN = "SELECT durable_finish_run(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
 # retry policy replaces it) or 'lost' (lease lost, nothing written).
 FINISH_RUN_OUTCOME = "SELECT durable_finish(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
 
+# The last step's journal event and the terminal state in one transaction (parent locked
+# before the run, like every terminal transaction).
+FINISH_WITH_EVENT = """
+SELECT durable_finish_with_event(%(id)s, %(token)s, %(seq)s, %(pos)s, %(kind)s, %(name)s, %(data)s::jsonb,
+                                 %(status)s, %(result)s::jsonb, %(error)s::jsonb, %(depth)s)
+"""
+
 # Batched heartbeat: one statement renews every lease this process holds; the ones not
 # returned are lost (cancelled, or claimed by another process after expiry).
 HEARTBEAT = """

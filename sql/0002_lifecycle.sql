@@ -393,3 +393,29 @@ BEGIN
     RETURN v_count;
 END
 $$;
+
+-- The last step's journal event and the terminal state in one transaction (saves a
+-- commit per short run). Same lock order as durable_finish: the parent, then the run.
+CREATE FUNCTION durable_finish_with_event(p_id uuid, p_token bigint, p_seq integer, p_pos integer,
+                                          p_kind text, p_name text, p_data jsonb, p_status text,
+                                          p_result jsonb, p_error jsonb, p_max_depth integer)
+    RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_parent uuid;
+    v_root uuid;
+BEGIN
+    SELECT parent_id INTO v_parent FROM durable_runs WHERE id = p_id;
+    IF v_parent IS NOT NULL THEN
+        PERFORM 1 FROM durable_runs WHERE id = v_parent FOR KEY SHARE;
+    END IF;
+    SELECT root_id INTO v_root FROM durable_runs
+     WHERE id = p_id AND lease_token = p_token AND status = 'running' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'lost';
+    END IF;
+    INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
+    VALUES (p_id, p_seq, v_root, p_pos, p_kind, p_name, p_data);
+    RETURN durable_finish(p_id, p_token, p_status, p_result, p_error, p_max_depth);
+END
+$$;

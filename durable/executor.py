@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -162,8 +163,9 @@ class Execution:
         self.kicked = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.driver: asyncio.Task | None = None
-        # a step outcome journaled at the next durable point: (seq, pos, kind, name, json, on_written)
-        self._pending: tuple[int, int | None, str, str | None, str, Callable[[], None] | None] | None = None
+        # events journaled at the next durable point (step and child outcomes):
+        # (seq, pos, kind, name, json text, called once written)
+        self._pending: list[tuple[int, int | None, str, str | None, str, Callable[[], None] | None]] = []
         self.wf_task: asyncio.Task | None = None
         self.park_future: asyncio.Future | None = None
         self.started_mono = time.monotonic()
@@ -224,7 +226,7 @@ class Execution:
         resumed from its journal after lease expiry) instead of failing the run."""
         try:
             async with self.engine.pool.connection() as conn:
-                if self._pending is not None:
+                if self._pending:
                     await self._flush_on(conn)
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
@@ -269,32 +271,37 @@ class Execution:
 
     async def append_raw(self, pos: int | None, kind: str, name: str | None, text: str,
                          on_written: Callable[[], None] | None = None) -> None:
-        """Journal a step's outcome (data already JSON text). It is written before the
-        next durable operation begins (any database access flushes it, and so does the
-        start of the next step), or in the run's terminal transaction when the workflow
-        ends right after it: a one-step workflow costs one commit less."""
+        """Journal an outcome (data already JSON text) at the next durable point: before the
+        next database access or step (see flush), or in the run's terminal transaction when
+        the workflow ends right after it. Nothing durable can depend on it before then, so
+        a crash in between only means the outcome is observed again (a step re-runs, a
+        child's terminal state is re-read): a short run costs one commit less."""
         self._check_live()
         seq = self._take_seq()
-        if self._pending is not None:
-            await self.flush()
-        self._pending = (seq, pos, kind, name, text, on_written)
+        self._pending.append((seq, pos, kind, name, text, on_written))
         self._index(Event(seq, pos, kind, name, {}))
 
     async def flush(self) -> None:
-        """Write a buffered step outcome now (before another step's side effects)."""
-        if self._pending is not None:
+        """Write buffered outcomes now (before a step's side effects, or a release)."""
+        if self._pending:
             async with self.conn():
                 pass
 
     async def _flush_on(self, conn: Any) -> None:
-        seq, pos, kind, name, text, on_written = self._pending  # type: ignore[misc]
-        self._pending = None
+        pending, self._pending = self._pending, []
         token = self._check_live()
-        cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
-        if cur.rowcount != 1:
+        if len(pending) == 1:
+            seq, pos, kind, name, text, _ = pending[0]
+            cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
+        else:
+            cur = await conn.execute(queries.APPEND_EVENTS, (
+                self.run_id, token, [p[0] for p in pending], [p[1] for p in pending], [p[2] for p in pending],
+                [p[3] for p in pending], [p[4] for p in pending]))
+        if cur.rowcount != len(pending):
             self._lost()
-        if on_written is not None:
-            on_written()
+        for p in pending:
+            if p[5] is not None:
+                p[5]()
 
     async def append_many(self, items: list[tuple[int | None, str, str | None, dict[str, Any]]]) -> list[Event]:
         if not items:
@@ -517,13 +524,17 @@ class Execution:
             items.append((self.child_pos.get(cid, self._cross_pos.get(cid)), kind, workflow,
                           {"run_id": str(cid), "final_run_id": str(rid), "status": status,
                            "result": result, "error": error}))
-        evs = await self.append_many(items)
-        for ev, (cid, rid, status, result, error, workflow, latency) in zip(evs, found):
-            self.outcomes[cid] = Outcome(cid, status, result, error, ev.seq)
-            if ev.kind.startswith("child_"):
-                hooks.emit(ev.kind.replace("_", ".", 1), parent_run_id=self.run_id, child_run_id=cid,
-                           workflow=workflow, parent_workflow=self.wf.name, wake_latency_s=latency,
-                           **({"error_type": (error or {}).get("type")} if status == "failed" else {}))
+        limit = self.settings.payload_limit_bytes * 2 + 4096
+        for (pos, kind, workflow, data), (cid, rid, status, result, error, _, latency) in zip(items, found):
+            on_written = None
+            if kind.startswith("child_"):
+                fields = {"parent_run_id": self.run_id, "child_run_id": cid, "workflow": workflow,
+                          "parent_workflow": self.wf.name, "wake_latency_s": latency,
+                          **({"error_type": (error or {}).get("type")} if status == "failed" else {})}
+                on_written = functools.partial(hooks.emit, kind.replace("_", ".", 1), **fields)
+            await self.append_raw(pos, kind, workflow, serde.dumps(data, what=f"{kind} event", limit=limit),
+                                  on_written)
+            self.outcomes[cid] = Outcome(cid, status, result, error, self.next_seq - 1)
         return [f[0] for f in found]
 
     @property
@@ -663,12 +674,14 @@ class Execution:
         token = self.token
         if token is None or self.stopping is not None:
             return
-        pending, self._pending = self._pending, None
+        if len(self._pending) > 1:
+            await self.flush()
+        pending, self._pending = (self._pending[0] if self._pending else None), []
         async with self.conn() as conn:
             if pending is None:
                 cur = await conn.execute(queries.FINISH_RUN_OUTCOME, (
                     self.run_id, token, status, result, error, self.settings.max_child_depth))
-            else:  # the last step's outcome and the terminal state in one transaction
+            else:  # the last outcome's event and the terminal state in one transaction
                 seq, pos, kind, name, text, _ = pending
                 cur = await conn.execute(queries.FINISH_WITH_EVENT, {
                     "seq": seq, "pos": pos, "kind": kind, "name": name, "data": text, "id": self.run_id,

@@ -2,7 +2,7 @@
 
 Statements run on connections whose search_path is the durable schema. Multi-step
 transactions that must take locks in a fixed order live in the migrations as
-PL/pgSQL functions (durable_finish_run, durable_wake, ...), so each is one round trip.
+PL/pgSQL functions (durable_finish, durable_wake, ...), so each is one round trip.
 """
 
 # --- starting runs --------------------------------------------------------------------

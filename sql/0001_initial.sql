@@ -146,40 +146,6 @@ BEGIN
 END
 $$;
 
--- A run's terminal transaction: compare-and-set on status and lease token (a late
--- failure can never overwrite a completion), then wake the parent and any waiters,
--- in this same transaction. Lock order: the parent (FOR KEY SHARE, so sibling
--- completions do not queue behind each other) before the run itself; a cascade takes
--- the parent FOR UPDATE first, so the two never deadlock.
--- Returns false when the lease was lost (nothing written).
-CREATE FUNCTION durable_finish_run(p_id uuid, p_token bigint, p_status text,
-                                   p_result jsonb, p_error jsonb)
-    RETURNS boolean
-    LANGUAGE plpgsql AS $$
-DECLARE
-    v_parent uuid;
-    v_notify boolean;
-    v_waiter uuid;
-BEGIN
-    SELECT parent_id INTO v_parent FROM durable_runs WHERE id = p_id;
-    IF v_parent IS NOT NULL THEN
-        PERFORM 1 FROM durable_runs WHERE id = v_parent FOR KEY SHARE;
-    END IF;
-    UPDATE durable_runs
-       SET status = p_status, result = p_result, error = p_error,
-           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-           next_wakeup_at = NULL, finished_at = durable_now(),
-           finish_xid = pg_current_xact_id()
-     WHERE id = p_id AND lease_token = p_token AND status = 'running'
-    RETURNING notify_done INTO v_notify;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    PERFORM durable_after_terminal(p_id, v_parent, v_notify);
-    RETURN true;
-END
-$$;
-
 -- What follows any terminal transition (finish, cancel, timeout): wake the parent,
 -- every cross-run waiter, and outside callers waiting on the result.
 CREATE FUNCTION durable_after_terminal(p_id uuid, p_parent uuid, p_notify_done boolean)

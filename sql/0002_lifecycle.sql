@@ -272,17 +272,15 @@ $$;
 -- parent keeps waiting (its fan-in follows the chain root). p_status 'cancelled' ends a
 -- run that observed a graceful cancel request.
 -- Returns 'finished', 'retried' or 'lost' (lease lost: nothing written).
-DROP FUNCTION durable_finish_run(uuid, bigint, text, jsonb, jsonb);
-CREATE FUNCTION durable_finish(p_id uuid, p_token bigint, p_status text,
-                               p_result jsonb, p_error jsonb, p_max_depth integer DEFAULT 10)
-    RETURNS text
+-- The lock order of every transaction that ends or renews a run: its parent FOR KEY
+-- SHARE (siblings finishing at once do not queue behind each other), then the run FOR
+-- UPDATE, fenced by the lease token. Returns the run's row; id IS NULL when the lease
+-- was lost (nothing may be written then).
+CREATE FUNCTION durable_lock_live(p_id uuid, p_token bigint) RETURNS durable_runs
     LANGUAGE plpgsql AS $$
 DECLARE
     v_parent uuid;
     v_run durable_runs%ROWTYPE;
-    v_policy jsonb;
-    v_max integer;
-    v_delay double precision;
 BEGIN
     SELECT parent_id INTO v_parent FROM durable_runs WHERE id = p_id;
     IF v_parent IS NOT NULL THEN
@@ -290,7 +288,22 @@ BEGIN
     END IF;
     SELECT * INTO v_run FROM durable_runs
      WHERE id = p_id AND lease_token = p_token AND status = 'running' FOR UPDATE;
-    IF NOT FOUND THEN
+    RETURN v_run;
+END
+$$;
+
+CREATE FUNCTION durable_finish(p_id uuid, p_token bigint, p_status text,
+                               p_result jsonb, p_error jsonb, p_max_depth integer DEFAULT 10)
+    RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_run durable_runs%ROWTYPE;
+    v_policy jsonb;
+    v_max integer;
+    v_delay double precision;
+BEGIN
+    v_run := durable_lock_live(p_id, p_token);
+    IF v_run.id IS NULL THEN
         RETURN 'lost';
     END IF;
     v_policy := v_run.retry_policy;
@@ -315,7 +328,7 @@ BEGIN
            finish_xid = pg_current_xact_id()
      WHERE id = p_id;
     PERFORM durable_close_children(p_id, p_max_depth);
-    PERFORM durable_after_terminal(p_id, v_parent, v_run.notify_done);
+    PERFORM durable_after_terminal(p_id, v_run.parent_id, v_run.notify_done);
     RETURN 'finished';
 END
 $$;
@@ -338,16 +351,10 @@ CREATE FUNCTION durable_continue(p_id uuid, p_token bigint, p_new uuid, p_workfl
     RETURNS boolean
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_parent uuid;
     v_run durable_runs%ROWTYPE;
 BEGIN
-    SELECT parent_id INTO v_parent FROM durable_runs WHERE id = p_id;
-    IF v_parent IS NOT NULL THEN
-        PERFORM 1 FROM durable_runs WHERE id = v_parent FOR KEY SHARE;
-    END IF;
-    SELECT * INTO v_run FROM durable_runs
-     WHERE id = p_id AND lease_token = p_token AND status = 'running' FOR UPDATE;
-    IF NOT FOUND THEN
+    v_run := durable_lock_live(p_id, p_token);
+    IF v_run.id IS NULL THEN
         RETURN false;
     END IF;
     PERFORM durable_renew(p_id, p_new, p_workflow, p_version, p_input, v_run.attempt, 0, NULL,
@@ -402,20 +409,14 @@ CREATE FUNCTION durable_finish_with_event(p_id uuid, p_token bigint, p_seq integ
     RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_parent uuid;
-    v_root uuid;
+    v_run durable_runs%ROWTYPE;
 BEGIN
-    SELECT parent_id INTO v_parent FROM durable_runs WHERE id = p_id;
-    IF v_parent IS NOT NULL THEN
-        PERFORM 1 FROM durable_runs WHERE id = v_parent FOR KEY SHARE;
-    END IF;
-    SELECT root_id INTO v_root FROM durable_runs
-     WHERE id = p_id AND lease_token = p_token AND status = 'running' FOR UPDATE;
-    IF NOT FOUND THEN
+    v_run := durable_lock_live(p_id, p_token);
+    IF v_run.id IS NULL THEN
         RETURN 'lost';
     END IF;
     INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
-    VALUES (p_id, p_seq, v_root, p_pos, p_kind, p_name, p_data);
+    VALUES (p_id, p_seq, v_run.root_id, p_pos, p_kind, p_name, p_data);
     RETURN durable_finish(p_id, p_token, p_status, p_result, p_error, p_max_depth);
 END
 $$;

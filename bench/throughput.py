@@ -20,7 +20,6 @@ This module also holds the workflows the dispatchers import (``-m bench.throughp
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequen
 
 from . import hooks, queries, serde
 from .errors import (CancellationRequested, ChildCancelledError, ChildFailedError, ConfigurationError, DurableError,
-                     NonDeterminismError, RunConflictError, RunNotFoundError, SignalTimeoutError, StepError,
+                     RunConflictError, RunNotFoundError, SignalTimeoutError, StepError,
                      StepTimeoutError, WorkflowNotFoundError, PayloadError)
 from .executor import ContinueAsNew, Outcome, Shutdown, Waiter, _Stop
 from .registry import StepDef, WorkflowDef, as_step, resolve

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import hooks, queries, serde
-from .errors import ConfigurationError, DurableError, NonDeterminismError, RunNotFoundError
+from .errors import ConfigurationError, DurableError, RunNotFoundError
 from .executor import Event, LeaseLost
 
 if TYPE_CHECKING:

@@ -345,6 +345,10 @@ class Execution(Journal):
         except asyncio.CancelledError:
             reason = "shutdown"
             raise
+        except Exception:  # a bug or a broken schema while writing the outcome: the run is not
+            # failed; its lease expires and another attempt resumes it from the journal
+            reason = "error"
+            log.exception("run %s: could not record its outcome; it resumes after lease expiry", self.run_id)
         finally:
             if self.driver is not None:
                 self.driver.cancel()

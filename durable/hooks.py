@@ -31,7 +31,7 @@ Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
 ``run.suspended``      run_id, workflow
 ``execution.started``  run_id, workflow   (this process began executing a run)
 ``execution.ended``    run_id, workflow, reason ('terminal'|'continued'|'stale'|
-                       'lease_lost'|'evicted'|'shutdown'|'database'|'nondeterminism')
+                       'lease_lost'|'evicted'|'shutdown'|'database'|'nondeterminism'|'error')
 ``step.completed``     run_id, workflow, step, attempt, duration_s
 ``step.retried``       run_id, workflow, step, attempt, error_type, delay_s
 ``step.failed``        run_id, workflow, step, attempt, duration_s, error_type

@@ -218,3 +218,42 @@ async def test_late_failure_never_overwrites_a_completion(db):
     assert await cur.fetchone() == ("completed", [0], None, None)
     async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
         assert await client.get_handle(run_id).result(timeout=5) == [0]
+
+
+# --- an unexpected error while recording the outcome ---------------------------------------
+
+_broken_calls: Counter = Counter()
+
+
+@durable.step("core.broken.work")
+async def _broken_work(tag: str) -> str:
+    _broken_calls[tag] += 1
+    return f"done {tag}"
+
+
+@durable.workflow("core.broken")
+async def broken_flow(ctx: durable.Context, tag: str) -> str:
+    return await ctx.step(_broken_work, tag)
+
+
+async def test_error_recording_the_outcome_leaves_the_run_to_resume(db):
+    """The terminal write fails with a non-database error (here: its function is missing):
+    the run is not failed, the execution ends with reason 'error', and once the function is
+    back the run completes after its lease expires."""
+    seen: list[tuple[str, dict]] = []
+    detach = durable.hooks.on("execution.ended", lambda ev: seen.append((ev.name, dict(ev.fields))))
+    admin = await db.conn()
+    await admin.execute("ALTER FUNCTION durable_finish_with_event(uuid, bigint, integer, integer, text, text, "
+                        "jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event_away")
+    try:
+        async with durable.Engine(db.dsn, schema=db.schema, lease_ttl_s=1.0, poll_interval_s=0.2) as e:
+            h = await e.start(broken_flow, "x")
+            await eventually(lambda: _ended(seen, h.run_id), what="the execution to end")
+            assert _ended(seen, h.run_id) == "error"
+            assert await h.status() == "running"  # not failed: it resumes from its journal
+            await admin.execute("ALTER FUNCTION durable_finish_with_event_away(uuid, bigint, integer, integer, "
+                                "text, text, jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event")
+            assert await h.result(timeout=20) == "done x"
+        assert _broken_calls["x"] == 2  # its outcome was never journaled, so the step ran again
+    finally:
+        detach()

@@ -264,8 +264,13 @@ class Execution(Journal):
             if others:
                 cur = await conn.execute(queries.RUN_OUTCOMES, (list(others),))
                 for cid, rid, status, result, error, workflow, finished_at, now in await cur.fetchall():
-                    if cid not in self.outcomes:
-                        found.append((cid, rid, status, result, error, workflow, _latency(now, finished_at)))
+                    if cid in self.outcomes:
+                        continue
+                    if status == "missing":  # the run was deleted (retention) while we waited
+                        status, rid, error = "failed", cid, {
+                            "type": "RunNotFoundError",
+                            "message": f"run {cid} no longer exists (deleted by retention); it cannot finish"}
+                    found.append((cid, rid, status, result, error, workflow or "", _latency(now, finished_at)))
         if not found:
             return []
         items: list[tuple[int | None, str, str | None, dict[str, Any]]] = []

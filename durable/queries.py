@@ -209,10 +209,12 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
 # Any runs (cross-run waits and outside callers): terminal state, following
 # continue-as-new chains to their newest link.
 RUN_OUTCOMES = """
-SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow,
+SELECT t.id, r.id, coalesce(r.status, 'missing'), r.result, r.error, r.workflow,
        extract(epoch FROM r.finished_at)::float8 AS finished_at, """ + _DB_CLOCK + """ AS db_now
-  FROM durable_runs r
- WHERE r.chain_root_id = ANY(%s) AND r.status IN ('completed', 'failed', 'cancelled')
+  FROM unnest(%s::uuid[]) AS t(id)
+  LEFT JOIN durable_runs r ON r.chain_root_id = t.id AND r.status IN ('completed', 'failed', 'cancelled')
+ WHERE r.id IS NOT NULL
+    OR NOT EXISTS (SELECT 1 FROM durable_runs x WHERE x.chain_root_id = t.id)  -- deleted (retention)
 """
 
 # The run a hard cancel ended (the live link of the chain holding %s), for run.cancelled.

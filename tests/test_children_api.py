@@ -298,3 +298,36 @@ async def test_outside_wait_is_event_driven_with_bounded_connections(engine, db)
 async def _watched(db, n: int) -> bool:
     r = await rows(db, "SELECT count(*) FROM durable_runs WHERE notify_done")
     return r[0][0] >= n
+
+
+@durable.workflow("children.gone.target")
+async def _gone_target(ctx: durable.Context) -> str:
+    return await ctx.wait_signal("go")
+
+
+@durable.workflow("children.gone.waiter")
+async def _gone_waiter(ctx: durable.Context, target: str) -> str:
+    try:
+        await ctx.wait_run(target)
+    except durable.ChildFailedError as exc:
+        return exc.type or ""
+    return "finished"
+
+
+async def test_wait_run_on_a_run_deleted_meanwhile_fails_instead_of_hanging(engine, db):
+    """A run waited on (M:N) that disappears (retention racing the wait) ends the wait with
+    a RunNotFoundError outcome rather than leaving the waiter suspended forever."""
+    from wf_core import eventually
+
+    target = await engine.start(_gone_target)
+    waiter = await engine.start(_gone_waiter, str(target.run_id))
+    await eventually(lambda: _suspended(waiter), what="the waiter to suspend")
+    conn = await db.conn()
+    await conn.execute("DELETE FROM durable_events WHERE run_id = %s", (target.run_id,))
+    await conn.execute("DELETE FROM durable_runs WHERE id = %s", (target.run_id,))
+    await conn.execute("SELECT durable_wake(%s)", (waiter.run_id,))
+    assert await waiter.result(timeout=20) == "RunNotFoundError"
+
+
+async def _suspended(handle) -> bool:
+    return await handle.status() == "suspended"

@@ -179,9 +179,10 @@ async def bad_step_flow(ctx: durable.Context, kind: str) -> str:
 # --- helpers ---------------------------------------------------------------------------
 
 
-async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, *,
+                     what: str = "condition") -> Any:
     """Poll ``check()`` (sync or async) until it returns something truthy (a bounded
-    wait, not a timing assertion)."""
+    wait, not a timing assertion); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         got = check()
@@ -191,7 +192,7 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: s
             return got
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)
 
 
 async def events(conn: Any, run_id: uuid.UUID) -> list[tuple]:

@@ -427,21 +427,7 @@ async def step_timeout_flow(ctx: durable.Context, seconds: float) -> str:
 
 # --- test helpers (not workflows) ---------------------------------------------------------
 
-
-async def eventually(pred: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``pred()`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
+from wf_core import eventually  # noqa: E402,F401  (re-exported for the lifecycle tests)
 
 
 async def rows(conn: Any, sql: str, *args: Any) -> list[tuple]:

@@ -97,7 +97,6 @@ class Execution(Journal):
             self._index(ev)
         self.outcomes: dict[uuid.UUID, Outcome] = {}   # journaled child/run outcomes by chain id
         self.child_pos: dict[uuid.UUID, int] = {}      # children this run started: id -> pos
-        self.cross_waits: set[uuid.UUID] = set()       # non-child runs waited on (M:N)
         for ev in history:
             self._learn(ev)
         self.child_xmin = 0
@@ -123,8 +122,6 @@ class Execution(Journal):
             rid = uuid.UUID(ev.data["run_id"])
             self.outcomes[rid] = Outcome(rid, ev.data["status"], ev.data.get("result"),
                                          ev.data.get("error"), ev.seq)
-        elif ev.kind == "wait_started":
-            self.cross_waits.add(uuid.UUID(ev.data["run_id"]))
         elif ev.kind == "cancel_observed":
             self.cancel_observed = True
             if ev.pos is None:

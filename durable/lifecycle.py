@@ -386,6 +386,3 @@ def retry_run_id(run_id: uuid.UUID) -> uuid.UUID:
     h[8] = (h[8] & 0x0F) | 0x80
     return uuid.UUID(bytes=bytes(h))
 
-
-def error_json(exc: BaseException) -> str:
-    return json.dumps(serde.error_doc(exc))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -173,6 +172,3 @@ def unregister(name: str) -> None:
     """Remove a registration (tests that redefine workflows use this)."""
     _workflows.pop(name, None)
 
-
-def is_async_callable(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(getattr(fn, "__call__", None))

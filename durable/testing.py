@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from . import db
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -67,6 +66,3 @@ class TimeControl:
             row = await (await conn.execute("SELECT extract(epoch FROM durable_now())::float8")).fetchone()
         return float(row[0])  # type: ignore[index]
 
-
-async def connect_schema(dsn: str, schema: str):  # pragma: no cover - small convenience
-    return await db.connect(dsn, schema=schema, timeout=10)

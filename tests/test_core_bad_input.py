@@ -111,7 +111,6 @@ async def test_payload_over_limit(db):
 
 async def test_bad_workflow_results_fail_the_run_and_store_no_result(db):
     async with durable.Engine(db.dsn, schema=db.schema, payload_limit_bytes=2048) as e:
-        conn = await db.conn()
         for kind, expect in (("unserialisable", "not JSON-serialisable"), ("big", "over the payload limit"),
                              ("wrong_type", "does not match int")):
             h = await e.start(bad_result_flow, kind)

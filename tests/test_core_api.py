@@ -193,6 +193,25 @@ async def test_step_error_is_journaled_and_replay_raises_the_same(db):
                    "details": {"tag": tag}}
 
 
+async def _replay_against(db, name: str, v1, v2) -> tuple[durable.RunHandle, durable.RunFailedError]:
+    """Run ``v1`` until it waits for the signal 'go', then register ``v2`` under the same
+    name and version, resume the run from its journal, and return the failure it ends with."""
+    durable.workflow(name)(v1)
+    try:
+        async with _engine(db) as e1:
+            h = await e1.start(name)
+            await eventually(lambda: _status_is(h, "suspended"), what="the run to suspend")
+        unregister(name)
+        durable.workflow(name)(v2)
+        async with _engine(db) as e2:
+            await e2.signal(h.run_id, "go")
+            with pytest.raises(durable.RunFailedError) as ei:
+                await e2.get_handle(h.run_id).result(timeout=20)
+    finally:
+        unregister(name)
+    return h, ei.value
+
+
 async def test_replay_against_changed_code_is_a_nondeterminism_error(db):
     @durable.step("core.nd.a")
     async def step_a() -> int:
@@ -212,20 +231,7 @@ async def test_replay_against_changed_code_is_a_nondeterminism_error(db):
         await ctx.wait_signal("go")
         return n
 
-    durable.workflow("core.nd")(v1)
-    try:
-        async with _engine(db) as e1:
-            h = await e1.start("core.nd")
-            await eventually(lambda: _status_is(h, "suspended"), what="the run to suspend")
-        unregister("core.nd")
-        durable.workflow("core.nd")(v2)
-        async with _engine(db) as e2:
-            await e2.signal(h.run_id, "go")
-            with pytest.raises(durable.RunFailedError) as ei:
-                await e2.get_handle(h.run_id).result(timeout=20)
-    finally:
-        unregister("core.nd")
-    err = ei.value
+    h, err = await _replay_against(db, "core.nd", v1, v2)
     assert err.type == "NonDeterminismError"
     msg = err.message
     assert str(h.run_id) in msg and "operation 0" in msg
@@ -247,21 +253,9 @@ async def test_replay_of_a_shorter_workflow_is_a_nondeterminism_error(db):
     async def v2(ctx: durable.Context) -> int:  # dropped the step: the history has more
         return 0
 
-    durable.workflow("core.nd2")(v1)
-    try:
-        async with _engine(db) as e1:
-            h = await e1.start("core.nd2")
-            await eventually(lambda: _status_is(h, "suspended"), what="the run to suspend")
-        unregister("core.nd2")
-        durable.workflow("core.nd2")(v2)
-        async with _engine(db) as e2:
-            await e2.signal(h.run_id, "go")
-            with pytest.raises(durable.RunFailedError) as ei:
-                await e2.get_handle(h.run_id).result(timeout=20)
-    finally:
-        unregister("core.nd2")
-    assert ei.value.type == "NonDeterminismError"
-    assert "step_completed 'core.nd2.a'" in ei.value.message and "the workflow returning" in ei.value.message
+    _, err = await _replay_against(db, "core.nd2", v1, v2)
+    assert err.type == "NonDeterminismError"
+    assert "step_completed 'core.nd2.a'" in err.message and "the workflow returning" in err.message
 
 
 async def test_a_caught_nondeterminism_error_still_fails_the_run(db):
@@ -285,18 +279,6 @@ async def test_a_caught_nondeterminism_error_still_fails_the_run(db):
             pass
         return 99
 
-    durable.workflow("core.nd3")(v1)
-    try:
-        async with _engine(db) as e1:
-            h = await e1.start("core.nd3")
-            await eventually(lambda: _status_is(h, "suspended"), what="the run to suspend")
-        unregister("core.nd3")
-        durable.workflow("core.nd3")(v2)
-        async with _engine(db) as e2:
-            await e2.signal(h.run_id, "go")
-            with pytest.raises(durable.RunFailedError) as ei:
-                await e2.get_handle(h.run_id).result(timeout=20)
-    finally:
-        unregister("core.nd3")
-    assert ei.value.type == "NonDeterminismError"
-    assert "step 'core.nd3.x'" in ei.value.message
+    _, err = await _replay_against(db, "core.nd3", v1, v2)
+    assert err.type == "NonDeterminismError"
+    assert "step 'core.nd3.x'" in err.message

@@ -220,17 +220,23 @@ async def test_three_dispatchers_500_runs_execute_each_once(db, dispatchers):
 # --- crash and graceful shutdown ------------------------------------------------------------
 
 
+async def runs_held_once_running(db, dispatchers, d) -> set:
+    """Wait until dispatcher ``d`` has run a step, then return the ids of the runs it holds."""
+    deadline = time.monotonic() + 30
+    while not any(r["pid"] == d.pid for r in step_records(dispatchers.steps)):
+        assert time.monotonic() < deadline, d.text()
+        await asyncio.sleep(0.05)
+    conn = await db.conn()
+    cur = await conn.execute("SELECT id FROM durable_runs WHERE status = 'running' AND lease_owner = %s",
+                             (d.owner,))
+    return {r[0] for r in await cur.fetchall()}
+
+
 async def test_sigkill_runs_finish_elsewhere_after_lease_expiry(db, dispatchers):
     a = dispatchers("--concurrency", "10", "--lease-ttl", "2").wait_ready()
     b = dispatchers("--concurrency", "10", "--lease-ttl", "2").wait_ready()
     ids = await start_runs(db, 30, steps=5, sleep=0.15)
-    deadline = time.monotonic() + 30
-    while not any(r["pid"] == a.pid for r in step_records(dispatchers.steps)):
-        assert time.monotonic() < deadline, a.text()
-        await asyncio.sleep(0.05)
-    conn = await db.conn()
-    held = {r[0] for r in await (await conn.execute(
-        "SELECT id FROM durable_runs WHERE status = 'running' AND lease_owner = %s", (a.owner,))).fetchall()}
+    held = await runs_held_once_running(db, dispatchers, a)
     a.popen.send_signal(signal.SIGKILL)
     a.popen.wait(10)
     killed_at = time.monotonic()
@@ -250,13 +256,7 @@ async def test_sigterm_exits_0_and_hands_runs_over_without_lease_expiry(db, disp
     a = dispatchers("--concurrency", "15", "--lease-ttl", "120", "--grace", "5").wait_ready()
     b = dispatchers("--concurrency", "15", "--lease-ttl", "120").wait_ready()
     ids = await start_runs(db, 40, steps=6, sleep=0.2)
-    deadline = time.monotonic() + 30
-    while not any(r["pid"] == a.pid for r in step_records(dispatchers.steps)):
-        assert time.monotonic() < deadline, a.text()
-        await asyncio.sleep(0.05)
-    conn = await db.conn()
-    held = {str(r[0]) for r in await (await conn.execute(
-        "SELECT id FROM durable_runs WHERE status = 'running' AND lease_owner = %s", (a.owner,))).fetchall()}
+    held = {str(r) for r in await runs_held_once_running(db, dispatchers, a)}
     assert held, "the dispatcher held no runs at SIGTERM; nothing was tested"
     sent = time.monotonic()
     a.popen.send_signal(signal.SIGTERM)

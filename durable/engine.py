@@ -22,6 +22,7 @@ from .errors import (ConfigurationError, DurableError, RunCancelledError, RunCon
                      RunFailedError, RunNotFoundError, RunTimeoutError, WorkflowNotFoundError,
                      PayloadError)
 from .executor import TERMINAL, Event, Evicted, Execution, Shutdown
+from .journal import Pending, write_pending
 from .handle import RunHandle, RunInfo
 from .registry import WorkflowDef, all_workflows, resolve
 from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
@@ -136,7 +137,7 @@ class Engine:
         while (self.active or self.loading) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for ex in list(self.active.values()):
-            await self._release(ex)
+            self._give_back(ex)
             ex.stop(Shutdown())
         for ex in list(self.parked.values()):
             ex.stop(Shutdown())
@@ -327,7 +328,7 @@ class Engine:
             wf = next((w for w in all_workflows().values()
                        if w.name == claim["workflow"] and w.version == claim["version"]), None)
             if wf is None:  # unregistered since the claim: give it back
-                await self._release_row(run_id, claim["lease_token"])
+                await self._release_soon(run_id, claim["lease_token"])
                 return
             history: list[Event] = []
             if claim.get("last_seq"):
@@ -346,11 +347,9 @@ class Engine:
             del self.active[ex.run_id]
         if self.parked.get(ex.run_id) is ex:
             del self.parked[ex.run_id]
-        if reason in ("shutdown", "database") and ex.token is not None:
-            # stopped at a durable point (graceful shutdown) or by a database error: give the
-            # lease back so any process resumes the run now instead of after lease expiry
-            token, ex.token = ex.token, None
-            self._spawn(self._release_soon(ex.run_id, token))
+        if reason in ("shutdown", "database"):
+            # stopped at a durable point (graceful shutdown) or by a database error
+            self._give_back(ex)
         if reason != "terminal":
             self._wake_result_waiters(ex.run_id)  # they re-read the database
         if reason not in ("terminal", "nondeterminism") or (self.claimer is not None and self.claimer.starved):
@@ -437,33 +436,25 @@ class Engine:
     def on_cancel_notification(self, payload: str) -> None:
         self.lifecycle.on_cancel_notification(payload)
 
-    async def _release(self, ex: Execution) -> None:
+    def _give_back(self, ex: Execution) -> None:
+        """Release ``ex``'s lease (its buffered outcomes journaled first) so any process can
+        resume the run now rather than after lease expiry."""
         if ex.token is not None:
-            try:
-                await ex.flush()  # keep a finished step's outcome: it must not run again
-            except BaseException as exc:  # lease lost or database gone: nothing more to keep
-                log.debug("run %s: could not journal a buffered step outcome on release: %r", ex.run_id, exc)
-            if ex.token is None:
-                return
-            await self._release_row(ex.run_id, ex.token)
-            ex.token = None
+            token, ex.token = ex.token, None
+            pending, ex._pending = ex._pending, []
+            self._spawn(self._release_soon(ex.run_id, token, pending))
 
-    async def _release_row(self, run_id: uuid.UUID, token: int) -> None:
-        try:
-            async with self.pool.connection() as conn:
-                await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
-        except Exception as exc:
-            log.warning("run %s: could not release its lease (%s); it resumes after lease expiry", run_id, exc)
-
-    async def _release_soon(self, run_id: uuid.UUID, token: int) -> None:
-        """Release a lease, retrying with backoff while the database is unreachable; gives up
-        after one lease TTL (by then the lease has expired and anyone may claim the run)."""
+    async def _release_soon(self, run_id: uuid.UUID, token: int, pending: list[Pending] = ()) -> None:  # type: ignore[assignment]
+        """Release a lease, first journaling the run's buffered outcomes (a finished step
+        must not run again), retrying with backoff while the database is unreachable; gives
+        up after one lease TTL (by then the lease has expired and anyone may claim the run)."""
         deadline = time.monotonic() + self.settings.lease_ttl_s
         delay = 0.2
         while self.pool is not None:
             try:
                 async with self.pool.connection() as conn:
-                    await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
+                    if await write_pending(conn, run_id, token, list(pending)):
+                        await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
                 return
             except Exception as exc:
                 if time.monotonic() + delay >= deadline:

@@ -81,6 +81,29 @@ class Event:
     data: dict[str, Any]
 
 
+Pending = tuple[int, "int | None", str, "str | None", str, "Callable[[], None] | None"]
+
+
+async def write_pending(conn: Any, run_id: uuid.UUID, token: int, pending: list[Pending]) -> bool:
+    """Write buffered events under the lease token (fenced); False when the lease is lost
+    (nothing written). Each event's on-written callback runs once it is journaled."""
+    if not pending:
+        return True
+    if len(pending) == 1:
+        seq, pos, kind, name, text, _ = pending[0]
+        cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, run_id, token))
+    else:
+        cur = await conn.execute(queries.APPEND_EVENTS, (
+            run_id, token, [p[0] for p in pending], [p[1] for p in pending], [p[2] for p in pending],
+            [p[3] for p in pending], [p[4] for p in pending]))
+    if cur.rowcount != len(pending):
+        return False
+    for p in pending:
+        if p[5] is not None:
+            p[5]()
+    return True
+
+
 class Journal:
     """History and fenced writes of one execution (the base of :class:`Execution`)."""
 
@@ -95,7 +118,7 @@ class Journal:
     max_pos: int
     next_seq: int
     child_pos: dict[uuid.UUID, int]
-    _pending: list[tuple[int, int | None, str, str | None, str, Callable[[], None] | None]]
+    _pending: list[Pending]
 
 
     def _index(self, ev: Event) -> None:
@@ -111,9 +134,6 @@ class Journal:
         if self.nondeterministic is None:
             self.nondeterministic = exc
         return exc
-
-    def history_for(self, pos: int) -> list[Event] | None:
-        return self.by_pos.get(pos)
 
     def expect(self, pos: int, kinds: tuple[str, ...], name: str | None, found: str) -> list[Event] | None:
         """The events journaled at ``pos``, checked against what the code does now."""
@@ -201,37 +221,8 @@ class Journal:
     async def _flush_on(self, conn: Any) -> None:
         pending, self._pending = self._pending, []
         token = self._check_live()
-        if len(pending) == 1:
-            seq, pos, kind, name, text, _ = pending[0]
-            cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
-        else:
-            cur = await conn.execute(queries.APPEND_EVENTS, (
-                self.run_id, token, [p[0] for p in pending], [p[1] for p in pending], [p[2] for p in pending],
-                [p[3] for p in pending], [p[4] for p in pending]))
-        if cur.rowcount != len(pending):
+        if not await write_pending(conn, self.run_id, token, pending):
             self._lost()
-        for p in pending:
-            if p[5] is not None:
-                p[5]()
-
-    async def append_many(self, items: list[tuple[int | None, str, str | None, dict[str, Any]]]) -> list[Event]:
-        if not items:
-            return []
-        token = self._check_live()
-        texts = [serde.dumps(d, what=f"{k} event", limit=self.settings.payload_limit_bytes * 2 + 4096)
-                 for _, k, _, d in items]
-        first = self._take_seq(len(items))
-        seqs = list(range(first, first + len(items)))
-        async with self.conn() as conn:
-            cur = await conn.execute(queries.APPEND_EVENTS, (
-                self.run_id, token, seqs, [i[0] for i in items], [i[1] for i in items],
-                [i[2] for i in items], texts))
-            if cur.rowcount != len(items):
-                self._lost()
-        evs = [Event(s, it[0], it[1], it[2], json.loads(t)) for s, it, t in zip(seqs, items, texts)]
-        for ev in evs:
-            self._index(ev)
-        return evs
 
     async def append_timer(self, pos: int | None, kind: str, name: str | None,
                            data: dict[str, Any], delay: float) -> float:

@@ -11,7 +11,6 @@ from collections import Counter
 
 import durable
 from durable import queries
-from durable.executor import LeaseLost
 from wf_core import MarkJob, eventually, events, marks_flow, read_marks
 
 # --- a worker killed between steps --------------------------------------------------------
@@ -257,3 +256,37 @@ async def test_error_recording_the_outcome_leaves_the_run_to_resume(db):
         assert _broken_calls["x"] == 2  # its outcome was never journaled, so the step ran again
     finally:
         detach()
+
+
+_shutdown_gate: dict[str, asyncio.Event] = {}
+_shutdown_calls: Counter = Counter()
+
+
+@durable.step("core.shutdown.first")
+async def _first(tag: str) -> int:
+    _shutdown_calls[tag] += 1
+    return 1
+
+
+@durable.workflow("core.shutdown")
+async def shutdown_flow(ctx: durable.Context, tag: str) -> int:
+    n = await ctx.step(_first, tag)
+    await _shutdown_gate[tag].wait()  # not durable: the step's outcome is still buffered here
+    return n + await ctx.step(_first, tag + "-second")
+
+
+async def test_shutdown_journals_a_buffered_step_outcome_before_giving_the_lease_back(db):
+    _shutdown_gate["s"] = asyncio.Event()
+    e1 = durable.Engine(db.dsn, schema=db.schema)
+    await e1.open()
+    h = await e1.start(shutdown_flow, "s")
+    await eventually(lambda: _shutdown_calls["s"] == 1, what="the first step to run")
+    closing = asyncio.create_task(e1.close(grace=10))
+    await eventually(lambda: e1.closing, what="the engine to start closing")
+    _shutdown_gate["s"].set()  # the run reaches its next durable point while closing: it stops there
+    await closing
+    conn = await db.conn()
+    assert [e[2] for e in await events(conn, h.run_id)] == ["step_completed"]
+    async with durable.Engine(db.dsn, schema=db.schema) as e2:
+        assert await e2.get_handle(h.run_id).result(timeout=20) == 2
+    assert _shutdown_calls["s"] == 1  # not run again after the hand-over

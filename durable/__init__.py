@@ -6,11 +6,12 @@ resumes where it was.
 """
 
 from . import hooks
+from .branches import BranchError
 from .config import EngineSettings
 from .context import ChildRef, Context, ParentClosePolicy
 from .engine import Engine
 from .errors import (ApplicationError, CancellationRequested, ChildCancelledError, ChildDepthError,
-                     ChildFailedError, ConfigurationError, DatabaseUnavailableError, DurableError,
+                     ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
                      HistoryLimitError, LeaseLostError, NonDeterminismError, PayloadError,
                      RegistrationError, RunCancelledError, RunConflictError, RunFailedError,
                      RunNotFoundError, RunTimeoutError, SchemaVersionError, SignalTimeoutError,
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Engine", "EngineSettings", "Context", "ChildRef", "ParentClosePolicy", "RunHandle", "RunInfo",
     "RetryPolicy", "workflow", "step", "hooks",
-    "DurableError", "ApplicationError", "CancellationRequested", "ChildCancelledError", "ChildDepthError",
+    "DurableError", "ApplicationError", "BranchError", "CancellationRequested", "ContentionError", "ChildCancelledError", "ChildDepthError",
     "ChildFailedError", "ConfigurationError", "DatabaseUnavailableError", "HistoryLimitError",
     "LeaseLostError", "NonDeterminismError", "PayloadError", "RegistrationError", "RunCancelledError",
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",

@@ -34,6 +34,10 @@ class EngineSettings(BaseModel):
     history_limit: int = Field(10_000, ge=10, description="max events in one run's history")
     max_child_depth: int = Field(10, ge=1, le=1000, description="max depth of a run tree")
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="bound on connecting to the database")
+    listener_keepalive_s: float = Field(15.0, ge=0.1, le=3600,
+                                        description="the LISTEN connection is pinged when silent this long and "
+                                                    "re-established when a ping does not answer within it "
+                                                    "(a half-open connection)")
     pool_size: int = Field(10, ge=1, le=1000, description="max pooled connections")
     migrate: bool = Field(True, description="apply schema migrations on start")
     retention_s: float | None = Field(None, gt=0, le=100 * 365 * 86400,

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequence
 
-from . import hooks, queries, serde
+from . import branches, hooks, queries, serde
 from .errors import (CancellationRequested, ChildCancelledError, ChildFailedError, ConfigurationError, DurableError,
                      RunConflictError, RunNotFoundError, SignalTimeoutError, StepError,
                      StepTimeoutError, WorkflowNotFoundError, PayloadError)
 from .executor import ContinueAsNew, Outcome, Shutdown, Waiter, _Stop
+from .journal import Event, Key, split_key
 from .registry import StepDef, WorkflowDef, as_step, resolve
 from .retry import DEFAULT_STEP_RETRY, RetryPolicy
 
@@ -47,7 +48,7 @@ class ChildRef:
     run_id: uuid.UUID
     workflow: str
     parent_run_id: uuid.UUID
-    pos: int
+    pos: Key
     _ctx: "Context" = field(repr=False)
 
     def __await__(self) -> Any:
@@ -84,9 +85,7 @@ class Context:
 
     def __init__(self, ex: "Execution") -> None:
         self._ex = ex
-        self._pos = 0
-        self._site_counts: dict[str, int] = {}
-        self._cross_pos: dict[uuid.UUID, int] = {}
+        self._cross_pos: dict[uuid.UUID, Key] = {}
         self.log = logging.getLogger(f"durable.workflow.{ex.wf.name}")
 
     # --- facts about the run -------------------------------------------------------------
@@ -119,24 +118,33 @@ class Context:
     @property
     def is_replaying(self) -> bool:
         """True while the code re-reads journaled outcomes (e.g. to skip logging)."""
-        return self._pos <= self._ex.max_pos
+        b = self._branch()
+        if b.main:
+            return b.index <= self._ex.max_pos
+        return b.next_key() in self._ex.by_pos
 
-    def _take_pos(self) -> int:
+    def _branch(self) -> branches.Branch:
+        """The branch (the workflow's task) calling an operation; see branches.py."""
+        return branches.current(self._ex)
+
+    def _take_pos(self) -> Key:
         self._ex._check_live()
         if self._ex.engine.closing:  # graceful shutdown: stop at this durable point
             raise Shutdown()
-        pos = self._pos
-        self._pos += 1
-        return pos
+        return self._branch().take()
 
-    async def _op(self) -> int:
-        """Take the next position; a cancellation point for graceful cancel requests."""
+    def _give_back_pos(self) -> None:
+        """The operation just taken wrote nothing (it raised): its key is reused."""
+        self._branch().index -= 1
+
+    async def _op(self) -> Key:
+        """Take the next operation key; a cancellation point for graceful cancel requests."""
         ex = self._ex
         pos = self._take_pos()
         evs = ex.by_pos.get(pos)
         if evs and evs[-1].kind == "cancel_observed":
             raise CancellationRequested(f"run {ex.run_id} was asked to cancel")
-        if ex.cancel_requested and not ex.cancel_observed and pos > ex.max_pos:
+        if ex.cancel_requested and not ex.cancel_observed and pos not in ex.by_pos:
             await ex.append(pos, "cancel_observed", None, {})
             ex.cancel_observed = True
             raise CancellationRequested(f"run {ex.run_id} was asked to cancel")
@@ -175,7 +183,7 @@ class Context:
             started = time.monotonic()
             failure: BaseException
             try:
-                value = await self._run_step(sd, args, kwargs, limit_s)
+                value = await self._run_step(sd, args, kwargs, limit_s, (ex.run_id, pos))
                 text, out = serde.roundtrip(value, sd.result_type, what=f"result of step {sd.name!r}", limit=limit)
             except (_Stop, asyncio.CancelledError):
                 raise
@@ -184,8 +192,8 @@ class Context:
             else:
                 fields = {"run_id": ex.run_id, "workflow": ex.wf.name, "step": sd.name, "attempt": attempt,
                           "duration_s": time.monotonic() - started}
-                await ex.append_raw(pos, "step_completed", sd.name, '{"attempt":%d,"result":%s}' % (attempt, text),
-                                    on_written=lambda: hooks.emit("step.completed", **fields))
+                ex.append_raw(pos, "step_completed", sd.name, '{"attempt":%d,"result":%s}' % (attempt, text),
+                              on_written=lambda _seq: hooks.emit("step.completed", **fields))
                 return out
             finally:
                 ex.end_busy()
@@ -203,17 +211,24 @@ class Context:
                        duration_s=time.monotonic() - started, error_type=doc["type"])
             raise StepError(sd.name, doc, attempt) from failure
 
-    @staticmethod
-    async def _run_step(sd: StepDef, args: tuple, kwargs: dict, limit_s: float | None) -> Any:
-        call = sd.fn(*args, **kwargs) if sd.is_async else asyncio.to_thread(sd.fn, *args, **kwargs)
-        if limit_s is None:
-            return await call
-        try:
-            return await asyncio.wait_for(call, limit_s)
-        except asyncio.TimeoutError:
-            raise StepTimeoutError(f"step {sd.name!r} took longer than its timeout of {limit_s} s") from None
+    async def _run_step(self, sd: StepDef, args: tuple, kwargs: dict, limit_s: float | None,
+                        where: tuple[uuid.UUID, Key]) -> Any:
+        """Run the step's code outside the workflow's branches (tasks it creates are its
+        own). A sync step runs in a thread that nothing can stop: a new attempt of the same
+        step in this process waits until the previous attempt's thread has returned."""
+        if sd.is_async:
+            call: Any = sd.fn(*args, **kwargs)
+        else:
+            call = await self._ex.engine.sync_steps.start(where, sd.fn, args, kwargs)
+        with branches.outside():
+            if limit_s is None:
+                return await call
+            try:
+                return await asyncio.wait_for(call, limit_s)
+            except asyncio.TimeoutError:
+                raise StepTimeoutError(f"step {sd.name!r} took longer than its timeout of {limit_s} s") from None
 
-    async def _until(self, fire_at: float, pos: int) -> None:
+    async def _until(self, fire_at: float, pos: Key) -> None:
         """Durable wait until the database clock reaches ``fire_at`` (epoch seconds)."""
         fut = asyncio.get_running_loop().create_future()
         await self._ex.wait(Waiter("timer", fut, fire_at=fire_at, pos=pos))
@@ -266,19 +281,19 @@ class Context:
             cur = await conn.execute(queries.PEEK_SIGNAL, (ex.run_id, w.name))
             if await cur.fetchone() is None:
                 return False
-            token = ex._check_live()
-            seq = ex._take_seq()
-            cur = await conn.execute(queries.CONSUME_SIGNAL, {
-                "id": ex.run_id, "token": token, "seq": seq, "pos": w.pos, "name": w.name})
-            row = await cur.fetchone()
-        if row is None or not row[0]:
-            ex.next_seq = seq  # nothing was written
-            if row is None:
-                return False
-            ex._lost()
-        from .executor import Event
-
-        ex._index(Event(seq, w.pos, "signal_received", w.name, {"payload": row[1]}))
+        pos, op = split_key(w.pos)
+        try:
+            async with ex.write() as (conn, token, seq):
+                cur = await conn.execute(queries.CONSUME_SIGNAL, {
+                    "id": ex.run_id, "token": token, "seq": seq, "pos": pos, "op": op, "name": w.name})
+                row = await cur.fetchone()
+                if row is None:
+                    raise _NothingWritten()  # another waiter took it meanwhile
+                if not row[0]:
+                    ex._lost()
+        except _NothingWritten:
+            return False
+        ex._index(Event(seq, pos, "signal_received", w.name, {"payload": row[1]}, op))
         w.future.set_result((row[1],))
         return True
 
@@ -327,7 +342,7 @@ class Context:
         wf = resolve(workflow)
         if inputs:
             await self._op()
-            self._pos -= 1  # the cancellation point only; positions are taken below
+            self._give_back_pos()  # the cancellation point only; keys are taken below
         policy = ParentClosePolicy(parent_close).value if not isinstance(parent_close, ParentClosePolicy) \
             else parent_close.value
         if timeout is not None:
@@ -348,16 +363,18 @@ class Context:
         refs: list[ChildRef] = []
         specs: list[dict[str, Any]] = []
         seen: set[uuid.UUID] = set()
-        pos_before, counts_before = self._pos, dict(self._site_counts)
+        branch = self._branch()
+        before = branch.snapshot()
         try:
             idents = []
             for text, k in prepared:
                 if k is not None:
                     ident = f"{call_site}|key|{k}"
                 else:
-                    n = self._site_counts.get(call_site, 0)
-                    self._site_counts[call_site] = n + 1
-                    ident = f"{call_site}|#{n}"
+                    n = branch.site_counts.get(call_site, 0)
+                    branch.site_counts[call_site] = n + 1
+                    # ordinals per branch: the main branch keeps the classic form
+                    ident = f"{call_site}|#{n}" if branch.main else f"{call_site}|{branch.label}#{n}"
                 idents.append((uuid.uuid5(ex.run_id, ident), ident))
             for (text, k), (cid, ident) in zip(prepared, idents):
                 digest = hashlib.sha256(f"{wf.name}\0{text}".encode()).hexdigest()[:24]
@@ -382,7 +399,7 @@ class Context:
                         raise ex.nondeterminism(pos, f"{evs[0].kind} {evs[0].name!r}", found)
                 else:
                     specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
-                                  "queue": queue or wf.queue, "input": text, "pos": pos, "hash": digest,
+                                  "queue": queue or wf.queue, "input": text, "key": pos, "hash": digest,
                                   "policy": policy, "timeout": timeout or wf.execution_timeout,
                                   "retry": retry.to_doc() if retry else None})
                 seen.add(cid)
@@ -391,9 +408,12 @@ class Context:
                 await ex.start_children(specs)
         except BaseException:
             # nothing was written: a caught error leaves no gap in positions or ordinals
-            self._pos, self._site_counts = pos_before, counts_before
+            branch.restore(before)
             raise
         if specs:
+            timeouts = ex.engine.timeouts
+            if timeouts is not None and specs[0]["timeout"]:
+                timeouts.note(specs[0]["timeout"])  # claim-independent: the deadline is known now
             for s in specs:
                 hooks.emit("child.started", parent_run_id=ex.run_id, child_run_id=s["id"], workflow=wf.name,
                            parent_workflow=ex.wf.name)
@@ -423,14 +443,14 @@ class Context:
                     f"child reference {r.run_id} belongs to run {r.parent_run_id}, not to this run "
                     f"{self._ex.run_id}; to wait on another run's child use ctx.wait_run(run_id)")
 
-    async def _await_known(self, ids: list[uuid.UUID], mode: str = "all", pos: int | None = None) -> None:
+    async def _await_known(self, ids: list[uuid.UUID], mode: str = "all", pos: Key | None = None) -> None:
         ex = self._ex
         outcomes = ex.outcomes
         if ex.interrupt_seq is not None and pos is None:
             # replaying a wait that a graceful cancel interrupted: it is the first wait
             # whose outcomes were not all journaled before the interruption
             cut = ex.interrupt_seq
-            ok = [i in outcomes and outcomes[i].seq < cut for i in ids]
+            ok = [i in outcomes and outcomes[i].before(cut) for i in ids]
             if not (all(ok) if mode == "all" else any(ok)):
                 ex.interrupt_seq = None
                 raise CancellationRequested(f"run {ex.run_id} was asked to cancel")
@@ -498,9 +518,9 @@ class Context:
             # replaying up to a wait a graceful cancel interrupted: outcomes journaled after
             # the interruption were not known to the live run here
             cut = self._ex.interrupt_seq
-            known = [r for i, r in pending.items() if i in outcomes and (cut is None or outcomes[i].seq < cut)]
+            known = [r for i, r in pending.items() if i in outcomes and (cut is None or outcomes[i].before(cut))]
             if known:
-                return min(known, key=lambda r: outcomes[r.run_id].seq)
+                return min(known, key=lambda r: outcomes[r.run_id].order)
             await self._await_known(list(pending), mode="any")
 
     async def map(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *, concurrency: int = 10,
@@ -563,24 +583,27 @@ class Context:
                 async with ex.conn() as conn:
                     row = await (await conn.execute(queries.RUN_EXISTS, (target,))).fetchone()
                 if row is None:
-                    self._pos -= 1
+                    self._give_back_pos()
                     raise RunNotFoundError(target)
                 expected = f"wait_run {evs[0].data['run_id']}" if evs[0].kind == "wait_started" \
                     else f"{evs[0].kind} {evs[0].name!r}"
                 raise ex.nondeterminism(pos, expected, f"wait_run {target}")
             workflow = evs[0].data.get("workflow") or ""
+            chain = uuid.UUID(evs[0].data.get("chain_root_id") or str(target))
         else:
             async with ex.conn() as conn:
                 row = await (await conn.execute(queries.RUN_EXISTS, (target,))).fetchone()
                 if row is None:
-                    self._pos -= 1
+                    self._give_back_pos()
                     raise RunNotFoundError(target)
-                workflow = row[0]
-                await conn.execute(queries.REGISTER_WAIT, (target, ex.run_id))
-            await ex.append(pos, "wait_started", None, {"run_id": str(target), "workflow": workflow})
-        self._cross_pos[target] = pos
-        await self._await_known([target], pos=pos)
-        return self._value(ex.outcomes[target], workflow, child=False)
+                workflow, chain = row[0], row[1]
+                # registered on the chain: any link's terminal wakes us, whenever it happens
+                await conn.execute(queries.REGISTER_WAIT, (chain, ex.run_id))
+            await ex.append(pos, "wait_started", None, {"run_id": str(target), "workflow": workflow,
+                                                        "chain_root_id": str(chain)})
+        self._cross_pos[chain] = pos
+        await self._await_known([chain], pos=pos)
+        return self._value(ex.outcomes[chain], workflow, child=False)
 
     # --- continue-as-new -----------------------------------------------------------------
 
@@ -590,6 +613,10 @@ class Context:
         text, _ = serde.roundtrip(input, wf.input_type, what=f"continue_as_new input of {wf.name!r}",
                                   limit=self._ex.settings.payload_limit_bytes)
         raise ContinueAsNew(text, wf)
+
+
+class _NothingWritten(Exception):
+    """Inside a journal write: the statement wrote nothing (its seq is given back)."""
 
 
 def _json(value: Any) -> str:

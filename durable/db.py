@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import os
+import random
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -20,7 +21,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import ConfigurationError, DatabaseUnavailableError
+from .errors import ConfigurationError, ContentionError, DatabaseUnavailableError
 
 __all__ = [
     "connect",
@@ -277,3 +278,40 @@ async def open_pool(
         raise
     logger.debug("pool %s open on %s (schema %s)", pool.name, describe_dsn(dsn), schema)
     return pool
+
+
+# --- transient conflicts --------------------------------------------------------------
+
+# Deadlocks and serialization failures roll the whole statement back, so running it again
+# is safe. The engine's lock order (sql/0003_concurrency.sql) leaves none in its own
+# statements; these come from what users do around them (their own transactions).
+TRANSIENT = ("40P01", "40001")
+RETRIES = 5
+
+
+async def run_retrying(pool: Any, fn: Any, *, what: str, retries: int = RETRIES) -> Any:
+    """``await fn(conn)`` on a pooled connection, again (bounded, with jittered backoff)
+    when it fails with a deadlock or serialization failure; then :class:`ContentionError`."""
+    delay = 0.01
+    for attempt in range(1, retries + 1):
+        try:
+            async with pool.connection() as conn:
+                return await fn(conn)
+        except psycopg.Error as exc:
+            if exc.sqlstate not in TRANSIENT:
+                raise
+            if attempt == retries:
+                raise ContentionError(
+                    f"{what} failed {retries} times on concurrent transactions ({exc.sqlstate}: "
+                    f"{exc.diag.message_primary or exc}); nothing was written, retry the call") from None
+            logger.debug("%s: %s, retrying", what, exc.sqlstate)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 0.5)
+    raise AssertionError("unreachable")
+
+
+def typed_error(exc: BaseException, what: str) -> Exception:
+    """A driver error as a typed DurableError (the database unreachable, or something else)."""
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseUnavailableError(f"{what} failed: the database is unreachable ({exc}); retry when it is back")
+    return DatabaseUnavailableError(f"{what} failed on the database ({type(exc).__name__}: {exc})")

@@ -14,9 +14,11 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+import psycopg
+import psycopg_pool
 from psycopg.rows import dict_row
 
-from . import db, hooks, queries, serde
+from . import branches, db, hooks, queries, serde
 from .config import EngineSettings
 from .errors import (ConfigurationError, DurableError, RunCancelledError, RunConflictError,
                      RunFailedError, RunNotFoundError, RunTimeoutError, WorkflowNotFoundError,
@@ -25,6 +27,7 @@ from .executor import TERMINAL, Event, Evicted, Execution, Shutdown
 from .journal import Pending, write_pending
 from .handle import RunHandle, RunInfo
 from .registry import WorkflowDef, all_workflows, resolve
+from .sync_steps import SyncSteps
 from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
 
 log = logging.getLogger("durable.engine")
@@ -57,6 +60,7 @@ class Engine:
         self._results: dict[uuid.UUID, list[asyncio.Future]] = {}
         self._timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.sync_steps = SyncSteps()  # threads of sync steps, so attempts never overlap here
         self.listener = Listener(self)
         self.claimer = Claimer(self) if self.settings.execute else None
         self.heartbeat = Heartbeat(self) if self.settings.execute else None
@@ -101,6 +105,7 @@ class Engine:
             from . import metrics
 
             metrics.install()  # process-wide and idempotent; close() leaves it attached
+        branches.install(asyncio.get_running_loop())  # concurrent branches in workflows
         self.listener.start()
         if self.claimer is not None:
             self.claimer.start()
@@ -257,23 +262,33 @@ class Engine:
             raise ConfigurationError(f"timeout must be > 0 seconds and at most 10 years, got {tmo!r}")
         local = (self.settings.execute and not self.closing and q in self.settings.queues
                  and start_at is None and self.capacity() > 0)
-        async with self.pool.connection() as conn:
+
+        async def insert(conn: Any) -> tuple[Any, Any]:
             cur = await conn.execute(queries.START_RUN, {
                 "id": run_id, "workflow": wf.name, "version": wf.version, "queue": q, "leased": local,
                 "input": text, "key": key, "timeout": tmo, "owner": self.owner, "ttl": self.settings.lease_ttl_s,
                 "start_at": start_at})
             row = await cur.fetchone()
-            if row is None:
-                existing = await (await conn.execute(queries.FIND_RUN_FOR_START,
-                                                     {"id": run_id, "key": key, "workflow": wf.name})).fetchone()
-                if existing is None:  # raced with a delete (retention): try once more
-                    raise RunConflictError(f"run {run_id} could not be started; retry")
-                if existing[1] != wf.name:
-                    raise RunConflictError(
-                        f"run id {existing[0]} is already used by a run of workflow {existing[1]!r}, not "
-                        f"{wf.name!r}; choose another id/key")
-                return RunHandle(self, existing[0], wf.name)
+            if row is not None:
+                return row, None
+            found = await (await conn.execute(queries.FIND_RUN_FOR_START,
+                                              {"id": run_id, "key": key, "workflow": wf.name})).fetchone()
+            return None, found
+
+        row, existing = await self._db(insert, f"start of a {wf.name!r} run")
+        if row is None:
+            if existing is None:  # raced with a delete (retention): try once more
+                raise RunConflictError(f"run {run_id} could not be started; retry")
+            if existing[1] != wf.name:
+                raise RunConflictError(
+                    f"run id {existing[0]} is already used by a run of workflow {existing[1]!r}, not "
+                    f"{wf.name!r}; choose another id/key")
+            return RunHandle(self, existing[0], wf.name)
         hooks.emit("run.started", run_id=run_id, workflow=wf.name, queue=q, parent_run_id=None)
+        if tmo is not None and self.timeouts is not None:
+            self.timeouts.note(tmo)
+        if not local and row[4] is not None and row[4] > 0:  # a delayed start: claim it when due
+            self.claim_when_due(run_id, q, row[4])
         if local:
             claim = {"id": run_id, "root_id": run_id, "parent_id": None, "lease_token": row[2], "queue": q,
                      "input": json.loads(text), "attempt": 1, "depth": 0, "prev_status": "pending",
@@ -297,6 +312,8 @@ class Engine:
     # --- executing -----------------------------------------------------------------------
 
     def _begin(self, claim: dict[str, Any], wf: WorkflowDef, history: list[Event], source: str) -> None:
+        if claim.get("deadline_in_s") is not None and self.timeouts is not None:
+            self.timeouts.note(claim["deadline_in_s"])
         ex = Execution(self, claim, wf, history)
         self.active[ex.run_id] = ex
         ex.start()
@@ -305,12 +322,14 @@ class Engine:
 
     def on_claimed(self, claim: dict[str, Any], source: str) -> None:
         run_id = claim["id"]
+        timer = self._timers.pop(run_id, None)
+        if timer:
+            timer.cancel()
         ex = self.parked.pop(run_id, None)
         if ex is not None and ex.park_future is not None and not ex.park_future.done():
+            if claim.get("deadline_in_s") is not None and self.timeouts is not None:
+                self.timeouts.note(claim["deadline_in_s"])
             self.active[run_id] = ex
-            timer = self._timers.pop(run_id, None)
-            if timer:
-                timer.cancel()
             ex.park_future.set_result(claim)
             hooks.emit("run.resumed", run_id=run_id, workflow=ex.wf.name, source=source,
                        wake_latency_s=claim.get("wake_latency_s") if claim.get("prev_status") == "suspended" else None)
@@ -334,7 +353,7 @@ class Engine:
             if claim.get("last_seq"):
                 async with self.pool.connection() as conn:
                     cur = await conn.execute(queries.LOAD_HISTORY, (run_id,))
-                    history = [Event(r[0], r[1], r[2], r[3], r[4] or {}) for r in await cur.fetchall()]
+                    history = [Event(r[0], r[1], r[3], r[4], r[5] or {}, r[2]) for r in await cur.fetchall()]
             self._begin(claim, wf, history, source)
         except Exception as exc:
             log.warning("run %s: could not start its execution (%s); giving its lease back", run_id, exc)
@@ -373,19 +392,36 @@ class Engine:
         if due_now:
             self._spawn(self.claim_one(ex.run_id, "local"))
         elif fire_at is not None:
-            delay = max(0.0, fire_at - db_now)
-            self._timers[ex.run_id] = loop.call_later(delay, self._timer_fired, ex.run_id)
+            self._arm(ex.run_id, fire_at - db_now)
         self.kick_claimer()
         try:
             return await fut
         finally:
             ex.park_future = None
 
-    def _timer_fired(self, run_id: uuid.UUID) -> None:
-        self._timers.pop(run_id, None)
-        self._spawn(self.claim_one(run_id, "local"))
+    def _arm(self, run_id: uuid.UUID, delay: float, tries: int = 0) -> None:
+        """Claim ``run_id`` here after ``delay`` seconds (its local timer; one per run)."""
+        old = self._timers.pop(run_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[run_id] = loop.call_later(max(0.0, delay), self._timer_fired, run_id, tries)
 
-    async def claim_one(self, run_id: uuid.UUID, source: str) -> bool:
+    def _timer_fired(self, run_id: uuid.UUID, tries: int = 0) -> None:
+        self._timers.pop(run_id, None)
+        self._spawn(self.claim_one(run_id, "local", tries))
+
+    def claim_when_due(self, run_id: uuid.UUID, queue: str, delay: float | None = None) -> None:
+        """A run this process created is due later (a delayed start, a retry attempt's
+        backoff): claim it when it is due rather than at the next poll."""
+        if not self.settings.execute or self.closing or queue not in self.settings.queues:
+            return
+        if delay is not None:
+            self._arm(run_id, delay)
+        else:
+            self._spawn(self.claim_one(run_id, "local"))  # not due yet: it arms its timer
+
+    async def claim_one(self, run_id: uuid.UUID, source: str, tries: int = 0) -> bool:
         if self.closing or not self.settings.execute:
             return False
         try:
@@ -395,14 +431,18 @@ class Engine:
                     "id": run_id, "workflows": self.workflow_keys(), "owner": self.owner,
                     "ttl": self.settings.lease_ttl_s})
                 row = await cur.fetchone()
+                if row is None:
+                    state = await (await conn.execute(queries.RUN_DUE_IN, (run_id,))).fetchone()
         except Exception as exc:
             log.warning("run %s: claim failed (%s); the poll will retry", run_id, exc)
             return False
         if row is None:
-            if run_id in self.parked and run_id not in self._timers:
-                # not due yet by the database clock (clock skew): look again shortly
-                loop = asyncio.get_running_loop()
-                self._timers[run_id] = loop.call_later(0.05, self._timer_fired, run_id)
+            if state is not None and state[0] in ("pending", "suspended") and state[1] is not None \
+                    and not self.closing:
+                if state[1] > 0:  # not due yet by the database clock: when it is
+                    self._arm(run_id, state[1] + 0.002)
+                elif tries < 50:  # due, but its row was locked for a moment (a sender, a wake)
+                    self._arm(run_id, 0.02, tries + 1)
             return False
         hooks.emit("claim.batch", count=1, source=source)
         self.on_claimed(row, source)
@@ -442,9 +482,10 @@ class Engine:
         if ex.token is not None:
             token, ex.token = ex.token, None
             pending, ex._pending = ex._pending, []
-            self._spawn(self._release_soon(ex.run_id, token, pending))
+            self._spawn(self._release_soon(ex.run_id, token, pending, ex.next_seq))
 
-    async def _release_soon(self, run_id: uuid.UUID, token: int, pending: list[Pending] = ()) -> None:  # type: ignore[assignment]
+    async def _release_soon(self, run_id: uuid.UUID, token: int, pending: list[Pending] = (),  # type: ignore[assignment]
+                            first_seq: int = 0) -> None:
         """Release a lease, first journaling the run's buffered outcomes (a finished step
         must not run again), retrying with backoff while the database is unreachable; gives
         up after one lease TTL (by then the lease has expired and anyone may claim the run)."""
@@ -453,7 +494,7 @@ class Engine:
         while self.pool is not None:
             try:
                 async with self.pool.connection() as conn:
-                    if await write_pending(conn, run_id, token, list(pending)):
+                    if await write_pending(conn, run_id, token, first_seq, list(pending)):
                         await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
                 return
             except Exception as exc:
@@ -465,7 +506,7 @@ class Engine:
             delay = min(delay * 2, 5.0)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+        task = branches.create_outside(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -507,8 +548,10 @@ class Engine:
                 live = state["id"]
                 self._results.setdefault(live, []).append(fut)
                 if watched != live:
-                    async with self.pool.connection() as conn:
+                    async def watch(conn: Any) -> None:
                         await conn.execute(queries.WATCH_RUN, (live,))
+
+                    await self._db(watch, f"watching run {live}")
                     watched = live
                     state = await self._chain_state(run_id)  # it may have finished meanwhile
                     if state["status"] in TERMINAL:
@@ -530,10 +573,20 @@ class Engine:
                 return self._outcome({"id": run_id, "status": status, "result": result, "error": error,
                                       "workflow": workflow})
 
+    async def _db(self, fn: Any, what: str) -> Any:
+        """``await fn(conn)`` with transient conflicts retried; driver errors become typed."""
+        try:
+            return await db.run_retrying(self.pool, fn, what=what)
+        except psycopg.Error as exc:
+            raise db.typed_error(exc, what) from exc
+        except psycopg_pool.PoolTimeout as exc:
+            raise db.typed_error(psycopg.OperationalError(str(exc)), what) from exc
+
     async def _chain_state(self, run_id: uuid.UUID) -> dict[str, Any]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(queries.RUN_CHAIN_STATE, (run_id,))
-            row = await cur.fetchone()
+        async def read(conn: Any) -> Any:
+            return await (await conn.execute(queries.RUN_CHAIN_STATE, (run_id,))).fetchone()
+
+        row = await self._db(read, f"reading run {run_id}")
         if row is None:
             raise RunNotFoundError(run_id)
         return {"id": row[0], "status": row[1], "result": row[2], "error": row[3], "workflow": row[4]}
@@ -557,10 +610,12 @@ class Engine:
 
     async def info(self, run_id: uuid.UUID) -> RunInfo:
         self._require_open()
-        async with self.pool.connection() as conn:
+
+        async def read(conn: Any) -> tuple[Any, list[str]]:
             cur = await conn.execute(queries.RUN_INFO, (run_id,))
-            row = await cur.fetchone()
-            names = [c.name for c in cur.description] if cur.description else []
+            return await cur.fetchone(), [c.name for c in cur.description] if cur.description else []
+
+        row, names = await self._db(read, f"reading run {run_id}")
         if row is None:
             raise RunNotFoundError(run_id)
         return RunInfo(**dict(zip(names, row)))

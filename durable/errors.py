@@ -20,6 +20,11 @@ class DatabaseUnavailableError(DurableError):
     """The database could not be reached within the connect timeout."""
 
 
+class ContentionError(DurableError):
+    """A statement kept losing to concurrent transactions (deadlock or serialization
+    failure) after the engine retried it; nothing of it was written. Retry the call."""
+
+
 class SchemaVersionError(DurableError):
     """The database schema is newer than this code knows, or not migrated."""
 

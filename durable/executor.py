@@ -22,10 +22,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import hooks, queries, serde
+from . import branches, hooks, queries, serde
 from .errors import CancellationRequested, LeaseLostError, NonDeterminismError, PayloadError
-from .journal import (ContinueAsNew, DatabaseLost, Event, Evicted, Journal, LeaseLost, Shutdown, Stale,
-                      _Stop)
+from .journal import (ContinueAsNew, DatabaseLost, Event, Evicted, Journal, Key, LeaseLost, Pending, Shutdown,
+                      Stale, _Stop, split_key)
 from .registry import WorkflowDef
 
 if TYPE_CHECKING:
@@ -45,7 +45,17 @@ class Outcome:
     status: str
     result: Any = None
     error: dict[str, Any] | None = None
-    seq: int = 0  # journal seq of the outcome event (as_completed order)
+    seq: int | None = None  # journal seq of the outcome event; None until it is written
+    local: int = 0          # arrival order in this process (for outcomes not written yet)
+
+    @property
+    def order(self) -> tuple[bool, int, int]:
+        """Journal order (as_completed): written outcomes by seq, then buffered ones in the
+        order they will be written."""
+        return (self.seq is None, self.seq or 0, self.local)
+
+    def before(self, seq: int) -> bool:
+        return self.seq is not None and self.seq < seq
 
 
 @dataclass(eq=False)
@@ -56,11 +66,17 @@ class Waiter:
     mode: str = "all"  # children: 'all' | 'any'
     fire_at: float | None = None
     name: str | None = None
-    pos: int | None = None
+    pos: Key | None = None
     # children: ids without a journaled outcome yet, and those of them that are not this
     # run's children (M:N waits); kept up to date per evaluation in O(new outcomes)
     remaining: set[uuid.UUID] | None = None
     others: set[uuid.UUID] = field(default_factory=set)
+
+
+def _outcome_written(outcome: Outcome, event: tuple[str, dict[str, Any]] | None, seq: int) -> None:
+    outcome.seq = seq
+    if event is not None:
+        hooks.emit(event[0], **event[1])
 
 
 def _latency(db_now: float | None, finished_at: float | None) -> float | None:
@@ -75,6 +91,8 @@ class Execution(Journal):
                  history: list[Event]) -> None:
         from .context import Context as _Context  # cycle: context uses Execution's API
 
+        self._wlock = asyncio.Lock()
+        self._wlock_owner = None
         self.engine = engine
         self.settings = engine.settings
         self.run_id: uuid.UUID = claim["id"]
@@ -90,13 +108,14 @@ class Execution(Journal):
         self.wf = wf
         self.queue: str = claim.get("queue") or wf.queue  # the run's queue (labels)
         self.raw_input = claim["input"]
-        self.by_pos: dict[int, list[Event]] = {}
+        self.by_pos: dict[Key, list[Event]] = {}
         self.max_pos = -1
         self.next_seq = 1
         for ev in history:
             self._index(ev)
         self.outcomes: dict[uuid.UUID, Outcome] = {}   # journaled child/run outcomes by chain id
-        self.child_pos: dict[uuid.UUID, int] = {}      # children this run started: id -> pos
+        self.child_pos: dict[uuid.UUID, Key] = {}      # children this run started: id -> op key
+        self.main_branch: branches.Branch | None = None
         for ev in history:
             self._learn(ev)
         self.child_xmin = 0
@@ -106,9 +125,8 @@ class Execution(Journal):
         self.kicked = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.driver: asyncio.Task | None = None
-        # events journaled at the next durable point (step and child outcomes):
-        # (seq, pos, kind, name, json text, called once written)
-        self._pending: list[tuple[int, int | None, str, str | None, str, Callable[[], None] | None]] = []
+        # events journaled at the next durable point (step and child outcomes)
+        self._pending: list[Pending] = []
         self.wf_task: asyncio.Task | None = None
         self.park_future: asyncio.Future | None = None
         self.started_mono = time.monotonic()
@@ -117,14 +135,14 @@ class Execution(Journal):
     # --- history ------------------------------------------------------------------------
     def _learn(self, ev: Event) -> None:
         if ev.kind == "child_started":
-            self.child_pos[uuid.UUID(ev.data["child_id"])] = ev.pos  # type: ignore[assignment]
+            self.child_pos[uuid.UUID(ev.data["child_id"])] = ev.key  # type: ignore[assignment]
         elif ev.kind in ("child_completed", "child_failed", "child_cancelled", "run_outcome"):
             rid = uuid.UUID(ev.data["run_id"])
             self.outcomes[rid] = Outcome(rid, ev.data["status"], ev.data.get("result"),
                                          ev.data.get("error"), ev.seq)
         elif ev.kind == "cancel_observed":
             self.cancel_observed = True
-            if ev.pos is None:
+            if ev.key is None:
                 self.interrupt_seq = ev.seq
 
     # --- waiting ------------------------------------------------------------------------
@@ -132,7 +150,7 @@ class Execution(Journal):
     async def wait(self, waiter: Waiter) -> Any:
         self._check_live()
         if self.driver is None:  # started on the first wait: most short runs never need it
-            self.driver = asyncio.create_task(self._drive())
+            self.driver = branches.create_outside(self._drive())
         self.waiters.append(waiter)
         self.kicked.set()
         try:
@@ -279,33 +297,37 @@ class Execution(Journal):
                            "result": result, "error": error}))
         limit = self.settings.payload_limit_bytes * 2 + 4096
         for (pos, kind, workflow, data), (cid, rid, status, result, error, _, latency) in zip(items, found):
-            on_written = None
+            outcome = Outcome(cid, status, result, error, None, len(self.outcomes))
+            event = None
             if kind.startswith("child_"):
-                fields = {"parent_run_id": self.run_id, "child_run_id": cid, "workflow": workflow,
-                          "parent_workflow": self.wf.name, "wake_latency_s": latency,
-                          **({"error_type": (error or {}).get("type")} if status == "failed" else {})}
-                on_written = functools.partial(hooks.emit, kind.replace("_", ".", 1), **fields)
-            await self.append_raw(pos, kind, workflow, serde.dumps(data, what=f"{kind} event", limit=limit),
-                                  on_written)
-            self.outcomes[cid] = Outcome(cid, status, result, error, self.next_seq - 1)
+                event = (kind.replace("_", ".", 1), {
+                    "parent_run_id": self.run_id, "child_run_id": cid, "workflow": workflow,
+                    "parent_workflow": self.wf.name, "wake_latency_s": latency,
+                    **({"error_type": (error or {}).get("type")} if status == "failed" else {})})
+            self.append_raw(pos, kind, workflow, serde.dumps(data, what=f"{kind} event", limit=limit),
+                            functools.partial(_outcome_written, outcome, event))
+            self.outcomes[cid] = outcome
         return [f[0] for f in found]
 
     @property
-    def _cross_pos(self) -> dict[uuid.UUID, int]:
+    def _cross_pos(self) -> dict[uuid.UUID, Key]:
         return self.ctx._cross_pos
 
     async def _suspend_and_park(self) -> None:
         timers = [w.fire_at for w in self.waiters if w.fire_at is not None and not w.future.done()]
         fire_at = min(timers) if timers else None
-        token = self._check_live()
-        async with self.conn() as conn:
+        # a wake that reaches this process from now until the run is parked must not be
+        # lost: the notification kicks this execution, and a kick counts as due
+        self.kicked.clear()
+        async with self.write(0) as (conn, token, _):  # buffered outcomes first, same lock
             cur = await conn.execute(queries.SUSPEND, (fire_at, self.run_id, token))
             row = await cur.fetchone()
-        if row is None:
-            self._lost()
+            if row is None:
+                self._lost()
         self.token = None
         hooks.emit("run.suspended", run_id=self.run_id, workflow=self.wf.name)
-        claim = await self.engine.park(self, fire_at, due_now=bool(row[0]), db_now=float(row[1]))  # type: ignore[index]
+        due_now = bool(row[0]) or self.kicked.is_set()  # type: ignore[index]
+        claim = await self.engine.park(self, fire_at, due_now=due_now, db_now=float(row[1]))  # type: ignore[index]
         if claim["last_seq"] != self.next_seq - 1:
             raise Stale(claim)
         self.token = claim["lease_token"]
@@ -314,7 +336,7 @@ class Execution(Journal):
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> asyncio.Task:
-        self.task = asyncio.create_task(self._main(), name=f"durable-run-{self.run_id}")
+        self.task = branches.create_outside(self._main(), name=f"durable-run-{self.run_id}")
         return self.task
 
     def stop(self, reason: _Stop) -> None:
@@ -328,6 +350,7 @@ class Execution(Journal):
             self.wf_task.cancel()
 
     async def _invoke(self) -> Any:
+        self.main_branch = branches.enter_main(self)
         wf = self.wf
         if wf.takes_input:
             value = serde.validate(self.raw_input, wf.input_type, what=f"input of workflow {wf.name!r}")
@@ -396,7 +419,7 @@ class Execution(Journal):
         return "terminal"
 
     def _unreplayed_history(self) -> int | None:
-        used = self.ctx._pos
+        used = self.main_branch.index if self.main_branch is not None else 0
         return self.max_pos if self.max_pos >= used else None
 
     async def _complete(self, result: Any) -> None:
@@ -431,23 +454,30 @@ class Execution(Journal):
         token = self.token
         if token is None or self.stopping is not None:
             return
-        if len(self._pending) > 1:
-            await self.flush()
-        pending, self._pending = (self._pending[0] if self._pending else None), []
-        async with self.conn() as conn:
-            if pending is None:
-                cur = await conn.execute(queries.FINISH_RUN_OUTCOME, (
-                    self.run_id, token, status, result, error, self.settings.max_child_depth))
-            else:  # the last outcome's event and the terminal state in one transaction
-                seq, pos, kind, name, text, _ = pending
-                cur = await conn.execute(queries.FINISH_WITH_EVENT, {
-                    "seq": seq, "pos": pos, "kind": kind, "name": name, "data": text, "id": self.run_id,
-                    "token": token, "status": status, "result": result, "error": error,
-                    "depth": self.settings.max_child_depth})
-            row = await cur.fetchone()
+        async with self._locked():
+            # the last buffered outcome's event goes with the terminal state (one commit);
+            # any others are written first, on the same connection
+            last = self._pending.pop() if self._pending else None
+            try:
+                async with self.conn() as conn:
+                    if last is None:
+                        cur = await conn.execute(queries.FINISH_RUN_OUTCOME, (
+                            self.run_id, token, status, result, error, self.settings.max_child_depth))
+                    else:
+                        seq = self._take_seq()
+                        pos, op = split_key(last.key)
+                        cur = await conn.execute(queries.FINISH_WITH_EVENT, {
+                            "seq": seq, "pos": pos, "op": op, "kind": last.kind, "name": last.name,
+                            "data": last.text, "id": self.run_id, "token": token, "status": status,
+                            "result": result, "error": error, "depth": self.settings.max_child_depth})
+                    row = await cur.fetchone()
+            except BaseException:
+                if last is not None:
+                    self._pending.append(last)
+                raise
         outcome = row[0] if row else "lost"
-        if pending is not None and pending[5] is not None and outcome != "lost":
-            pending[5]()  # the buffered step's outcome is journaled now
+        if last is not None and last.on_written is not None and outcome != "lost":
+            last.on_written(seq)  # the buffered outcome is journaled now
         if outcome == "lost":
             self.token = None
             hooks.emit("lease.lost", run_id=self.run_id, workflow=self.wf.name)

@@ -7,6 +7,7 @@ Step and child outcomes are buffered until the next durable point (see append_ra
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -72,6 +73,20 @@ class ContinueAsNew(BaseException):
         self.workflow = workflow
 
 
+# An operation's key in the journal: its position (int) in the workflow's main branch, or,
+# for an operation of a concurrent branch (a task the workflow created), a string naming
+# the branch path and the operation's index in it ("0.1:2"; see branches.py). Keys are
+# deterministic however the branches interleave, so a replay finds each outcome again.
+Key = int | str
+
+
+def split_key(key: "Key | None") -> tuple[int | None, str | None]:
+    """(pos, op) columns of a key."""
+    if isinstance(key, str):
+        return None, key
+    return key, None
+
+
 @dataclass(slots=True)
 class Event:
     seq: int
@@ -79,33 +94,52 @@ class Event:
     kind: str
     name: str | None
     data: dict[str, Any]
+    op: str | None = None
+
+    @property
+    def key(self) -> "Key | None":
+        return self.op if self.op is not None else self.pos
 
 
-Pending = tuple[int, "int | None", str, "str | None", str, "Callable[[], None] | None"]
+@dataclass(slots=True)
+class Pending:
+    """An outcome journaled at the next durable point; its seq is given when it is written."""
+
+    key: "Key | None"
+    kind: str
+    name: str | None
+    text: str
+    on_written: "Callable[[int], None] | None" = None
 
 
-async def write_pending(conn: Any, run_id: uuid.UUID, token: int, pending: list[Pending]) -> bool:
-    """Write buffered events under the lease token (fenced); False when the lease is lost
-    (nothing written). Each event's on-written callback runs once it is journaled."""
+async def write_pending(conn: Any, run_id: uuid.UUID, token: int, first_seq: int, pending: list[Pending]) -> bool:
+    """Write buffered events as seqs ``first_seq``... under the lease token (fenced); False
+    when the lease is lost (nothing written). Each event's on-written callback gets its seq."""
     if not pending:
         return True
     if len(pending) == 1:
-        seq, pos, kind, name, text, _ = pending[0]
-        cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, run_id, token))
+        p = pending[0]
+        pos, op = split_key(p.key)
+        cur = await conn.execute(queries.APPEND_EVENT, (first_seq, pos, op, p.kind, p.name, p.text, run_id, token))
     else:
+        cols = [split_key(p.key) for p in pending]
         cur = await conn.execute(queries.APPEND_EVENTS, (
-            run_id, token, [p[0] for p in pending], [p[1] for p in pending], [p[2] for p in pending],
-            [p[3] for p in pending], [p[4] for p in pending]))
+            run_id, token, list(range(first_seq, first_seq + len(pending))), [c[0] for c in cols],
+            [c[1] for c in cols], [p.kind for p in pending], [p.name for p in pending], [p.text for p in pending]))
     if cur.rowcount != len(pending):
         return False
-    for p in pending:
-        if p[5] is not None:
-            p[5]()
+    for i, p in enumerate(pending):
+        if p.on_written is not None:
+            p.on_written(first_seq + i)
     return True
 
 
 class Journal:
-    """History and fenced writes of one execution (the base of :class:`Execution`)."""
+    """History and fenced writes of one execution (the base of :class:`Execution`).
+
+    Journal writes are serialised per execution (``_wlock``): a write takes its seqs under
+    the lock, so concurrent branches of one workflow never write the same seq or leave a
+    gap when one write fails and writes nothing (its seqs are given back)."""
 
     engine: "Engine"
     settings: "EngineSettings"
@@ -114,20 +148,23 @@ class Journal:
     token: int | None
     stopping: "_Stop | None"
     nondeterministic: NonDeterminismError | None
-    by_pos: dict[int, list[Event]]
+    by_pos: dict[Key, list[Event]]
     max_pos: int
     next_seq: int
-    child_pos: dict[uuid.UUID, int]
+    child_pos: dict[uuid.UUID, Key]
     _pending: list[Pending]
-
+    _wlock: asyncio.Lock
+    _wlock_owner: "asyncio.Task[Any] | None"
 
     def _index(self, ev: Event) -> None:
-        if ev.pos is not None:
-            self.by_pos.setdefault(ev.pos, []).append(ev)
-            self.max_pos = max(self.max_pos, ev.pos)
+        key = ev.key
+        if key is not None:
+            self.by_pos.setdefault(key, []).append(ev)
+            if isinstance(key, int):
+                self.max_pos = max(self.max_pos, key)
         self.next_seq = max(self.next_seq, ev.seq + 1)
 
-    def nondeterminism(self, pos: int, expected: str, found: str) -> NonDeterminismError:
+    def nondeterminism(self, pos: Key, expected: str, found: str) -> NonDeterminismError:
         """Record (and return, to raise) a mismatch between code and history. The run fails
         with it even if the workflow code catches it."""
         exc = NonDeterminismError(self.run_id, pos, expected, found)
@@ -135,7 +172,7 @@ class Journal:
             self.nondeterministic = exc
         return exc
 
-    def expect(self, pos: int, kinds: tuple[str, ...], name: str | None, found: str) -> list[Event] | None:
+    def expect(self, pos: Key, kinds: tuple[str, ...], name: str | None, found: str) -> list[Event] | None:
         """The events journaled at ``pos``, checked against what the code does now."""
         evs = self.by_pos.get(pos)
         if not evs:
@@ -147,17 +184,22 @@ class Journal:
 
     @property
     def history_length(self) -> int:
-        return self.next_seq - 1
+        return self.next_seq - 1 + len(self._pending)
 
     # --- fenced writes ------------------------------------------------------------------
 
+    def _holds_wlock(self) -> bool:
+        return self._wlock_owner is not None and self._wlock_owner is asyncio.current_task()
+
     @contextlib.asynccontextmanager
     async def conn(self) -> AsyncIterator[Any]:
-        """A pooled connection; infrastructure errors stop this execution (the run is
-        resumed from its journal after lease expiry) instead of failing the run."""
+        """A pooled connection (buffered outcomes written first); infrastructure errors stop
+        this execution (the run is resumed from its journal) instead of failing the run."""
+        if self._pending and not self._holds_wlock():
+            await self.flush()
         try:
             async with self.engine.pool.connection() as conn:
-                if self._pending:
+                if self._pending and self._holds_wlock():
                     await self._flush_on(conn)
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
@@ -170,6 +212,31 @@ class Journal:
                     self.run_id, exc)
             raise DatabaseLost() from exc
 
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Hold the journal's write lock (not re-entrant: writes never nest)."""
+        async with self._wlock:
+            self._wlock_owner = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._wlock_owner = None
+
+    @contextlib.asynccontextmanager
+    async def write(self, n: int = 1) -> AsyncIterator[tuple[Any, int, int]]:
+        """``(conn, token, first_seq)`` for one fenced write of ``n`` events, under the write
+        lock, buffered outcomes written first. If the block raises, its seqs are given back
+        (the block must raise when nothing was written)."""
+        async with self._locked():
+            async with self.conn() as conn:
+                token = self._check_live()
+                first = self._take_seq(n)
+                try:
+                    yield conn, token, first
+                except BaseException:
+                    self.next_seq = first
+                    raise
+
     def _check_live(self) -> int:
         if self.stopping is not None:
             raise self.stopping
@@ -177,103 +244,110 @@ class Journal:
             raise LeaseLost()
         return self.token
 
-    def _take_seq(self, n: int = 1) -> int:
-        first = self.next_seq
-        if first + n - 1 > self.settings.history_limit:
+    def _check_room(self, n: int) -> None:
+        if self.next_seq + len(self._pending) + n - 1 > self.settings.history_limit:
             raise HistoryLimitError(
                 f"run {self.run_id} reached the history limit of {self.settings.history_limit} events; "
                 "end long loops with ctx.continue_as_new(...) (ctx.history_length tells how close you are) "
                 "or raise history_limit"
             )
+
+    def _take_seq(self, n: int = 1) -> int:
+        self._check_room(n)
+        first = self.next_seq
         self.next_seq += n
         return first
 
-    async def append(self, pos: int | None, kind: str, name: str | None, data: dict[str, Any]) -> Event:
-        token = self._check_live()
+    async def append(self, pos: Key | None, kind: str, name: str | None, data: dict[str, Any]) -> Event:
         text = serde.dumps(data, what=f"{kind} event", limit=self.settings.payload_limit_bytes * 2 + 4096)
-        seq = self._take_seq()
-        async with self.conn() as conn:
-            cur = await conn.execute(queries.APPEND_EVENT, (seq, pos, kind, name, text, self.run_id, token))
+        col_pos, op = split_key(pos)
+        async with self.write() as (conn, token, seq):
+            cur = await conn.execute(queries.APPEND_EVENT, (seq, col_pos, op, kind, name, text, self.run_id, token))
             if cur.rowcount != 1:
                 self._lost()
-        ev = Event(seq, pos, kind, name, json.loads(text))
+        ev = Event(seq, col_pos, kind, name, json.loads(text), op)
         self._index(ev)
         return ev
 
-    async def append_raw(self, pos: int | None, kind: str, name: str | None, text: str,
-                         on_written: Callable[[], None] | None = None) -> None:
+    def append_raw(self, pos: Key | None, kind: str, name: str | None, text: str,
+                   on_written: Callable[[int], None] | None = None) -> None:
         """Journal an outcome (data already JSON text) at the next durable point: before the
         next database access or step (see flush), or in the run's terminal transaction when
         the workflow ends right after it. Nothing durable can depend on it before then, so
         a crash in between only means the outcome is observed again (a step re-runs, a
-        child's terminal state is re-read): a short run costs one commit less."""
+        child's terminal state is re-read): a short run costs one commit less. Its seq is
+        given when it is written; ``on_written`` receives it."""
         self._check_live()
-        seq = self._take_seq()
-        self._pending.append((seq, pos, kind, name, text, on_written))
-        self._index(Event(seq, pos, kind, name, {}))
+        self._check_room(1)
+        self._pending.append(Pending(pos, kind, name, text, on_written))
 
     async def flush(self) -> None:
         """Write buffered outcomes now (before a step's side effects, or a release)."""
-        if self._pending:
+        if not self._pending:
+            return
+        async with self._locked():
             async with self.conn():
                 pass
 
     async def _flush_on(self, conn: Any) -> None:
+        """Write every buffered outcome on ``conn`` (the write lock is held)."""
         pending, self._pending = self._pending, []
         token = self._check_live()
-        if not await write_pending(conn, self.run_id, token, pending):
+        first = self.next_seq
+        self.next_seq += len(pending)
+        try:
+            ok = await write_pending(conn, self.run_id, token, first, pending)
+        except BaseException:
+            self._pending[:0] = pending
+            self.next_seq = first
+            raise
+        if not ok:
             self._lost()
 
-    async def append_timer(self, pos: int | None, kind: str, name: str | None,
+    async def append_timer(self, pos: Key | None, kind: str, name: str | None,
                            data: dict[str, Any], delay: float) -> float:
         """Journal a timer event whose fire time comes from the database clock."""
-        token = self._check_live()
-        seq = self._take_seq()
-        async with self.conn() as conn:
+        col_pos, op = split_key(pos)
+        async with self.write() as (conn, token, seq):
             cur = await conn.execute(queries.APPEND_TIMER_EVENT, {
-                "seq": seq, "pos": pos, "kind": kind, "name": name, "data": json.dumps(data),
+                "seq": seq, "pos": col_pos, "op": op, "kind": kind, "name": name, "data": json.dumps(data),
                 "delay": delay, "id": self.run_id, "token": token})
             row = await cur.fetchone()
-        if row is None:
-            self._lost()
+            if row is None:
+                self._lost()
         fire_at = float(row[0])  # type: ignore[index]
-        self._index(Event(seq, pos, kind, name, {**data, "fire_at": fire_at}))
+        self._index(Event(seq, col_pos, kind, name, {**data, "fire_at": fire_at}, op))
         return fire_at
 
     async def start_children(self, specs: list[dict[str, Any]]) -> None:
         """Insert child rows and their child_started events in one fenced transaction."""
-        from psycopg import errors as pgerr
-
-        token = self._check_live()
-        first = self._take_seq(len(specs))
-        for i, s in enumerate(specs):
-            s["seq"] = first + i
+        for s in specs:
+            s["pos"], s["op"] = split_key(s.pop("key"))
             s["max_depth"] = self.settings.max_child_depth
-        body = json.dumps([{**s, "id": str(s["id"]), "input": json.loads(s["input"])} for s in specs])
-        try:
-            async with self.conn() as conn:
+        async with self.write(len(specs)) as (conn, token, first):
+            for i, s in enumerate(specs):
+                s["seq"] = first + i
+            body = json.dumps([{**s, "id": str(s["id"]), "input": json.loads(s["input"])} for s in specs])
+            try:
                 cur = await conn.execute(queries.START_CHILDREN, (self.run_id, token, body))
                 row = await cur.fetchone()
-        except pgerr.RaiseException as exc:  # pragma: no cover - custom SQLSTATEs map below
-            raise RunConflictError(str(exc)) from None
-        except Exception as exc:
-            code = getattr(exc, "sqlstate", None)
-            msg = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
-            self.next_seq = first  # nothing was written
-            if code == "DU001":
-                raise RunConflictError(
-                    f"{msg}. Child ids derive from the parent, the call site and key=; choose another key "
-                    "or site= so the id is unique") from None
-            if code == "DU002":
-                raise ChildDepthError(f"{msg}. Flatten the tree or raise max_child_depth") from None
-            raise
-        if not row or not row[0]:
-            self._lost()
+            except psycopg.Error as exc:
+                code = getattr(exc, "sqlstate", None)
+                msg = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+                if code == "DU001":
+                    raise RunConflictError(
+                        f"{msg}. Child ids derive from the parent, the call site and key=; choose another key "
+                        "or site= so the id is unique") from None
+                if code == "DU002":
+                    raise ChildDepthError(f"{msg}. Flatten the tree or raise max_child_depth") from None
+                raise
+            if not row or not row[0]:
+                self._lost()
         for s in specs:
             ev = Event(s["seq"], s["pos"], "child_started", s["workflow"],
-                       {"child_id": str(s["id"]), "hash": s["hash"]})
+                       {"child_id": str(s["id"]), "hash": s["hash"]}, s["op"])
             self._index(ev)
-            self.child_pos[s["id"]] = s["pos"]
+            self.child_pos[s["id"]] = ev.key  # type: ignore[assignment]
         self.engine.kick_claimer()
 
     def _lost(self) -> None:

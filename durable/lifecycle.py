@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import hooks, queries, serde
+from . import db, hooks, queries, serde
 from .errors import ConfigurationError, DurableError, RunNotFoundError
-from .executor import Event, LeaseLost
+from .executor import DatabaseLost, Event, LeaseLost
+from .journal import split_key
 
 if TYPE_CHECKING:
     from .context import ChildRef, Context
@@ -37,9 +38,14 @@ log = logging.getLogger("durable.lifecycle")
 IN_FLIGHT = ("pending", "running", "suspended")
 
 CANCEL = "SELECT cancelled, truncated, status_before, live_id FROM durable_cancel(%s, %s, %s, %s)"
-CANCEL_CHILD = "SELECT ok, cancelled, truncated, status_before FROM durable_cancel_child(%s, %s, %s, %s, %s, %s, %s)"
+CANCEL_CHILD = "SELECT ok, cancelled, truncated, status_before FROM durable_cancel_child(%s, %s, %s, %s, %s, %s, %s, %s)"
 CONTINUE = "SELECT durable_continue(%s, %s, %s, %s, %s, %s::jsonb)"
-EXPIRE = "SELECT durable_expire_runs(%s, %s)"
+# Expire overdue runs, and say how long until the earliest remaining deadline (a probe of
+# the partial deadline index; read with the statement's snapshot, so right after runs
+# expired it may still name theirs: the loop then simply looks again at once).
+EXPIRE = """SELECT durable_expire_runs(%s, %s),
+       (SELECT extract(epoch FROM min(deadline_at) - durable_now())::float8 FROM durable_runs
+         WHERE deadline_at IS NOT NULL AND finished_at IS NULL)"""
 FINISHED_AMONG = """
 SELECT id FROM durable_runs WHERE id = ANY(%s) AND status IN ('completed', 'failed', 'cancelled', 'continued')
 """
@@ -107,6 +113,7 @@ class Lifecycle:
         self.engine = engine
         self._checking = False
         self._check_again = False
+        self.next_deadline_in: float | None = None
 
     # --- signals -------------------------------------------------------------------------
 
@@ -120,15 +127,18 @@ class Lifecycle:
             raise ConfigurationError(f"delivery_id must be a non-empty string of at most 500 characters, "
                                      f"got {delivery_id!r}")
         text = serde.dumps(payload, what=f"payload of signal {name!r}", limit=e.settings.payload_limit_bytes)
+
+        async def send(conn: Any) -> bool:
+            row = await (await conn.execute(queries.SEND_SIGNAL, (run_id, name, text, delivery_id))).fetchone()
+            return bool(row and row[0])
+
         try:
-            async with e.pool.connection() as conn:
-                row = await (await conn.execute(queries.SEND_SIGNAL, (run_id, name, text, delivery_id))).fetchone()
+            return await db.run_retrying(e.pool, send, what=f"signal {name!r} to run {run_id}")
         except psycopg.Error as exc:
             err = _signal_error(exc.sqlstate, (exc.diag.message_primary or str(exc)), run_id)
             if err is not None:
                 raise err from None
-            raise
-        return bool(row and row[0])
+            raise db.typed_error(exc, f"signal {name!r} to run {run_id}") from exc
 
     async def signal_from(self, ctx: "Context", target: Any, name: str, payload: Any) -> None:
         """``ctx.signal``: send a signal from inside a workflow, journaled. The delivery id
@@ -151,11 +161,17 @@ class Lifecycle:
             return
         delivery = f"{ex.run_id}:{pos}"
         error: dict[str, str] | None = None
+
+        async def send(conn: Any) -> None:
+            await conn.execute(queries.SEND_SIGNAL, (target_id, name, text, delivery))
+
         ex.begin_busy()  # the driver must not suspend the run while this is in flight
         try:
+            await ex.flush()
             try:
-                async with ex.conn() as conn:
-                    await conn.execute(queries.SEND_SIGNAL, (target_id, name, text, delivery))
+                await db.run_retrying(ex.engine.pool, send, what=f"signal {name!r} to run {target_id}")
+            except psycopg.OperationalError as exc:
+                raise DatabaseLost() from exc  # this execution stops; the run resumes later
             except psycopg.Error as exc:
                 if _signal_error(exc.sqlstate, "", target_id) is None:
                     raise
@@ -177,14 +193,17 @@ class Lifecycle:
         if not isinstance(reason, str) or not reason or len(reason) > 200:
             raise ConfigurationError(f"reason must be a non-empty string of at most 200 characters, got {reason!r}")
         started = time.perf_counter()
+
+        async def cancel(conn: Any) -> Any:
+            cur = await conn.execute(CANCEL, (run_id, graceful, reason, e.settings.max_child_depth))
+            return await cur.fetchone()
+
         try:
-            async with e.pool.connection() as conn:
-                cur = await conn.execute(CANCEL, (run_id, graceful, reason, e.settings.max_child_depth))
-                cancelled, truncated, before, live = await cur.fetchone()  # type: ignore[misc]
+            cancelled, truncated, before, live = await db.run_retrying(e.pool, cancel, what=f"cancel of run {run_id}")
         except psycopg.Error as exc:
             if exc.sqlstate == "DU003":
                 raise RunNotFoundError(run_id) from None
-            raise
+            raise db.typed_error(exc, f"cancel of run {run_id}") from exc
         res = CancelResult(cancelled, status_before=before, truncated=truncated, graceful=graceful, run_id=live)
         if res.already_finished:
             log.info("cancel of run %s: it had already %s; nothing to do", run_id, before)
@@ -227,25 +246,20 @@ class Lifecycle:
                 raise ex.nondeterminism(pos, f"cancel_child {d.get('child_id')}", found)
             return CancelResult(d["cancelled"], status_before=d["status_before"], truncated=d.get("truncated", 0),
                                 graceful=d["graceful"], run_id=ref.run_id)
-        token = ex._check_live()
-        seq = ex._take_seq()
+        col_pos, op = split_key(pos)
         ex.begin_busy()
         try:
-            async with ex.conn() as conn:
-                cur = await conn.execute(CANCEL_CHILD, (ex.run_id, token, ref.run_id, graceful, seq, pos,
+            async with ex.write() as (conn, token, seq):
+                cur = await conn.execute(CANCEL_CHILD, (ex.run_id, token, ref.run_id, graceful, seq, col_pos, op,
                                                         ex.settings.max_child_depth))
                 ok, cancelled, truncated, before = await cur.fetchone()  # type: ignore[misc]
-        except BaseException:
-            ex.next_seq = seq  # nothing was written
-            raise
+                if not ok:
+                    ex._lost()
         finally:
             ex.end_busy()
-        if not ok:
-            ex.next_seq = seq
-            ex._lost()
         data = {"child_id": str(ref.run_id), "graceful": graceful, "cancelled": cancelled,
                 "truncated": truncated, "status_before": before}
-        ex._index(Event(seq, pos, "child_cancel", None, data))
+        ex._index(Event(seq, col_pos, "child_cancel", None, data, op))
         if not graceful and before in IN_FLIGHT:
             self._report_cascade(ref.run_id, cancelled, truncated)
             self._stop_local()
@@ -361,18 +375,20 @@ class Lifecycle:
                    successor_run_id=successor, duration_s=time.monotonic() - ex.started_mono,
                    reason="retry", error_type=err.get("type"))
         hooks.emit("run.started", run_id=successor, workflow=ex.wf.name, queue=ex.queue, parent_run_id=ex.parent_id)
-        hooks.emit("run.started", run_id=successor, workflow=ex.wf.name, queue=ex.queue,
-                   parent_run_id=ex.parent_id)
         self.engine._wake_result_waiters(ex.run_id)  # outside waiters re-read and follow the chain
+        # the successor is due after its backoff: claim it then, not at the next poll
+        self.engine.claim_when_due(successor, ex.queue)
 
     # --- execution timeouts ------------------------------------------------------------
 
     async def expire_overdue(self, limit: int = 100) -> int:
-        """Fail runs past their execution timeout (one transaction); returns how many."""
+        """Fail runs past their execution timeout (one transaction); returns how many.
+        ``next_deadline_in`` is then the seconds until the earliest deadline left (None: none)."""
         e = self.engine
         async with e.pool.connection() as conn:
             row = await (await conn.execute(EXPIRE, (limit, e.settings.max_child_depth))).fetchone()
         n = int(row[0]) if row else 0
+        self.next_deadline_in = None if row is None or row[1] is None else float(row[1])
         if n:
             log.info("%d run(s) exceeded their execution timeout and failed with WorkflowTimeoutError", n)
             self._stop_local()

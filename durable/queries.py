@@ -24,10 +24,11 @@ WITH ins AS (
             CASE WHEN %(leased)s THEN NULL ELSE coalesce(%(start_at)s::timestamptz, durable_now()) END,
             CASE WHEN %(leased)s THEN now() END)
     ON CONFLICT DO NOTHING
-    RETURNING id, status, lease_token, queue
+    RETURNING id, status, lease_token, queue, next_wakeup_at
 )
 SELECT id, status, lease_token,
-       CASE WHEN status = 'pending' THEN pg_notify(durable_channel(), 'new|' || queue) END
+       CASE WHEN status = 'pending' THEN pg_notify(durable_channel(), 'new|' || queue) END,
+       extract(epoch FROM next_wakeup_at - durable_now())::float8 AS due_in_s
 FROM ins
 """
 
@@ -54,7 +55,8 @@ RETURNING r.id, r.root_id, r.parent_id, r.chain_root_id, r.workflow, r.version, 
           r.attempt, r.depth, r.lease_token, r.cancel_requested, c.prev_status,
           extract(epoch FROM clock_timestamp() - c.due)::float8 AS wake_latency_s,
           CASE WHEN c.prev_status = 'pending' THEN 0
-               ELSE (SELECT coalesce(max(seq), 0) FROM durable_events e WHERE e.run_id = r.id) END AS last_seq
+               ELSE (SELECT coalesce(max(seq), 0) FROM durable_events e WHERE e.run_id = r.id) END AS last_seq,
+          extract(epoch FROM r.deadline_at - durable_now())::float8 AS deadline_in_s
 """
 
 # Batch claim: due pending/suspended runs of the queues and workflow versions this
@@ -92,6 +94,12 @@ WITH c AS (
 )
 """ + _CLAIMED
 
+# Why CLAIM_ONE found nothing: the run's status and how long until it is due (negative:
+# due already, so another transaction held its row for a moment).
+RUN_DUE_IN = """
+SELECT status, extract(epoch FROM next_wakeup_at - durable_now())::float8 FROM durable_runs WHERE id = %s
+"""
+
 # Claim one known run (woken by notification or a local timer), if it is due.
 CLAIM_ONE = """
 WITH c AS (
@@ -105,32 +113,34 @@ WITH c AS (
 """ + _CLAIMED
 
 LOAD_HISTORY = """
-SELECT seq, pos, kind, name, data FROM durable_events WHERE run_id = %s ORDER BY seq
+SELECT seq, pos, op, kind, name, data FROM durable_events WHERE run_id = %s ORDER BY seq
 """
 
 # --- executing ------------------------------------------------------------------------
 
 # Append journal events, fenced: written only while this token holds the lease
 # (FOR SHARE makes a concurrent cancel or re-claim wait for this commit, or makes this
-# statement see it and write nothing).
+# statement see it and write nothing). pos: the main branch's position; op: the
+# operation's key in a concurrent branch (one of the two, or neither for run-level events).
 APPEND_EVENTS = """
-INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
-SELECT r.id, e.seq, r.root_id, e.pos, e.kind, e.name, e.data
+INSERT INTO durable_events (run_id, seq, root_id, pos, op, kind, name, data)
+SELECT r.id, e.seq, r.root_id, e.pos, e.op, e.kind, e.name, e.data
   FROM (SELECT id, root_id FROM durable_runs
          WHERE id = %s AND lease_token = %s AND status = 'running' FOR SHARE) r,
-       unnest(%s::int[], %s::int[], %s::text[], %s::text[], %s::jsonb[]) AS e(seq, pos, kind, name, data)
+       unnest(%s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
+           AS e(seq, pos, op, kind, name, data)
 """
 
 APPEND_EVENT = """
-INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
-SELECT id, %s, root_id, %s, %s, %s, %s::jsonb
+INSERT INTO durable_events (run_id, seq, root_id, pos, op, kind, name, data)
+SELECT id, %s, root_id, %s, %s, %s, %s, %s::jsonb
   FROM durable_runs WHERE id = %s AND lease_token = %s AND status = 'running' FOR SHARE
 """
 
 # A timer or retry wait: the event carries the fire time computed from the database clock.
 APPEND_TIMER_EVENT = """
-INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
-SELECT id, %(seq)s, root_id, %(pos)s, %(kind)s, %(name)s,
+INSERT INTO durable_events (run_id, seq, root_id, pos, op, kind, name, data)
+SELECT id, %(seq)s, root_id, %(pos)s, %(op)s, %(kind)s, %(name)s,
        %(data)s::jsonb || jsonb_build_object(
            'fire_at', extract(epoch FROM durable_now() + make_interval(secs => %(delay)s::float8)))
   FROM durable_runs WHERE id = %(id)s AND lease_token = %(token)s AND status = 'running' FOR SHARE
@@ -170,18 +180,32 @@ FINISH_RUN_OUTCOME = "SELECT durable_finish(%s, %s, %s, %s::jsonb, %s::jsonb, %s
 # The last step's journal event and the terminal state in one transaction (parent locked
 # before the run, like every terminal transaction).
 FINISH_WITH_EVENT = """
-SELECT durable_finish_with_event(%(id)s, %(token)s, %(seq)s, %(pos)s, %(kind)s, %(name)s, %(data)s::jsonb,
+SELECT durable_finish_with_event(%(id)s, %(token)s, %(seq)s, %(pos)s, %(op)s, %(kind)s, %(name)s, %(data)s::jsonb,
                                  %(status)s, %(result)s::jsonb, %(error)s::jsonb, %(depth)s)
 """
 
-# Batched heartbeat: one statement renews every lease this process holds; the ones not
-# returned are lost (cancelled, or claimed by another process after expiry).
+# Batched heartbeat: one statement renews every lease this process holds. It never
+# waits for a row lock (a cascade, a big start_children, a signal sender holding a run):
+# a run whose row is locked right now comes back renewed = false while its lease is still
+# valid by the statement's snapshot, and is retried shortly; a run not returned at all is
+# lost (cancelled, or claimed by another process after expiry).
 HEARTBEAT = """
-UPDATE durable_runs r
-   SET lease_expires_at = now() + make_interval(secs => %s::float8)
-  FROM unnest(%s::uuid[], %s::bigint[]) AS h(id, token)
- WHERE r.id = h.id AND r.lease_token = h.token AND r.status = 'running'
-RETURNING r.id
+WITH h AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS h(id, token)
+), locked AS (
+    SELECT r.id FROM durable_runs r JOIN h ON r.id = h.id AND r.lease_token = h.token
+     WHERE r.status = 'running'
+     ORDER BY r.id
+       FOR NO KEY UPDATE OF r SKIP LOCKED
+), renewed AS (
+    UPDATE durable_runs r SET lease_expires_at = now() + make_interval(secs => %(ttl)s::float8)
+      FROM locked WHERE r.id = locked.id
+    RETURNING r.id
+)
+SELECT id, true AS renewed FROM renewed
+UNION ALL
+SELECT r.id, false FROM durable_runs r JOIN h ON r.id = h.id AND r.lease_token = h.token
+ WHERE r.status = 'running' AND r.id NOT IN (SELECT id FROM renewed)
 """
 
 # --- waiting --------------------------------------------------------------------------
@@ -224,11 +248,12 @@ SELECT id, workflow, queue FROM durable_runs
  ORDER BY created_at DESC LIMIT 1
 """
 
+# Cross-run waits are registered on the target's chain root (any link may be named).
 REGISTER_WAIT = """
 INSERT INTO durable_waiters (target_id, waiter_id) VALUES (%s, %s) ON CONFLICT DO NOTHING
 """
 
-RUN_EXISTS = "SELECT workflow FROM durable_runs WHERE id = %s"
+RUN_EXISTS = "SELECT workflow, chain_root_id FROM durable_runs WHERE id = %s"
 
 # Child ids (of one start_children call) held by a run that is not a child of this
 # parent: starting it failed live with a conflict (durable_start_children). A clash with
@@ -257,8 +282,8 @@ WITH lease AS (
                     ORDER BY id LIMIT 1 FOR UPDATE)
     RETURNING s.id, s.payload
 ), ev AS (
-    INSERT INTO durable_events (run_id, seq, root_id, pos, kind, name, data)
-    SELECT lease.id, %(seq)s, lease.root_id, %(pos)s, 'signal_received', %(name)s,
+    INSERT INTO durable_events (run_id, seq, root_id, pos, op, kind, name, data)
+    SELECT lease.id, %(seq)s, lease.root_id, %(pos)s, %(op)s, 'signal_received', %(name)s,
            jsonb_build_object('payload', sig.payload, 'signal_id', sig.id)
       FROM lease, sig
     RETURNING 1
@@ -324,7 +349,7 @@ WITH p AS (
                         WHERE l.chain_root_id = r.chain_root_id
                           AND (l.finished_at IS NULL OR l.finished_at >= p.cutoff))
        AND NOT EXISTS (SELECT 1 FROM durable_waiters w JOIN durable_runs x ON x.id = w.waiter_id
-                        WHERE w.target_id = r.id AND x.status IN ('pending', 'running', 'suspended'))
+                        WHERE w.target_id = r.chain_root_id AND x.status IN ('pending', 'running', 'suspended'))
        AND NOT EXISTS (
             WITH RECURSIVE up(id, parent_id, status, n) AS (
                 SELECT a.id, a.parent_id, a.status, 1 FROM durable_runs a WHERE a.id = r.parent_id
@@ -352,3 +377,4 @@ SELECT (SELECT finished_at FROM last) AS after_ts, (SELECT id FROM last) AS afte
        (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM ev) AS events,
        (SELECT count(*) FROM sig) AS signals
 """
+

@@ -48,7 +48,7 @@ async def test_sigkill_between_steps_resumes_in_another_process(db, worker_procs
         (4, "step_completed", "core.mark")]
     assert [e[4]["result"] for e in evs] == [0, 10, True, 20, 30]
     # B claimed with a new fencing token; the dead process's token is worthless now
-    cur = await conn.execute(queries.APPEND_EVENT, (99, 99, "step_completed", "x", "{}", h.run_id, dead_token))
+    cur = await conn.execute(queries.APPEND_EVENT, (99, 99, None, "step_completed", "x", "{}", h.run_id, dead_token))
     assert cur.rowcount == 0
 
 
@@ -100,7 +100,7 @@ async def test_lease_loser_writes_are_fenced(db):
     cur = await ca.execute(queries.CLAIM_ONE, {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
                                                "ttl": 30.0})
     ta = (await cur.fetchone())[10]
-    assert (await ca.execute(queries.APPEND_EVENT, (1, 0, "step_completed", "core.mark",
+    assert (await ca.execute(queries.APPEND_EVENT, (1, 0, None, "step_completed", "core.mark",
                                                           '{"attempt":1,"result":0}', run_id, ta))).rowcount == 1
     # A stalls past its lease; B's claim of the expired lease is still uncommitted when
     # A tries to write: A's fenced insert waits for B's row lock, then sees the new token
@@ -112,7 +112,7 @@ async def test_lease_loser_writes_are_fenced(db):
     assert len(rows) == 1 and rows[0][12] == "running" and rows[0][14] == 1  # prev status, last seq
     tb = rows[0][10]
     assert tb > ta
-    a_write = asyncio.ensure_future(ca.execute(queries.APPEND_EVENT, (2, 1, "step_completed", "core.mark",
+    a_write = asyncio.ensure_future(ca.execute(queries.APPEND_EVENT, (2, 1, None, "step_completed", "core.mark",
                                                                       '{"attempt":1,"result":10}', run_id, ta)))
     await asyncio.sleep(0.3)
     assert not a_write.done()  # blocked on B's claim
@@ -120,13 +120,13 @@ async def test_lease_loser_writes_are_fenced(db):
     assert (await a_write).rowcount == 0  # zero rows: A lost the lease
 
     # every other write of A is fenced too
-    cur = await ca.execute(queries.APPEND_EVENTS, (run_id, ta, [2], [1], ["step_completed"], ["core.mark"], ["{}"]))
+    cur = await ca.execute(queries.APPEND_EVENTS, (run_id, ta, [2], [1], [None], ["step_completed"], ["core.mark"], ["{}"]))
     assert cur.rowcount == 0
-    cur = await ca.execute(queries.APPEND_TIMER_EVENT, {"seq": 2, "pos": 1, "kind": "step_retry", "name": "core.mark",
+    cur = await ca.execute(queries.APPEND_TIMER_EVENT, {"seq": 2, "pos": 1, "op": None, "kind": "step_retry", "name": "core.mark",
                                                         "data": "{}", "delay": 1.0, "id": run_id, "token": ta})
     assert await cur.fetchone() is None
     assert await (await ca.execute(queries.SUSPEND, (None, run_id, ta))).fetchone() is None
-    cur = await ca.execute(queries.HEARTBEAT, (30.0, [run_id], [ta]))
+    cur = await ca.execute(queries.HEARTBEAT, {"ttl": 30.0, "ids": [run_id], "tokens": [ta]})
     assert await cur.fetchall() == []
     assert (await (await ca.execute(queries.FINISH_RUN, (run_id, ta, "failed", None, '{"type":"X"}', 10)))
             .fetchone())[0] is False
@@ -135,7 +135,7 @@ async def test_lease_loser_writes_are_fenced(db):
     await ca.execute(queries.RELEASE, {"id": run_id, "token": ta})
 
     # B goes on; the run is B's
-    assert (await cb.execute(queries.APPEND_EVENT, (2, 1, "step_completed", "core.mark",
+    assert (await cb.execute(queries.APPEND_EVENT, (2, 1, None, "step_completed", "core.mark",
                                                           '{"attempt":1,"result":10}', run_id, tb))).rowcount == 1
     evs = await events(cb, run_id)
     assert [(e[0], e[4]["result"]) for e in evs] == [(1, 0), (2, 10)]
@@ -242,7 +242,7 @@ async def test_error_recording_the_outcome_leaves_the_run_to_resume(db):
     seen: list[tuple[str, dict]] = []
     detach = durable.hooks.on("execution.ended", lambda ev: seen.append((ev.name, dict(ev.fields))))
     admin = await db.conn()
-    await admin.execute("ALTER FUNCTION durable_finish_with_event(uuid, bigint, integer, integer, text, text, "
+    await admin.execute("ALTER FUNCTION durable_finish_with_event(uuid, bigint, integer, integer, text, text, text, "
                         "jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event_away")
     try:
         async with durable.Engine(db.dsn, schema=db.schema, lease_ttl_s=1.0, poll_interval_s=0.2) as e:
@@ -251,7 +251,7 @@ async def test_error_recording_the_outcome_leaves_the_run_to_resume(db):
             assert _ended(seen, h.run_id) == "error"
             assert await h.status() == "running"  # not failed: it resumes from its journal
             await admin.execute("ALTER FUNCTION durable_finish_with_event_away(uuid, bigint, integer, integer, "
-                                "text, text, jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event")
+                                "text, text, text, jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event")
             assert await h.result(timeout=20) == "done x"
         assert _broken_calls["x"] == 2  # its outcome was never journaled, so the step ran again
     finally:

@@ -131,7 +131,7 @@ async def test_executors_in_another_process_stop_and_cannot_write(db, worker_pro
                 await h.result(timeout=5)
             assert err.value.reason == "cancelled"
         for run_id, token in tokens.items():
-            cur = await conn.execute(queries.APPEND_EVENT, (1, 0, "step_completed", "stoppable", "{}", run_id, token))
+            cur = await conn.execute(queries.APPEND_EVENT, (1, 0, None, "step_completed", "stoppable", "{}", run_id, token))
             assert cur.rowcount == 0
         (n,), = await rows(conn, "SELECT count(*) FROM durable_events")
         assert n == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
@@ -29,6 +29,7 @@ class Listener(BackgroundLoop):
         self.connected = asyncio.Event()
         self.conn = None
         self.backend_pid: int | None = None
+        self._dead = False
 
     @property
     def up(self) -> bool:
@@ -59,9 +60,7 @@ class Listener(BackgroundLoop):
                 backoff = 0.1
                 self.connected.set()
                 e.catch_up()  # anything that happened while we were not listening
-                async for note in conn.notifies():
-                    hooks.emit("wake.notification", channel=note.channel)
-                    self.dispatch(note.payload)
+                await self._listen(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -72,13 +71,35 @@ class Listener(BackgroundLoop):
                 self.connected.clear()
                 self.conn = None
                 try:
-                    await conn.close()
+                    if self._dead:  # half-open: drop the socket, a polite close would hang
+                        self._dead = False
+                        conn.pgconn.finish()
+                    else:
+                        await asyncio.wait_for(conn.close(), 1.0)
                 except Exception:
                     pass
             if not self._stopping:
                 e.catch_up()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _listen(self, conn: Any) -> None:
+        """Dispatch notifications; when none came for ``listener_keepalive_s``, ping the
+        connection, and give it up when the ping does not answer in that time either (a
+        half-open TCP connection would otherwise look connected forever)."""
+        keepalive = self.engine.settings.listener_keepalive_s
+        while not self._stopping:
+            async for note in conn.notifies(timeout=keepalive):
+                hooks.emit("wake.notification", channel=note.channel)
+                self.dispatch(note.payload)
+            # not wait_for: cancelling a query waits for the server, which a dead link never answers
+            ping = asyncio.ensure_future(conn.execute("SELECT 1"))
+            done, _ = await asyncio.wait({ping}, timeout=keepalive)
+            if not done:
+                ping.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._dead = True
+                raise ConnectionError(f"the LISTEN connection did not answer a ping within {keepalive} s")
+            ping.result()
 
     def dispatch(self, payload: str) -> None:
         e = self.engine

@@ -38,10 +38,12 @@ class BranchError(DurableError):
 class Branch:
     """One task of a workflow: its path, its next operation index, its child ordinals."""
 
-    __slots__ = ("owner", "path", "index", "spawned", "site_counts", "task", "label")
+    __slots__ = ("owner", "path", "index", "spawned", "site_counts", "task", "label", "family")
 
-    def __init__(self, owner: object, path: tuple[int, ...], task: "asyncio.Task[Any] | None") -> None:
+    def __init__(self, owner: object, path: tuple[int, ...], task: "asyncio.Task[Any] | None",
+                 family: "set[asyncio.Task[Any]] | None" = None) -> None:
         self.owner = owner          # the Execution this branch belongs to
+        self.family: set[asyncio.Task[Any]] = family if family is not None else set()  # its live tasks
         self.path = path
         self.index = 0              # operations taken
         self.spawned = 0            # tasks created
@@ -71,7 +73,7 @@ class Branch:
         self.index, self.site_counts = snap[0], dict(snap[1])
 
     def spawn(self) -> "Branch":
-        child = Branch(self.owner, self.path + (self.spawned,), None)
+        child = Branch(self.owner, self.path + (self.spawned,), None, self.family)
         self.spawned += 1
         return child
 
@@ -80,9 +82,29 @@ def enter_main(owner: object) -> Branch:
     """Make the current task the main branch of ``owner``'s workflow (called first thing in
     the workflow's task) and make sure task creation is tracked on this loop."""
     install(asyncio.get_running_loop())
-    branch = Branch(owner, (), asyncio.current_task())
+    task = asyncio.current_task()
+    branch = Branch(owner, (), task)
+    if task is not None:
+        _adopt(branch, task)
     _current.set(branch)
     return branch
+
+
+def _adopt(branch: Branch, task: "asyncio.Task[Any]") -> None:
+    branch.task = task
+    branch.family.add(task)
+    task.add_done_callback(branch.family.discard)
+
+
+def runnable(family: "set[asyncio.Task[Any]]") -> bool:
+    """True when a task of the workflow can run now: it is scheduled, or the future it
+    awaits is resolved (its wake-up is on the way). False when every one of them awaits
+    something unresolved (a durable wait, another of its tasks, a step's I/O)."""
+    for task in family:
+        waiting = getattr(task, "_fut_waiter", None)  # what a suspended task awaits (CPython)
+        if not task.done() and (waiting is None or waiting.done()):
+            return True
+    return False
 
 
 def current(owner: object) -> Branch:
@@ -144,15 +166,17 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     previous = factory
 
     def task_factory(lp: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Future[Any]":
-        parent = _current.get()
+        # the branch of the context the task will run in (an explicit context, as
+        # create_outside passes, decides; else the creator's)
+        given = kwargs.get("context")
+        parent = given.get(_current) if given is not None else _current.get()
         if parent is not None:
-            context = kwargs.get("context")
-            context = context.copy() if context is not None else contextvars.copy_context()
+            context = given.copy() if given is not None else contextvars.copy_context()
             child = parent.spawn()
             context.run(_current.set, child)
             kwargs["context"] = context
             task = previous(lp, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=lp, **kwargs)
-            child.task = task  # type: ignore[assignment]
+            _adopt(child, task)  # type: ignore[arg-type]
             return task
         if previous is not None:
             return previous(lp, coro, **kwargs)  # type: ignore[no-any-return]

@@ -494,7 +494,18 @@ class Engine:
         while self.pool is not None:
             try:
                 async with self.pool.connection() as conn:
-                    if await write_pending(conn, run_id, token, first_seq, list(pending)):
+                    try:
+                        written = await write_pending(conn, run_id, token, first_seq, list(pending))
+                    except psycopg.errors.UniqueViolation:
+                        # an earlier write of the first of these events committed but its
+                        # answer was lost with the connection (a server restart): write the rest
+                        row = await (await conn.execute(queries.LAST_SEQ, (run_id,))).fetchone()
+                        done = max(0, int(row[0]) - first_seq + 1) if row else 0
+                        if done == 0:
+                            raise
+                        pending, first_seq = list(pending)[done:], first_seq + done
+                        continue
+                    if written:
                         await conn.execute(queries.RELEASE, {"id": run_id, "token": token})
                 return
             except Exception as exc:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("durable.executor")
 
 TERMINAL = ("completed", "failed", "cancelled")
+# loop turns the driver lets the workflow's tasks run before judging that none can
+# progress (bounds a task that never awaits anything unresolved)
+_SETTLE_TURNS = 1000
 
 
 @dataclass(slots=True)
@@ -120,7 +123,8 @@ class Execution(Journal):
             self._learn(ev)
         self.child_xmin = 0
         self.waiters: list[Waiter] = []
-        self.busy = 0
+        self.busy = 0  # steps (and lifecycle calls) in flight
+        self.io = 0    # journal statements of the workflow's tasks in flight
         self.stopping: _Stop | None = None
         self.kicked = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -175,13 +179,17 @@ class Execution(Journal):
         while True:
             await self.kicked.wait()
             self.kicked.clear()
-            for _ in range(3):  # let sibling coroutines reach their waits
-                await asyncio.sleep(0)
+            await self._settle()
             if not self.waiters or self.stopping is not None:
                 continue
             try:
                 progressed = await self._evaluate()
-                if progressed or self.busy or self.kicked.is_set():
+                if progressed:
+                    # the tasks it resumed may end without waiting again (a branch that
+                    # returns while others wait): look again once they have run
+                    self.kicked.set()
+                    continue
+                if self.busy or self.io or self.kicked.is_set():
                     continue
                 await self._suspend_and_park()
                 self.kicked.set()
@@ -193,6 +201,18 @@ class Execution(Journal):
                 for w in list(self.waiters):
                     if not w.future.done():
                         w.future.set_exception(exc)
+
+    async def _settle(self) -> None:
+        """Let the workflow's tasks run until none of them can (each awaits a durable wait,
+        another of its tasks or I/O), for three loop turns in a row: a task resumed by a
+        finished branch needs a turn or two of callbacks (gather, TaskGroup) to be seen."""
+        family = self.main_branch.family if self.main_branch is not None else set()
+        quiet = 0
+        for _ in range(_SETTLE_TURNS):
+            await asyncio.sleep(0)
+            quiet = 0 if branches.runnable(family) else quiet + 1
+            if quiet >= 3:
+                return
 
     def _abort(self, stop: _Stop) -> None:
         if self.stopping is None:
@@ -458,6 +478,7 @@ class Execution(Journal):
             # the last buffered outcome's event goes with the terminal state (one commit);
             # any others are written first, on the same connection
             last = self._pending.pop() if self._pending else None
+            first = self.next_seq
             try:
                 async with self.conn() as conn:
                     if last is None:
@@ -472,8 +493,9 @@ class Execution(Journal):
                             "result": result, "error": error, "depth": self.settings.max_child_depth})
                     row = await cur.fetchone()
             except BaseException:
-                if last is not None:
+                if last is not None:  # not journaled: its seq is given back with it
                     self._pending.append(last)
+                    self.next_seq = first
                 raise
         outcome = row[0] if row else "lost"
         if last is not None and last.on_written is not None and outcome != "lost":

@@ -155,6 +155,7 @@ class Journal:
     _pending: list[Pending]
     _wlock: asyncio.Lock
     _wlock_owner: "asyncio.Task[Any] | None"
+    io: int
 
     def _index(self, ev: Event) -> None:
         key = ev.key
@@ -195,9 +196,10 @@ class Journal:
     async def conn(self) -> AsyncIterator[Any]:
         """A pooled connection (buffered outcomes written first); infrastructure errors stop
         this execution (the run is resumed from its journal) instead of failing the run."""
-        if self._pending and not self._holds_wlock():
-            await self.flush()
+        self.io += 1  # the driver does not suspend the run under a statement in flight
         try:
+            if self._pending and not self._holds_wlock():
+                await self.flush()
             async with self.engine.pool.connection() as conn:
                 if self._pending and self._holds_wlock():
                     await self._flush_on(conn)
@@ -211,6 +213,8 @@ class Journal:
                     "run %s: database error (%s); stopping this execution, the run resumes later",
                     self.run_id, exc)
             raise DatabaseLost() from exc
+        finally:
+            self.io -= 1
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:

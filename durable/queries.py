@@ -131,6 +131,9 @@ SELECT r.id, e.seq, r.root_id, e.pos, e.op, e.kind, e.name, e.data
            AS e(seq, pos, op, kind, name, data)
 """
 
+# The last journaled seq of a run (a retried write whose first answer was lost).
+LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM durable_events WHERE run_id = %s"
+
 APPEND_EVENT = """
 INSERT INTO durable_events (run_id, seq, root_id, pos, op, kind, name, data)
 SELECT id, %s, root_id, %s, %s, %s, %s, %s::jsonb

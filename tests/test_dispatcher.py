@@ -397,15 +397,16 @@ async def test_idle_dispatcher_one_cheap_read_per_poll_and_no_writes(db, dispatc
                         statements.append(query)
                     seen[pid] = started
             await asyncio.sleep(0.025)
-    rate = len(statements) / window
     assert len(seen) >= 2, "expected the pool and LISTEN backends to be visible"
-    # the claim poll (1/s) plus the execution-timeout sweep (every 5 polls), both reads
-    # when nothing is due; a statement's one-time auto-prepare may count twice
-    assert 0.4 <= rate <= 1.6, f"{len(statements)} statements in {window} s: {statements}"
     claim = durable.queries.CLAIM_DUE.strip()[:120]  # pg_stat_activity truncates long texts
-    known = [q for q in statements if q.strip()[:120] == claim or q.startswith("SELECT durable_expire_runs(")]
-    assert known == statements, f"unexpected statements from an idle dispatcher: {statements}"
-    assert sum(q.strip()[:120] == claim for q in statements) >= 0.6 * window
+    claims = sum(q.strip()[:120] == claim for q in statements)
+    sweeps = sum(q.startswith("SELECT durable_expire_runs(") for q in statements)
+    assert claims + sweeps == len(statements), f"unexpected statements from an idle dispatcher: {statements}"
+    # the claim poll every 1 s (jittered 0.8-1.2 s) and the execution-timeout sweep every
+    # 5 polls (4-6 s), both reads when nothing is due; each statement's one-time
+    # auto-prepare may count once more
+    assert 0.6 * window <= claims <= window / 0.8 + 2, f"{claims} claim polls in {window} s"
+    assert sweeps <= window / 4 + 2, f"{sweeps} timeout sweeps in {window} s"
     after = dict(await (await conn.execute("SELECT id, xmin::text FROM durable_runs")).fetchall())
     assert after == xmins, "an idle dispatcher rewrote run rows"
     info = await (await conn.execute("SELECT status FROM durable_runs WHERE id = %s", (stranger.run_id,))).fetchone()

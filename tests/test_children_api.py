@@ -13,36 +13,7 @@ import pytest
 import durable
 
 import wf_children as W
-
-
-async def rows(db, sql: str, *args):
-    c = await db.conn()
-    try:
-        return await (await c.execute(sql, args)).fetchall()
-    finally:
-        await c.close()
-
-
-async def until(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def new_engine(db, **kw) -> durable.Engine:
-    opts = dict(schema=db.schema, poll_interval_s=0.2, lease_ttl_s=5.0, sticky_grace_s=0.5)
-    opts.update(kw)
-    return durable.Engine(db.dsn, **opts)
-
-
-async def status_of(db, run_id) -> str | None:
-    r = await rows(db, "SELECT status FROM durable_runs WHERE id = %s", run_id)
-    return r[0][0] if r else None
+from dbhelpers import new_engine, rows, status_of, until
 
 
 async def children_of(db, parent) -> list[tuple]:

@@ -38,3 +38,14 @@ def new_engine(db: Any, **kw: Any) -> durable.Engine:
 async def status_of(db: Any, run_id: Any) -> str | None:
     r = await rows(db, "SELECT status FROM durable_runs WHERE id = %s", run_id)
     return r[0][0] if r else None
+
+
+async def execute(db: Any, sql: str, *args: Any) -> int:
+    """Run one statement on a fresh connection; returns its row count."""
+    c = await db.conn()
+    try:
+        cur = await c.execute(sql, args)
+        await c.commit()
+        return cur.rowcount
+    finally:
+        await c.close()

@@ -15,7 +15,7 @@ from .errors import (ApplicationError, CancellationRequested, ChildCancelledErro
                      HistoryLimitError, LeaseLostError, NonDeterminismError, PayloadError,
                      RegistrationError, RunCancelledError, RunConflictError, RunFailedError,
                      RunNotFoundError, RunTimeoutError, SchemaVersionError, SignalTimeoutError,
-                     StepError, StepTimeoutError, WorkflowNotFoundError, WorkflowTimeoutError)
+                     StepCallError, StepError, StepTimeoutError, WorkflowNotFoundError, WorkflowTimeoutError)
 from .handle import RunHandle, RunInfo
 from .lifecycle import RunFinishedError
 from .registry import step, workflow
@@ -30,6 +30,6 @@ __all__ = [
     "ChildFailedError", "ConfigurationError", "DatabaseUnavailableError", "HistoryLimitError",
     "LeaseLostError", "NonDeterminismError", "PayloadError", "RegistrationError", "RunCancelledError",
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
-    "SchemaVersionError", "SignalTimeoutError", "StepError", "StepTimeoutError", "WorkflowNotFoundError",
+    "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError", "WorkflowNotFoundError",
     "WorkflowTimeoutError",
 ]

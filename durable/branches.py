@@ -107,6 +107,11 @@ def runnable(family: "set[asyncio.Task[Any]]") -> bool:
     return False
 
 
+def in_workflow() -> bool:
+    """True in a workflow's own tasks (not in step code or the engine's tasks)."""
+    return _current.get() is not None
+
+
 def current(owner: object) -> Branch:
     """The branch of the running task, which must belong to ``owner``'s workflow."""
     branch = _current.get()

@@ -127,6 +127,18 @@ class StepError(DurableError):
         super().__init__(f"step {step!r} failed after {attempts} attempt(s): {self.type}: {self.message}")
 
 
+class StepCallError(DurableError):
+    """A step function was called directly inside a workflow: that would run it without
+    journaling (again on every replay, without its retry policy)."""
+
+    def __init__(self, step: str, function: str) -> None:
+        self.step = step
+        super().__init__(
+            f"step {step!r} was called directly inside a workflow, which would not journal it: "
+            f"write `await ctx.step({function}, ...)` (a direct call runs the plain function "
+            "only outside workflows, e.g. in unit tests or inside another step)")
+
+
 class ChildFailedError(RunFailedError):
     """A child run failed. Carries the child's run id and journaled error."""
 

@@ -7,7 +7,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from .errors import RegistrationError, WorkflowNotFoundError
+from . import branches
+from .errors import RegistrationError, StepCallError, WorkflowNotFoundError
 from .retry import RetryPolicy
 
 
@@ -47,6 +48,10 @@ class StepDef:
         self.is_async = inspect.iscoroutinefunction(self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The plain function (unit tests, or from another step); inside a workflow a step
+        runs through ``ctx.step``, so a direct call there raises :class:`StepCallError`."""
+        if branches.in_workflow():
+            raise StepCallError(self.name, getattr(self.fn, "__name__", "the_step"))
         return self.fn(*args, **kwargs)
 
 

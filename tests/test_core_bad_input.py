@@ -14,7 +14,8 @@ import durable
 from durable.config import EngineSettings
 from durable.migrate import LATEST_VERSION
 from durable.registry import unregister
-from wf_core import (CALLS, Order, bad_result_flow, bad_step_flow, count, echo_flow, events, no_input_flow,
+from wf_core import (CALLS, Order, bad_result_flow, bad_step_flow, count, direct_step_call_flow, echo_flow, events,
+                     flaky, no_input_flow,
                      typed_flow, wait_go_flow)
 
 
@@ -134,6 +135,20 @@ async def test_bad_step_results_are_step_errors_not_retried(db):
             evs = await events(conn, h.run_id)
             assert [ev[2] for ev in evs] == ["step_failed"]
             assert evs[0][4]["error"]["type"] == "PayloadError"
+
+
+async def test_a_step_called_directly_in_a_workflow_fails_the_run_and_never_runs(db):
+    """``await my_step(x)`` inside a workflow would run the step unjournaled (again on every
+    replay, without its retry policy): the run fails with StepCallError naming ctx.step, and
+    the step's code did not run. Outside workflows a direct call is the plain function."""
+    async with durable.Engine(db.dsn, schema=db.schema) as e:
+        h = await e.start(direct_step_call_flow, "direct")
+        with pytest.raises(durable.RunFailedError) as ei:
+            await h.result(timeout=20)
+        assert ei.value.type == "StepCallError"
+        assert "await ctx.step(flaky, ...)" in ei.value.message
+        assert CALLS["direct"] == 0
+    assert await flaky("plain", 0, "ValueError") == 1  # unit-test use: the plain function
 
 
 # --- database --------------------------------------------------------------------------

@@ -205,3 +205,9 @@ async def events(conn: Any, run_id: uuid.UUID) -> list[tuple]:
 async def count(conn: Any, table: str) -> int:
     cur = await conn.execute(f"SELECT count(*) FROM {table}")
     return (await cur.fetchone())[0]
+
+
+@durable.workflow("core.direct_step_call")
+async def direct_step_call_flow(ctx: durable.Context, tag: str) -> int:
+    """Calls a step as a plain function (a mistake: it must be ``ctx.step(flaky, ...)``)."""
+    return await flaky(tag, 0, "ValueError")

@@ -65,25 +65,28 @@ RETURNING r.id, r.root_id, r.parent_id, r.chain_root_id, r.workflow, r.version, 
 # for sticky_grace seconds. The scans filter by workflow and owner themselves, so runs
 # no process here can take (unknown workflow versions) never crowd out the ones it can.
 CLAIM_DUE = """
-WITH c AS (
+WITH cand AS MATERIALIZED (
+    -- per queue, an ordered scan of the due index that stops after %(scan)s rows: the cost
+    -- is O(batch) whatever the backlog (queue = ANY(...) would read and sort every due row)
+    SELECT d.id FROM unnest(%(queues)s::text[]) AS q(name)
+      CROSS JOIN LATERAL (
+        SELECT r.id FROM durable_runs r
+         WHERE r.queue = q.name AND r.status IN ('pending', 'suspended')
+           AND r.next_wakeup_at <= durable_now()
+           AND (r.workflow || ':' || r.version) = ANY(%(workflows)s)
+           AND (r.lease_owner IS NULL OR r.lease_owner = %(owner)s
+                OR r.next_wakeup_at <= durable_now() - make_interval(secs => %(grace)s::float8))
+         ORDER BY r.next_wakeup_at LIMIT %(scan)s) d
+    UNION ALL
+    (SELECT id FROM durable_runs
+      WHERE status = 'running' AND lease_expires_at < now()
+        AND queue = ANY(%(queues)s) AND (workflow || ':' || version) = ANY(%(workflows)s)
+      ORDER BY lease_expires_at LIMIT %(scan)s)
+), c AS (
     SELECT id, status AS prev_status,
            CASE WHEN status = 'running' THEN lease_expires_at ELSE next_wakeup_at END AS due
       FROM durable_runs
-     WHERE id IN (
-            (SELECT id FROM durable_runs
-              WHERE queue = ANY(%(queues)s) AND status IN ('pending', 'suspended')
-                AND next_wakeup_at <= durable_now()
-                AND (workflow || ':' || version) = ANY(%(workflows)s)
-                AND (lease_owner IS NULL OR lease_owner = %(owner)s
-                     OR next_wakeup_at <= durable_now() - make_interval(secs => %(grace)s::float8))
-              ORDER BY next_wakeup_at LIMIT %(scan)s)
-            UNION ALL
-            (SELECT id FROM durable_runs
-              WHERE status = 'running' AND lease_expires_at < now()
-                AND queue = ANY(%(queues)s) AND (workflow || ':' || version) = ANY(%(workflows)s)
-              ORDER BY lease_expires_at LIMIT %(scan)s))
-       AND (workflow || ':' || version) = ANY(%(workflows)s)
-       AND queue = ANY(%(queues)s)
+     WHERE id = ANY(ARRAY(SELECT id FROM cand))  -- primary-key probes, never a join plan
        AND ((status IN ('pending', 'suspended') AND next_wakeup_at <= durable_now()
              AND (lease_owner IS NULL OR lease_owner = %(owner)s
                   OR next_wakeup_at <= durable_now() - make_interval(secs => %(grace)s::float8)))

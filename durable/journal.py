@@ -249,12 +249,20 @@ class Journal:
         return self.token
 
     def _check_room(self, n: int) -> None:
-        if self.next_seq + len(self._pending) + n - 1 > self.settings.history_limit:
+        used = self.next_seq - 1 + len(self._pending)
+        limit = self.settings.history_limit
+        if used + n <= limit:
+            return
+        if n > 1:  # a batch: start_children journals one event per child now, one per outcome later
             raise HistoryLimitError(
-                f"run {self.run_id} reached the history limit of {self.settings.history_limit} events; "
-                "end long loops with ctx.continue_as_new(...) (ctx.history_length tells how close you are) "
-                "or raise history_limit"
-            )
+                f"run {self.run_id}: this call needs {n} journal events but only {max(0, limit - used)} of the "
+                f"history limit of {limit} are left (a child costs two: its start and its outcome, so one run "
+                f"can fan out to about {limit // 2} children); raise Engine(history_limit=...) or split the "
+                "fan-out over child workflows that each start a part")
+        raise HistoryLimitError(
+            f"run {self.run_id} reached the history limit of {limit} events; end long loops with "
+            "ctx.continue_as_new(...) (ctx.history_length tells how close you are) or raise "
+            "Engine(history_limit=...)")
 
     def _take_seq(self, n: int = 1) -> int:
         self._check_room(n)

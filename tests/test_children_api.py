@@ -302,3 +302,18 @@ async def test_wait_run_on_a_run_deleted_meanwhile_fails_instead_of_hanging(engi
 
 async def _suspended(handle) -> bool:
     return await handle.status() == "suspended"
+
+
+async def test_fan_out_past_the_history_limit_says_which_limit_and_how_big_a_fan_out_fits(db):
+    """A fan-out larger than the history has room for fails the run with a HistoryLimitError
+    that names the events it needed, what was left, the fan-out size one run can hold, and
+    the fixes; no child was started."""
+    async with new_engine(db, history_limit=40) as engine:
+        h = await engine.start(W.fanout, {"wf": "children.leaf", "n": 50})
+        with pytest.raises(durable.RunFailedError) as err:
+            await h.result(timeout=20)
+    assert err.value.type == "HistoryLimitError"
+    msg = err.value.message
+    assert "needs 50 journal events" in msg and "history limit of 40" in msg, msg
+    assert "about 20 children" in msg and "history_limit" in msg and "child workflows" in msg, msg
+    assert await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s", h.run_id) == [(0,)]

@@ -76,8 +76,11 @@ class Waiter:
     others: set[uuid.UUID] = field(default_factory=set)
 
 
-def _outcome_written(outcome: Outcome, event: tuple[str, dict[str, Any]] | None, seq: int) -> None:
+def _outcome_written(outcome: Outcome, event: tuple[str, dict[str, Any]] | None,
+                     read: Callable[[uuid.UUID], None] | None, run_id: uuid.UUID, seq: int) -> None:
     outcome.seq = seq
+    if read is not None:  # the parent's next look clears the child's unread flag
+        read(run_id)
     if event is not None:
         hooks.emit(event[0], **event[1])
 
@@ -121,7 +124,7 @@ class Execution(Journal):
         self.main_branch: branches.Branch | None = None
         for ev in history:
             self._learn(ev)
-        self.child_xmin = 0
+        self._read_children: list[uuid.UUID] = []  # child rows whose outcome is journaled: flags to clear
         self.waiters: list[Waiter] = []
         self.busy = 0  # steps (and lifecycle calls) in flight
         self.io = 0    # journal statements of the workflow's tasks in flight
@@ -287,13 +290,21 @@ class Execution(Journal):
         found: list[tuple[uuid.UUID, uuid.UUID, str, Any, Any, str, float | None]] = []
         async with self.conn() as conn:
             if children:
-                cur = await conn.execute(queries.FINISHED_CHILDREN, (self.run_id, self.child_xmin))
-                row = await cur.fetchone()
-                self.child_xmin = int(row[0])  # type: ignore[index]
+                read = list(self._read_children)
+                self._read_children.clear()
+                try:
+                    cur = await conn.execute(queries.FINISHED_CHILDREN, {"parent": self.run_id, "read": read})
+                    row = await cur.fetchone()
+                except BaseException:
+                    self._read_children[:0] = read
+                    raise
                 db_now = row[2]  # type: ignore[index]
                 for r in row[1] or ():  # type: ignore[index]
                     cid = uuid.UUID(r["chain_root_id"])
-                    if cid in self.child_pos and cid not in self.outcomes:
+                    known = self.outcomes.get(cid)
+                    if known is not None and known.seq is not None:  # journaled (now or in history)
+                        self._read_children.append(uuid.UUID(r["id"]))
+                    elif cid in self.child_pos and known is None:
                         found.append((cid, uuid.UUID(r["id"]), r["status"], r["result"], r["error"],
                                       r["workflow"], _latency(db_now, r.get("finished_at"))))
             if others:
@@ -324,8 +335,9 @@ class Execution(Journal):
                     "parent_run_id": self.run_id, "child_run_id": cid, "workflow": workflow,
                     "parent_workflow": self.wf.name, "wake_latency_s": latency,
                     **({"error_type": (error or {}).get("type")} if status == "failed" else {})})
+            read = self._read_children.append if kind.startswith("child_") else None
             self.append_raw(pos, kind, workflow, serde.dumps(data, what=f"{kind} event", limit=limit),
-                            functools.partial(_outcome_written, outcome, event))
+                            functools.partial(_outcome_written, outcome, event, read, rid))
             self.outcomes[cid] = outcome
         return [f[0] for f in found]
 

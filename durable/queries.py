@@ -216,22 +216,29 @@ SELECT r.id, false FROM durable_runs r JOIN h ON r.id = h.id AND r.lease_token =
 
 # --- waiting --------------------------------------------------------------------------
 
-# Children of a parent that ended since a snapshot low-water mark. finish_xid is the
-# terminal transaction's id; every transaction older than the previous query's snapshot
-# xmin was visible to it, so scanning from there misses nothing and stays O(new).
+# The children of a parent whose outcome it has not read (flagged by their terminal
+# update, migration 6), first finished first; in the same statement the flags of the
+# outcomes it has journaled since are cleared (those rows are terminal: nothing else waits
+# on them, and SKIP LOCKED keeps even that from waiting; a skipped one is cleared later).
 # Both also return each run's finished_at and the database clock now (epoch seconds,
 # durable_now()'s time-control offset applied to clock_timestamp()), so the executor can
 # report wake latency (child terminal commit -> parent sees it) per outcome.
 _DB_CLOCK = "extract(epoch FROM clock_timestamp() + (durable_now() - now()))::float8"
 
 FINISHED_CHILDREN = """
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+WITH cleared AS (
+    UPDATE durable_runs SET outcome_unread = false
+     WHERE id IN (SELECT id FROM durable_runs WHERE id = ANY(%(read)s::uuid[]) AND outcome_unread
+                   ORDER BY id FOR UPDATE SKIP LOCKED)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM cleared) AS cleared,
        (SELECT json_agg(json_build_object('chain_root_id', chain_root_id, 'id', id, 'status', status,
                                           'result', result, 'error', error, 'workflow', workflow,
                                           'finished_at', extract(epoch FROM finished_at)::float8)
                          ORDER BY finish_xid)  -- first finished first (as_completed)
           FROM durable_runs
-         WHERE parent_id = %s AND finish_xid >= %s::text::xid8
+         WHERE parent_id = %(parent)s AND outcome_unread AND id <> ALL(%(read)s::uuid[])
            AND status IN ('completed', 'failed', 'cancelled')) AS rows,
        """ + _DB_CLOCK + """ AS db_now
 """

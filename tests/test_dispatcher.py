@@ -398,8 +398,9 @@ async def test_idle_dispatcher_one_cheap_read_per_poll_and_no_writes(db, dispatc
                     seen[pid] = started
             await asyncio.sleep(0.025)
     assert len(seen) >= 2, "expected the pool and LISTEN backends to be visible"
-    claim = durable.queries.CLAIM_DUE.strip()[:120]  # pg_stat_activity truncates long texts
-    claims = sum(q.strip()[:120] == claim for q in statements)
+    text = durable.queries.CLAIM_DUE.strip()
+    claim = text[:min(120, text.index("%"))]  # before its first parameter (the server shows $n)
+    claims = sum(q.strip().startswith(claim) for q in statements)
     sweeps = sum(q.startswith("SELECT durable_expire_runs(") for q in statements)
     assert claims + sweeps == len(statements), f"unexpected statements from an idle dispatcher: {statements}"
     # the claim poll every 1 s (jittered 0.8-1.2 s) and the execution-timeout sweep every

@@ -4,11 +4,12 @@ Checked from EXPLAIN (ANALYZE, FORMAT JSON) of the engine's own statement."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, Iterator
 
 from durable import queries
 
-from dbhelpers import execute, new_engine
+from dbhelpers import execute, new_engine, rows
 
 BACKLOG = 100_000
 FINISHED = 200_000
@@ -60,3 +61,54 @@ async def test_claim_reads_o_batch_rows_with_a_100k_backlog(db):
     assert plan["Actual Rows"] == limit
     touched = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
     assert touched < 20 * scan, f"the claim touched {touched} buffers"
+
+
+async def test_fan_in_reads_only_new_outcomes_with_a_long_writer_open(db):
+    """A parent with 5,000 finished children whose outcomes it has read and 10 new ones,
+    while another connection holds a writing transaction open (version 1 scanned from the
+    oldest snapshot xmin, so it re-read every child finished since): the fan-in query reads
+    the 10 new children only, and a child's terminal update flags it, a parent's clears."""
+    async with new_engine(db, execute=False):
+        pass
+    parent = uuid.uuid4()
+    await execute(db, "INSERT INTO durable_runs (id, root_id, chain_root_id, workflow, version, status, input) "
+                      "VALUES (%s, %s, %s, 'scale.parent', 1, 'suspended', '{}')", parent, parent, parent)
+    long_writer = await db.conn(autocommit=False)
+    try:
+        await long_writer.execute("SELECT pg_current_xact_id()")  # an xid held open (never committed)
+        await execute(db, """
+            INSERT INTO durable_runs (id, root_id, chain_root_id, parent_id, workflow, version, status, input)
+            SELECT g, %s, g, %s, 'scale.child', 1, 'running', '{}'
+              FROM (SELECT gen_random_uuid() AS g FROM generate_series(1, 5010)) s""", parent, parent)
+        finished = await execute(db, "UPDATE durable_runs SET status = 'completed', result = '1', "
+                                     "finished_at = now(), finish_xid = pg_current_xact_id() WHERE parent_id = %s",
+                                 parent)
+        assert finished == 5010
+        assert await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND outcome_unread",
+                          parent) == [(5010,)]
+        # the parent has journaled all but 10 of them (its earlier looks cleared their flags)
+        await execute(db, "UPDATE durable_runs SET outcome_unread = false WHERE id IN "
+                          "(SELECT id FROM durable_runs WHERE parent_id = %s ORDER BY id LIMIT 5000)", parent)
+        conn = await db.conn()
+        try:
+            async with conn.transaction(force_rollback=True):
+                cur = await conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.FINISHED_CHILDREN,
+                                         {"parent": parent, "read": []})
+                doc = (await cur.fetchone())[0]
+                got = await (await conn.execute(queries.FINISHED_CHILDREN, {"parent": parent, "read": []})).fetchone()
+        finally:
+            await conn.close()
+        plan = (doc if isinstance(doc, list) else json.loads(doc))[0]["Plan"]
+        scans = [n for n in _nodes(plan) if n.get("Relation Name") == "durable_runs"]
+        read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) + n.get("Rows Removed by Filter", 0) for n in scans)
+        assert read <= 20, f"the fan-in read {read} rows for 10 new outcomes"
+        assert len(got[1]) == 10
+        held = await rows(db, "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+                              "AND state = 'idle in transaction'")
+        assert held[0][0] >= 1, "the long writer is not holding a transaction open"
+    finally:
+        await long_writer.close()
+    # the parent ends: its children's flags are cleared with it
+    await execute(db, "UPDATE durable_runs SET status = 'completed', finished_at = now() WHERE id = %s", parent)
+    assert await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND outcome_unread",
+                      parent) == [(0,)]

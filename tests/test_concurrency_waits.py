@@ -23,6 +23,7 @@ from durable import hooks
 from durable.lifecycle import retry_run_id
 
 import wf_concurrency_waits as wf
+from dbhelpers import until
 
 
 async def rows(conn, query: str, *args: Any) -> list[tuple]:
@@ -30,14 +31,7 @@ async def rows(conn, query: str, *args: Any) -> list[tuple]:
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    return await until(check, timeout, what=what, interval=0.02)
 
 
 def slow_engine(db, **kw: Any) -> durable.Engine:

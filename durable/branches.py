@@ -23,12 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine, Generator
-from typing import Any
+import functools
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar
 
 from .errors import DurableError
 
+# The branch that owns the tasks created now: the running workflow task's branch, or None
+# in engine code (a durable operation's own work, the engine's tasks, step code).
 _current: contextvars.ContextVar["Branch | None"] = contextvars.ContextVar("durable_branch", default=None)
+# The branch of each workflow task, by task (what a durable operation is called from).
+_by_task: "weakref.WeakKeyDictionary[asyncio.Task[Any], Branch]" = weakref.WeakKeyDictionary()
+# Inside a durable operation: the branch its caller's context named (for error messages).
+_op_caller: contextvars.ContextVar["Branch | None"] = contextvars.ContextVar("durable_op_caller", default=None)
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
 class BranchError(DurableError):
@@ -93,7 +103,29 @@ def enter_main(owner: object) -> Branch:
 def _adopt(branch: Branch, task: "asyncio.Task[Any]") -> None:
     branch.task = task
     branch.family.add(task)
+    _by_task[task] = branch
     task.add_done_callback(branch.family.discard)
+
+
+def engine_op(fn: _F) -> _F:
+    """Decorate a durable operation (a ``Context`` method): its own work runs as engine
+    code, so tasks created while it runs (the engine's driver, a connection pool waiting
+    for a free connection through ``asyncio.wait_for``) are not the workflow's and never
+    shift its branch numbering. The calling branch is found by its task (:func:`current`)."""
+
+    @functools.wraps(fn)
+    async def op(*args: Any, **kwargs: Any) -> Any:
+        caller = _current.get()
+        if caller is None:  # engine code already (an operation calling another)
+            return await fn(*args, **kwargs)
+        token, seen = _current.set(None), _op_caller.set(caller)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            _op_caller.reset(seen)
+            _current.reset(token)
+
+    return op  # type: ignore[return-value]
 
 
 def runnable(family: "set[asyncio.Task[Any]]") -> bool:
@@ -108,27 +140,28 @@ def runnable(family: "set[asyncio.Task[Any]]") -> bool:
 
 
 def in_workflow() -> bool:
-    """True in a workflow's own tasks (not in step code or the engine's tasks)."""
+    """True in a workflow's own code (not in step code, durable operations or the engine's tasks)."""
     return _current.get() is not None
 
 
 def current(owner: object) -> Branch:
     """The branch of the running task, which must belong to ``owner``'s workflow."""
-    branch = _current.get()
     task = asyncio.current_task()
-    if branch is None or branch.owner is not owner:
+    branch = _by_task.get(task) if task is not None else None
+    if branch is not None and branch.owner is owner:
+        return branch
+    named = _op_caller.get() or _current.get()
+    if named is None or named.owner is not owner:
         raise BranchError(
             "a durable operation (ctx.step, ctx.sleep, ctx.start_child, ...) was called outside the "
             "workflow's own tasks: call ctx operations only from the workflow function or from tasks it "
             "creates with asyncio.create_task / asyncio.gather / asyncio.TaskGroup, not from threads, "
             "callbacks or another workflow")
-    if branch.task is not task:
-        raise BranchError(
-            "a durable operation ran in a task the engine did not see being created (the event loop's task "
-            "factory was replaced after the engine started, or the task was created in another context); "
-            "create workflow tasks with asyncio.create_task / asyncio.gather / asyncio.TaskGroup and do not "
-            "replace the loop's task factory while workflows run")
-    return branch
+    raise BranchError(
+        "a durable operation ran in a task the engine did not see being created (the event loop's task "
+        "factory was replaced after the engine started, or the task was created in another context); "
+        "create workflow tasks with asyncio.create_task / asyncio.gather / asyncio.TaskGroup and do not "
+        "replace the loop's task factory while workflows run")
 
 
 class outside:

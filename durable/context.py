@@ -130,7 +130,7 @@ class Context:
     def _take_pos(self) -> Key:
         self._ex._check_live()
         if self._ex.engine.closing:  # graceful shutdown: stop at this durable point
-            raise Shutdown()
+            raise self._ex.halt(Shutdown())
         return self._branch().take()
 
     def _give_back_pos(self) -> None:
@@ -152,6 +152,7 @@ class Context:
 
     # --- steps ---------------------------------------------------------------------------
 
+    @branches.engine_op
     async def step(self, fn: Callable[..., Any] | StepDef, *args: Any, name: str | None = None,
                    retry: RetryPolicy | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` once and journal its outcome (at least once on crashes).
@@ -235,6 +236,7 @@ class Context:
 
     # --- timers --------------------------------------------------------------------------
 
+    @branches.engine_op
     async def sleep(self, seconds: float) -> None:
         """Durable sleep, measured by the database clock; survives restarts, fires once."""
         seconds = _seconds(seconds, "ctx.sleep seconds")
@@ -248,6 +250,7 @@ class Context:
 
     # --- signals -------------------------------------------------------------------------
 
+    @branches.engine_op
     async def wait_signal(self, name: str, *, timeout: float | None = None) -> Any:
         """Wait for the next signal called ``name`` (signals sent earlier are kept) and
         return its payload; raises :class:`SignalTimeoutError` after ``timeout`` seconds."""
@@ -294,15 +297,18 @@ class Context:
         except _NothingWritten:
             return False
         ex._index(Event(seq, pos, "signal_received", w.name, {"payload": row[1]}, op))
-        w.future.set_result((row[1],))
+        if not w.future.done():  # its branch may have been cancelled while this was written
+            w.future.set_result((row[1],))
         return True
 
+    @branches.engine_op
     async def signal(self, run_id: uuid.UUID | str, name: str, payload: Any = None) -> None:
         """Send signal ``name`` with ``payload`` to another run (following continue-as-new).
         Journaled, with a delivery id derived from this call, so a replay never sends it
         twice. Raises RunNotFoundError / RunFinishedError (the same on replay)."""
         await self._ex.engine.lifecycle.signal_from(self, run_id, name, payload)
 
+    @branches.engine_op
     async def cancel_child(self, ref: ChildRef, *, graceful: bool = False) -> int:
         """Cancel one of this run's children and its in-flight descendants (``graceful=True``:
         ask it to cancel itself; it sees CancellationRequested at its next await). Journaled,
@@ -312,6 +318,7 @@ class Context:
 
     # --- children ------------------------------------------------------------------------
 
+    @branches.engine_op
     async def start_child(self, workflow: WorkflowDef | str, input: Any = None, *, key: str | None = None,
                           site: str | None = None, queue: str | None = None, timeout: float | None = None,
                           retry: RetryPolicy | None = None,
@@ -320,6 +327,7 @@ class Context:
         refs = await self._start_children(workflow, [input], [key], site, queue, timeout, retry, parent_close)
         return refs[0]
 
+    @branches.engine_op
     async def start_children(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *,
                              key: Callable[[Any], str] | None = None, site: str | None = None,
                              queue: str | None = None, timeout: float | None = None,
@@ -330,6 +338,7 @@ class Context:
         keys = [key(i) for i in inputs] if key is not None else [None] * len(inputs)
         return await self._start_children(workflow, inputs, keys, site, queue, timeout, retry, parent_close)
 
+    @branches.engine_op
     async def child(self, workflow: WorkflowDef | str, input: Any = None, **options: Any) -> Any:
         """Start a child and wait for its result (the synchronous form)."""
         ref = await self.start_child(workflow, input, **options)
@@ -477,6 +486,7 @@ class Context:
         reason = (oc.error or {}).get("reason") or (oc.error or {}).get("type") or "cancelled"
         raise ChildCancelledError(oc.run_id, reason)
 
+    @branches.engine_op
     async def wait(self, ref: ChildRef) -> Any:
         """Suspend until the child is terminal; return its result or raise
         :class:`ChildFailedError` / :class:`ChildCancelledError`."""
@@ -484,6 +494,7 @@ class Context:
         await self._await_known([ref.run_id])
         return self._outcome_value(ref)
 
+    @branches.engine_op
     async def gather(self, refs: Sequence[ChildRef], *, return_exceptions: bool = False) -> list[Any]:
         """Wait for all children (fan-in); results in the order of ``refs``."""
         refs = list(refs)
@@ -510,6 +521,7 @@ class Context:
             del pending[ref.run_id]
             yield ref
 
+    @branches.engine_op
     async def _first_completed(self, pending: dict[uuid.UUID, ChildRef]) -> ChildRef:
         """The earliest journaled outcome among ``pending`` (waiting for one if none is
         known). Journal order, so a replay picks the same child as the live run did."""
@@ -523,6 +535,7 @@ class Context:
                 return min(known, key=lambda r: outcomes[r.run_id].order)
             await self._await_known(list(pending), mode="any")
 
+    @branches.engine_op
     async def map(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *, concurrency: int = 10,
                   key: Callable[[Any], str] | None = None, return_exceptions: bool = False,
                   site: str | None = None, queue: str | None = None, timeout: float | None = None,
@@ -567,6 +580,7 @@ class Context:
 
     # --- waiting on any run (M:N) --------------------------------------------------------
 
+    @branches.engine_op
     async def wait_run(self, run_id: uuid.UUID | str) -> Any:
         """Wait for any run (not only a child) to finish and return its result; many runs
         may wait on one. Raises RunFailedError-compatible ChildFailedError/ChildCancelledError."""

@@ -217,6 +217,11 @@ class Execution(Journal):
             if quiet >= 3:
                 return
 
+    def _abort_waits(self, stop: _Stop) -> None:
+        for w in list(self.waiters):
+            if not w.future.done():
+                w.future.set_exception(stop)
+
     def _abort(self, stop: _Stop) -> None:
         if self.stopping is None:
             self.stopping = stop
@@ -268,7 +273,7 @@ class Execution(Journal):
             if w.fire_at is not None and not w.future.done():
                 if now is None:
                     now = await self.db_now()
-                if now >= w.fire_at:
+                if now >= w.fire_at and not w.future.done():  # (cancelled while reading the clock)
                     w.future.set_result("timer")
                     progressed = True
         return progressed
@@ -423,6 +428,10 @@ class Execution(Journal):
                     raise
                 raise self.stopping from None
             except BaseException as exc:
+                if self.stopping is not None and not isinstance(exc, _Stop):
+                    # stopped (evicted, lease lost, shutdown): what the code raised on the way
+                    # out (a TaskGroup's group around the stop, say) is not the run's outcome
+                    raise self.stopping from exc
                 if self.nondeterministic is not None and not isinstance(exc, (_Stop, NonDeterminismError)):
                     raise self.nondeterministic from exc  # the code caught the mismatch and went on
                 raise

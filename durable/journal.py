@@ -212,7 +212,7 @@ class Journal:
             log.log(logging.DEBUG if outage else logging.WARNING,
                     "run %s: database error (%s); stopping this execution, the run resumes later",
                     self.run_id, exc)
-            raise DatabaseLost() from exc
+            raise self.halt(DatabaseLost()) from exc
         finally:
             self.io -= 1
 
@@ -241,11 +241,24 @@ class Journal:
                     self.next_seq = first
                     raise
 
+    def halt(self, stop: "_Stop") -> "_Stop":
+        """This execution stops here (lease lost, database gone, shutdown): every branch of
+        the workflow stops at its next durable point or wait, and whatever the code raises
+        on the way out (a TaskGroup's exception group around the stop, say) is not the
+        run's outcome. Returns the stop to raise."""
+        if self.stopping is None:
+            self.stopping = stop
+            self._abort_waits(stop)
+        return self.stopping
+
+    def _abort_waits(self, stop: "_Stop") -> None:  # overridden by the execution
+        pass
+
     def _check_live(self) -> int:
         if self.stopping is not None:
             raise self.stopping
         if self.token is None:
-            raise LeaseLost()
+            raise self.halt(LeaseLost())
         return self.token
 
     def _check_room(self, n: int) -> None:
@@ -365,4 +378,4 @@ class Journal:
     def _lost(self) -> None:
         self.token = None
         hooks.emit("lease.lost", run_id=self.run_id, workflow=self.wf.name)
-        raise LeaseLost()
+        raise self.halt(LeaseLost())

@@ -171,7 +171,7 @@ class Lifecycle:
             try:
                 await db.run_retrying(ex.engine.pool, send, what=f"signal {name!r} to run {target_id}")
             except psycopg.OperationalError as exc:
-                raise DatabaseLost() from exc  # this execution stops; the run resumes later
+                raise ex.halt(DatabaseLost()) from exc  # this execution stops; the run resumes later
             except psycopg.Error as exc:
                 if _signal_error(exc.sqlstate, "", target_id) is None:
                     raise

@@ -351,3 +351,51 @@ async def test_a_step_starting_while_another_branch_sleeps_runs_once(db, attempt
     run = Run(db, root, max_parked=0)
     out = await run.go()
     check(run, out, exactly_once=True)
+
+
+async def test_tasks_created_inside_a_durable_operation_do_not_shift_branch_paths(db):
+    """A hook handler that starts a task (as the hooks documentation allows) runs inside
+    the operation that emitted it, e.g. child.started inside ctx.start_child, and so does
+    a connection pool's wait for a free connection (asyncio.wait_for makes a task). Such
+    tasks are the engine's, not the workflow's: live they were numbered as the branch's
+    first task, so its nested task became '0.1' live and '0.0' on the cold replay, and the
+    step ran twice (its journaled outcome was never found)."""
+    spawned: list[asyncio.Task] = []
+    detach = durable.hooks.on("child.started", lambda ev: spawned.append(
+        asyncio.get_running_loop().create_task(asyncio.sleep(0))))
+    tag = uuid.uuid4().hex[:10]
+    try:
+        async with executor(db, max_parked=0) as e:
+            h = await e.start(W.op_tasks_flow, tag)
+            got = await h.result(timeout=RUN_TIMEOUT_S)
+            evs = await journal(e, h.run_id)
+    finally:
+        detach()
+    assert spawned, "the hook did not run"
+    assert got == ["child", "inner"]
+    steps = [(key, name) for _, key, kind, name, _ in evs if kind == "step_completed"]
+    assert steps == [("0.0:0", "branches.value")], f"{steps}\n{show(evs)}"
+    assert W.EXECUTED[f"{tag}|inner"] == 1, f"the nested task's step ran {W.EXECUTED[f'{tag}|inner']} times"
+
+
+async def test_a_graceful_shutdown_inside_a_taskgroup_hands_the_run_over(db):
+    """The engine closes (graceful) while one TaskGroup branch runs a step and another waits
+    for a signal: the step's branch stops at its next durable operation, and the TaskGroup
+    wraps that stop in an exception group. That group is not the run's outcome (the run was
+    failed with 'BaseExceptionGroup: unhandled errors in a TaskGroup'): the run is handed
+    over and completes on the next engine."""
+    tag = uuid.uuid4().hex[:10]
+    async with client(db) as c:
+        h = await c.start(W.taskgroup_shutdown_flow, tag)
+        first = await executor(db).open()
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while W.EXECUTED[f"{tag}|slow"] == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the slow step is running
+        finally:
+            await first.close(grace=5)
+        assert await h.status() in ("pending", "suspended"), await h.status()
+        async with executor(db):
+            await c.signal(h.run_id, "go", "went")
+            assert await h.result(timeout=RUN_TIMEOUT_S) == ["slow", "next", "went"]
+        assert W.EXECUTED[f"{tag}|slow"] == 1 and W.EXECUTED[f"{tag}|next"] == 1

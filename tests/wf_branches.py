@@ -149,3 +149,37 @@ def label(g: dict[str, Any], path: str = "b") -> dict[str, Any]:
             ops.append(o)
         branches.append(ops)
     return {"comb": g["comb"], "branches": branches}
+
+
+# --- tasks created inside a durable operation (not by the workflow) ----------------------
+
+@durable.workflow("branches.op_tasks")
+async def op_tasks_flow(ctx: durable.Context, tag: str) -> list[str]:
+    """One branch starts a child (a hook may create a task inside that operation), then a
+    nested task of the branch runs a step, then the branch waits for the child; a durable
+    sleep makes the end a cold replay of all of it."""
+
+    async def inner() -> str:
+        return await ctx.step(value_step, tag, "inner", 0)
+
+    async def branch() -> list[str]:
+        ref = await ctx.start_child(echo, "child")
+        nested = await asyncio.create_task(inner())
+        return [await ref, nested]
+
+    (got,) = await asyncio.gather(branch())
+    await ctx.sleep(0.05)
+    return got
+
+
+@durable.workflow("branches.taskgroup_shutdown")
+async def taskgroup_shutdown_flow(ctx: durable.Context, tag: str) -> list[str]:
+    """A TaskGroup: one branch runs two steps (the first slow), the other waits for a signal."""
+
+    async def steps() -> list[str]:
+        return [await ctx.step(value_step, tag, "slow", 300), await ctx.step(value_step, tag, "next", 0)]
+
+    async with asyncio.TaskGroup() as tg:
+        a = tg.create_task(steps())
+        b = tg.create_task(ctx.wait_signal("go"))
+    return [*a.result(), b.result()]

@@ -32,8 +32,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 import psycopg
 from psycopg import sql
 
-from durable.db import connect, masked, resolve_dsn as _resolve_dsn
-from durable.migrate import migrate
+from durable.store.connections import connect, masked, resolve_dsn as _resolve_dsn
+from durable.store.migrate import migrate
 
 T = TypeVar("T")
 

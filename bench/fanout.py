@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import durable
-from durable import hooks
+from durable.observe import hooks
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]

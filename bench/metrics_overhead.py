@@ -26,7 +26,7 @@ from typing import Any
 
 import durable
 from bench.common import bench_schema, progress, run
-from durable import hooks, metrics
+from durable.observe import hooks, metrics
 
 N = int(os.environ.get("BENCH_N", "1000"))
 RUNS = 3

@@ -26,8 +26,9 @@ import time
 from typing import Any
 
 import durable
-from durable import hooks, queries
-from durable.db import connect
+from durable.observe import hooks
+from durable.store import queries
+from durable.store.connections import connect
 
 from bench.common import bench_schema, progress, run
 

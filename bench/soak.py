@@ -11,8 +11,8 @@ the runs to finish), ``--short``, ``--pg-restart/--no-pg-restart`` (default on, 
 --short), ``--keep`` (keep the schema and the temp folder of logs and step records).
 
 The PostgreSQL restart is ``pg_ctlcluster --skip-systemctl-redirect VERSION main restart``
-(VERSION from /etc/postgresql): it restarts the whole server, so never use it on a server
-other work shares.
+(VERSION from /etc/postgresql), or the shell command in ``BENCH_PG_RESTART`` when set: it
+restarts the whole server, so never use it on a server other work shares.
 
 Trees are defined in bench/soak_workflows.py (every root's expected outcome is computed
 from its input); the invariant checker, and the list of the violations it reports (all of
@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -49,7 +50,7 @@ import durable
 from bench import soak_check
 from bench import soak_workflows as wf
 from bench.common import drop_schema, make_schema, progress, resolve_dsn
-from durable.db import connect, masked
+from durable.store.connections import connect, masked
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -419,16 +420,18 @@ class Soak:
         await self._pause(self.cfg.start_window_s * 0.5)
         if self.stop_faults.is_set():
             return
-        versions = sorted((v for v in os.listdir("/etc/postgresql") if v.replace(".", "").isdigit()),
-                          key=lambda v: [int(x) for x in v.split(".")]) if os.path.isdir("/etc/postgresql") else []
-        if not versions:
-            self.driver_errors.append("pg_restart: no cluster in /etc/postgresql")
-            return
-        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
-        progress(f"restarting PostgreSQL: {' '.join(cmd)}")
+        cmd = os.environ.get("BENCH_PG_RESTART")  # a shell command; default: pg_ctlcluster below
+        if not cmd:
+            versions = sorted((v for v in os.listdir("/etc/postgresql") if v.replace(".", "").isdigit()),
+                              key=lambda v: [int(x) for x in v.split(".")]) if os.path.isdir("/etc/postgresql") else []
+            if not versions:
+                self.driver_errors.append("pg_restart: no cluster in /etc/postgresql")
+                return
+            cmd = shlex.join(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"])
+        progress(f"restarting PostgreSQL: {cmd}")
         self.restart_m = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_shell(cmd, stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), 120)
         took = time.monotonic() - self.restart_m
         self.restart_baseline = None  # the monitor's first read after the restart is the baseline

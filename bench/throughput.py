@@ -240,7 +240,7 @@ async def peak_rss(conn: Any, dsn: str, schema: str, folder: Path, inflight: int
 
 async def main() -> dict[str, Any]:
     from bench.common import bench_schema, progress
-    from durable.db import connect
+    from durable.store.connections import connect
 
     n = int(os.environ.get("BENCH_N", "10000"))
     repeat = int(os.environ.get("BENCH_REPEAT", "3"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import durable
-from durable import hooks
+from durable.observe import hooks
 
 N = int(os.environ.get("BENCH_N", "650"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "20"))

@@ -1,10 +1,9 @@
-"""The durable dispatcher daemon: claims runs from PostgreSQL and executes them.
+"""The dispatcher daemon, for ``python -m dispatcher`` from a checkout of this repository.
 
-Run it as ``durable-dispatcher --module myapp.workflows`` (or ``python -m dispatcher``);
-``--help`` lists every setting. Embed it with ``Dispatcher(settings).serve()``.
+The daemon's code is :mod:`durable.dispatcher` (installed with durable; its command is
+``durable-dispatcher``). This folder is not installed: it only lets a checkout run
+``python -m dispatcher`` as the README and the benchmarks do.
 """
 
-from .app import Dispatcher, StartupError, import_workflow_modules
-from .settings import DispatcherSettings, load_settings
-
-__all__ = ["Dispatcher", "DispatcherSettings", "StartupError", "import_workflow_modules", "load_settings"]
+from durable.dispatcher import *  # noqa: F401,F403
+from durable.dispatcher import __all__  # noqa: F401

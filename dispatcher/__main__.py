@@ -1,43 +1,5 @@
-"""``durable-dispatcher`` / ``python -m dispatcher``: see ``--help``."""
+"""``python -m dispatcher`` in a checkout: the same as ``durable-dispatcher``."""
 
-from __future__ import annotations
+from durable.dispatcher.__main__ import main
 
-import asyncio
-import sys
-from typing import Sequence
-
-from durable.errors import ConfigurationError
-
-from .app import EXIT_BAD_SETTINGS, Dispatcher, StartupError, import_workflow_modules
-from .logs import setup_logging
-from .settings import load_settings
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-    """Parse settings, import workflow modules, serve until a signal; returns the exit status."""
-    try:
-        settings = load_settings(argv)
-    except ConfigurationError as exc:
-        print(f"durable-dispatcher: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    setup_logging(settings.log_level, settings.log_format)
-    try:
-        import_workflow_modules(settings.modules)
-    except StartupError as exc:
-        import logging
-
-        logging.getLogger("dispatcher").error("%s", exc)
-        return exc.code
-    return asyncio.run(Dispatcher(settings).serve())
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        code = run(argv)
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
-        code = 130
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()
+main()

@@ -5,20 +5,15 @@ timer and signal is journaled in PostgreSQL, so a run survives any process dying
 resumes where it was.
 """
 
-from . import hooks
-from .branches import BranchError
+from .observe import hooks
+from .runtime.branches import BranchError
 from .config import EngineSettings
-from .context import ChildRef, Context, ParentClosePolicy
+from .runtime.context import ChildRef, Context, ParentClosePolicy
 from .engine import Engine
-from .errors import (ApplicationError, CancellationRequested, ChildCancelledError, ChildDepthError,
-                     ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
-                     HistoryLimitError, LeaseLostError, NonDeterminismError, PayloadError,
-                     RegistrationError, RunCancelledError, RunConflictError, RunFailedError,
-                     RunNotFoundError, RunTimeoutError, SchemaVersionError, SignalTimeoutError,
-                     StepCallError, StepError, StepTimeoutError, WorkflowNotFoundError, WorkflowTimeoutError)
+from .errors import ApplicationError, CancellationRequested, ChildCancelledError, ChildDepthError, ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError, HistoryLimitError, LeaseLostError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError, RunConflictError, RunFailedError, RunNotFoundError, RunTimeoutError, SchemaVersionError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError, WorkflowNotFoundError, WorkflowTimeoutError
 from .handle import RunHandle, RunInfo
-from .lifecycle import RunFinishedError
-from .registry import step, workflow
+from .runtime.lifecycle import RunFinishedError
+from .runtime.registry import step, workflow
 from .retry import RetryPolicy
 
 __version__ = "0.1.0"

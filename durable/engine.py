@@ -18,16 +18,17 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from . import branches, db, hooks, queries, serde
+from .runtime import branches
+from .store import connections as db, queries
+from .observe import hooks
+from . import serde
 from .config import EngineSettings
-from .errors import (ConfigurationError, DurableError, RunCancelledError, RunConflictError,
-                     RunFailedError, RunNotFoundError, RunTimeoutError, WorkflowNotFoundError,
-                     PayloadError)
-from .executor import TERMINAL, Event, Evicted, Execution, Shutdown
-from .journal import Pending, write_pending
+from .errors import ConfigurationError, DurableError, RunCancelledError, RunConflictError, RunFailedError, RunNotFoundError, RunTimeoutError, WorkflowNotFoundError, PayloadError
+from .runtime.execution import TERMINAL, Event, Evicted, Execution, Shutdown
+from .runtime.journal import Pending, write_pending
 from .handle import RunHandle, RunInfo
-from .registry import WorkflowDef, all_workflows, resolve
-from .sync_steps import SyncSteps
+from .runtime.registry import WorkflowDef, all_workflows, resolve
+from .runtime.sync_steps import SyncSteps
 from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
 
 log = logging.getLogger("durable.engine")
@@ -66,7 +67,7 @@ class Engine:
         self.heartbeat = Heartbeat(self) if self.settings.execute else None
         self.retention = Retention(self) if self.settings.retention_s is not None else None
         self.timeouts = Timeouts(self) if self.settings.execute else None  # execution timeouts
-        from .lifecycle import Lifecycle
+        from .runtime.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
         self._metrics_servers: list[Any] = []   # servers started by start_metrics_server()
@@ -84,7 +85,7 @@ class Engine:
     async def open(self) -> "Engine":
         """Connect (starting embedded PostgreSQL when no DSN is configured), migrate, and
         start the background loops."""
-        from . import migrate
+        from .store import migrate
 
         if self.opened:
             return self
@@ -102,7 +103,7 @@ class Engine:
                                        max_size=s.pool_size, timeout=s.connect_timeout_s)
         self.closing = False
         if s.metrics:
-            from . import metrics
+            from .observe import metrics
 
             metrics.install()  # process-wide and idempotent; close() leaves it attached
         branches.install(asyncio.get_running_loop())  # concurrent branches in workflows
@@ -186,7 +187,7 @@ class Engine:
         Services with their own HTTP server mount the same registry instead, e.g.
         ``make_asgi_app(registry=durable.metrics.REGISTRY)``.
         """
-        from . import metrics
+        from .observe import metrics
 
         self._require_open()
         if queue_metrics and self._queue_collector is None:
@@ -213,7 +214,7 @@ class Engine:
 
     def _drop_queue_collector(self) -> None:
         if self._queue_collector is not None:
-            from . import metrics
+            from .observe import metrics
 
             metrics.unregister_queue_collector(self._queue_collector)
             self._queue_collector = None

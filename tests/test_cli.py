@@ -17,9 +17,9 @@ import pytest
 import wf_cli
 
 import durable
-from durable import cli
-from durable.cli_output import Out, use_color
-from durable.migrate import LATEST_VERSION
+from durable.cli import commands as cli
+from durable.cli.output import Out, use_color
+from durable.store.migrate import LATEST_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 

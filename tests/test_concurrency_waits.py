@@ -19,8 +19,8 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 import durable
-from durable import hooks
-from durable.lifecycle import retry_run_id
+from durable.observe import hooks
+from durable.runtime.lifecycle import retry_run_id
 
 import wf_concurrency_waits as wf
 from dbhelpers import until

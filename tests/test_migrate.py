@@ -8,13 +8,7 @@ import pytest
 from psycopg import sql
 
 from durable.errors import ConfigurationError, SchemaVersionError
-from durable.migrate import (
-    LATEST_VERSION,
-    available_migrations,
-    check_schema,
-    migrate,
-    schema_version,
-)
+from durable.store.migrate import LATEST_VERSION, available_migrations, check_schema, migrate, schema_version
 
 
 async def _rows(conn, schema: str) -> list[tuple]:

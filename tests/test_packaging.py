@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from durable.migrate import LATEST_VERSION
+from durable.store.migrate import LATEST_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT_S = 180
@@ -88,8 +88,8 @@ def _install(wheel: Path, tmp: Path) -> tuple[Path, str]:
 SNIPPET = textwrap.dedent(
     """
     import asyncio, json, sys
-    import durable.migrate as m
-    from durable.db import connect
+    import durable.store.migrate as m
+    from durable.store.connections import connect
 
     async def main(dsn, schema):
         conn = await connect(dsn, schema=schema, timeout=10)
@@ -121,4 +121,5 @@ def test_wheel_contains_migrations_and_migrates(tmp_path: Path, pg_dsn: str, fre
     assert out["version"] == LATEST_VERSION == out["latest"], (how, out)
     venv_root = py.parent.parent
     assert Path(out["module"]).resolve().is_relative_to(venv_root.resolve()), (how, out)
-    assert Path(out["sql"]).resolve() == (Path(out["module"]).resolve().parent / "_sql"), (how, out)
+    assert Path(out["sql"]).resolve() == (Path(out["module"]).resolve().parents[1] / "_sql"), (how, out)
+    assert "dispatcher/__init__.py" not in names, "a bare dispatcher package would be installed"

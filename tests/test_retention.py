@@ -10,9 +10,9 @@ import pytest
 import wf_cli
 
 import durable
-from durable import hooks
+from durable.observe import hooks
 from durable.errors import ConfigurationError
-from durable.retention import gc, parse_duration
+from durable.store.retention import gc, parse_duration
 from durable.testing import TimeControl
 
 OLD, OLDER, YOUNG = 7200, 7300, 600  # seconds since finishing; the cutoff is 3600

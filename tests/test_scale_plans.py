@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any, Iterator
 
-from durable import queries
+from durable.store import queries
 
 from dbhelpers import execute, new_engine, rows
 

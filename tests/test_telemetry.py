@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import durable
-from durable import hooks, metrics
+from durable.observe import hooks, metrics
 from durable.errors import ChildCancelledError, ChildFailedError, ConfigurationError, RunFailedError
 
 N = 25

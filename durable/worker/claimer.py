@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from psycopg.rows import dict_row
 
-from .. import hooks, queries
+from ..observe import hooks
+from ..store import queries
 from .loop import BackgroundLoop
 
 if TYPE_CHECKING:

@@ -7,8 +7,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .. import hooks, queries
-from ..executor import LeaseLost
+from ..observe import hooks
+from ..store import queries
+from ..runtime.execution import LeaseLost
 from .loop import BackgroundLoop
 
 if TYPE_CHECKING:

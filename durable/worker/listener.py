@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from .. import db, hooks
+from ..store import connections as db
+from ..observe import hooks
 from .loop import BackgroundLoop
 
 if TYPE_CHECKING:

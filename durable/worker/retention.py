@@ -11,8 +11,8 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from .. import hooks
-from ..retention import DEFAULT_BATCH, gc
+from ..observe import hooks
+from ..store.retention import DEFAULT_BATCH, gc
 from .loop import BackgroundLoop
 
 if TYPE_CHECKING:

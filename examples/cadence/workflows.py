@@ -7,13 +7,7 @@ from collections import Counter
 from typing import Any
 
 import durable
-from durable import (
-    ApplicationError,
-    CancellationRequested,
-    ChildFailedError,
-    Context,
-    ParentClosePolicy,
-)
+from durable import ApplicationError, CancellationRequested, ChildFailedError, Context, ParentClosePolicy
 
 from .._common import bind, send_signal
 

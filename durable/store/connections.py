@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import ConfigurationError, ContentionError, DatabaseUnavailableError
+from ..errors import ConfigurationError, ContentionError, DatabaseUnavailableError
 
 __all__ = [
     "connect",

@@ -23,7 +23,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, DatabaseUnavailableError
+from ..errors import ConfigurationError, DatabaseUnavailableError
 
 __all__ = ["default_data_dir", "start_embedded", "stop_embedded"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .errors import ConfigurationError, SchemaVersionError
+from ..errors import ConfigurationError, SchemaVersionError
 
 __all__ = [
     "LATEST_VERSION",
@@ -47,12 +47,12 @@ class Migration:
 def _migrations_dir() -> Traversable | Path:
     """The packaged ``durable/_sql`` resource if present (wheel), else ``<repo>/sql`` (checkout)."""
     try:
-        packaged = resources.files(__package__ or "durable") / "_sql"
+        packaged = resources.files("durable") / "_sql"
         if packaged.is_dir():
             return packaged
     except Exception:  # namespace package, zip without the folder, ...: try the checkout
         pass
-    checkout = Path(__file__).resolve().parent.parent / "sql"
+    checkout = Path(__file__).resolve().parents[2] / "sql"
     if checkout.is_dir():
         return checkout
     raise ConfigurationError(

@@ -19,9 +19,10 @@ import sys
 from typing import Any
 
 import durable
-from durable import db, metrics
+from durable.store import connections as db
+from durable.observe import metrics
 from durable.errors import ConfigurationError, DatabaseUnavailableError, DurableError
-from durable.registry import WorkflowDef, all_workflows
+from durable.runtime.registry import WorkflowDef, all_workflows
 
 from .health import Health
 from .settings import DispatcherSettings

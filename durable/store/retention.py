@@ -33,7 +33,7 @@ from typing import Any
 import psycopg_pool
 
 from . import queries
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["DEFAULT_BATCH", "GcResult", "gc", "parse_duration"]
 

@@ -25,26 +25,10 @@ from typing import Any, TextIO
 import psycopg
 from pydantic_core import to_jsonable_python
 
-from . import db, migrate, retention
-from .cli_output import (
-    Out,
-    duration,
-    error_line,
-)
-from .config import EngineSettings
-from .errors import (
-    ConfigurationError,
-    DatabaseUnavailableError,
-    DurableError,
-    PayloadError,
-    RegistrationError,
-    RunCancelledError,
-    RunFailedError,
-    RunNotFoundError,
-    RunTimeoutError,
-    SchemaVersionError,
-    WorkflowNotFoundError,
-)
+from ..store import connections as db, migrate, retention
+from .output import Out, duration, error_line
+from ..config import EngineSettings
+from ..errors import ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError, RunCancelledError, RunFailedError, RunNotFoundError, RunTimeoutError, SchemaVersionError, WorkflowNotFoundError
 
 OK, FAILED, USAGE, NOT_FOUND, DB_UNAVAILABLE, TIMEOUT = 0, 1, 2, 3, 4, 5
 EXIT_CODES = {
@@ -143,7 +127,7 @@ async def connection(args: argparse.Namespace, *, check: bool = True) -> AsyncIt
 
 @contextlib.asynccontextmanager
 async def engine(args: argparse.Namespace, *, execute: bool = False) -> AsyncIterator[Any]:
-    from .engine import Engine
+    from ..engine import Engine
 
     e = Engine(args.dsn, schema=args.schema, execute=execute, migrate=False, pool_size=3, metrics=False,
                connect_timeout_s=args.connect_timeout)
@@ -248,7 +232,7 @@ async def cmd_cancel(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_signal(args: argparse.Namespace, out: Out) -> int:
-    from .lifecycle import RunFinishedError
+    from ..runtime.lifecycle import RunFinishedError
 
     rid = run_id(args.run)
     payload = parse_json(args.payload, "payload JSON")
@@ -372,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
     if name in ("runs", "show", "tree"):
-        from . import cli_inspect
+        from . import inspect as cli_inspect
 
         return getattr(cli_inspect, f"cmd_{name}")
     return globals()[f"cmd_{name}"]
@@ -429,6 +413,3 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         out.err(prefix + message)
         return code
 
-
-if __name__ == "__main__":  # python -m durable.cli
-    sys.exit(main())

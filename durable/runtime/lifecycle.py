@@ -23,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import db, hooks, queries, serde
-from .errors import ConfigurationError, DurableError, RunNotFoundError
-from .executor import DatabaseLost, Event, LeaseLost
+from ..store import connections as db, queries
+from ..observe import hooks
+from .. import serde
+from ..errors import ConfigurationError, DurableError, RunNotFoundError
+from .execution import DatabaseLost, Event, LeaseLost
 from .journal import split_key
 
 if TYPE_CHECKING:
     from .context import ChildRef, Context
-    from .engine import Engine
-    from .executor import ContinueAsNew, Execution
+    from ..engine import Engine
+    from .execution import ContinueAsNew, Execution
 
 log = logging.getLogger("durable.lifecycle")
 

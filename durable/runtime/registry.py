@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from . import branches
-from .errors import RegistrationError, StepCallError, WorkflowNotFoundError
-from .retry import RetryPolicy
+from ..errors import RegistrationError, StepCallError, WorkflowNotFoundError
+from ..retry import RetryPolicy
 
 
 @dataclass

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 import psycopg
 import psycopg_pool
 
-from . import hooks, queries, serde
-from .errors import ChildDepthError, HistoryLimitError, NonDeterminismError, RunConflictError
+from ..observe import hooks
+from ..store import queries
+from .. import serde
+from ..errors import ChildDepthError, HistoryLimitError, NonDeterminismError, RunConflictError
 from .registry import WorkflowDef
 
 if TYPE_CHECKING:
-    from .config import EngineSettings
-    from .engine import Engine
+    from ..config import EngineSettings
+    from ..engine import Engine
 
 log = logging.getLogger("durable.executor")
 

@@ -7,19 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from .cli import OK, STATUSES, USAGE, CliError, connection, fetch, run_id, seconds
-from .cli_output import (
-    STATUS_STYLE,
-    Out,
-    ago,
-    clip,
-    duration,
-    error_line,
-    event_detail,
-    render_tree,
-    took,
-)
-from .errors import RunNotFoundError
+from .commands import OK, STATUSES, USAGE, CliError, connection, fetch, run_id, seconds
+from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
+from ..errors import RunNotFoundError
 
 _RUNS_COLUMNS = """id, workflow, version, queue, status, parent_id, root_id, created_at, started_at,
        finished_at, error->>'type' AS error_type, now() AS db_now"""

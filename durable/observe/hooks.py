@@ -66,7 +66,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 log = logging.getLogger("durable.hooks")
 

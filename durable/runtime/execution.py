@@ -22,15 +22,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import branches, hooks, queries, serde
-from .errors import CancellationRequested, LeaseLostError, NonDeterminismError, PayloadError
-from .journal import (ContinueAsNew, DatabaseLost, Event, Evicted, Journal, Key, LeaseLost, Pending, Shutdown,
-                      Stale, _Stop, split_key)
+from . import branches
+from ..observe import hooks
+from ..store import queries
+from .. import serde
+from ..errors import CancellationRequested, LeaseLostError, NonDeterminismError, PayloadError
+from .journal import ContinueAsNew, DatabaseLost, Event, Evicted, Journal, Key, LeaseLost, Pending, Shutdown, Stale, _Stop, split_key
 from .registry import WorkflowDef
 
 if TYPE_CHECKING:
     from .context import Context
-    from .engine import Engine
+    from ..engine import Engine
 
 log = logging.getLogger("durable.executor")
 
@@ -95,7 +97,7 @@ def _latency(db_now: float | None, finished_at: float | None) -> float | None:
 class Execution(Journal):
     def __init__(self, engine: "Engine", claim: dict[str, Any], wf: WorkflowDef,
                  history: list[Event]) -> None:
-        from .context import Context as _Context  # cycle: context uses Execution's API
+        from .context import Context as _Context
 
         self._wlock = asyncio.Lock()
         self._wlock_owner = None

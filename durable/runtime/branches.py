@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from .errors import DurableError
+from ..errors import DurableError
 
 # The branch that owns the tasks created now: the running workflow task's branch, or None
 # in engine code (a durable operation's own work, the engine's tasks, step code).

@@ -11,7 +11,7 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from durable.config import EngineSettings
-from durable.db import validate_dsn
+from durable.store.connections import validate_dsn
 from durable.errors import ConfigurationError
 
 DEFAULT_METRICS_PORT = 9464
@@ -44,7 +44,7 @@ class DispatcherSettings(BaseModel):
     @classmethod
     def _duration(cls, v: Any) -> Any:
         if isinstance(v, str):
-            from durable.retention import parse_duration
+            from durable.store.retention import parse_duration
 
             try:
                 return parse_duration(v)

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from . import hooks
-from .metrics_export import MetricsServer, QueueCollector, _label, serve
+from .exposition import MetricsServer, QueueCollector, _label, serve
 
 log = logging.getLogger("durable.metrics")
 

@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Sequence
 
-from . import branches, hooks, queries, serde
-from .errors import (CancellationRequested, ChildCancelledError, ChildFailedError, ConfigurationError, DurableError,
-                     RunConflictError, RunNotFoundError, SignalTimeoutError, StepError,
-                     StepTimeoutError, WorkflowNotFoundError, PayloadError)
-from .executor import ContinueAsNew, Outcome, Shutdown, Waiter, _Stop
+from . import branches
+from ..observe import hooks
+from ..store import queries
+from .. import serde
+from ..errors import CancellationRequested, ChildCancelledError, ChildFailedError, ConfigurationError, DurableError, RunConflictError, RunNotFoundError, SignalTimeoutError, StepError, StepTimeoutError, WorkflowNotFoundError, PayloadError
+from .execution import ContinueAsNew, Outcome, Shutdown, Waiter, _Stop
 from .journal import Event, Key, split_key
 from .registry import StepDef, WorkflowDef, as_step, resolve
-from .retry import DEFAULT_STEP_RETRY, RetryPolicy
+from ..retry import DEFAULT_STEP_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
-    from .executor import Execution
+    from .execution import Execution
 
 _MAX_SECONDS = 10 * 365 * 86400.0
 

@@ -103,10 +103,10 @@ async def worker(dsn: str, schema: str) -> None:
         while True:
             cmd = await commands.get()
             if cmd == "count":
-                print("count", len(engine.active), len(engine.parked), len(engine.loading), flush=True)
+                print("count", len(engine.runs.active), len(engine.runs.parked), len(engine.runs.loading), flush=True)
             elif cmd == "arm":
                 print("armed", flush=True)
-                while engine.active or engine.parked or engine.loading:
+                while engine.runs.active or engine.runs.parked or engine.runs.loading:
                     await asyncio.sleep(0.002)
                 print("stopped", repr(time.time()), flush=True)
             elif cmd == "exit":

@@ -27,7 +27,7 @@ from typing import Any
 
 import durable
 from durable.observe import hooks
-from durable.store import queries
+from durable.store.statements import SQL
 from durable.store.connections import connect
 
 from bench.common import bench_schema, progress, run
@@ -70,7 +70,7 @@ async def claim_ms(conn: Any, repeat: int = 9) -> float:
     for _ in range(repeat):
         async with conn.transaction(force_rollback=True):
             t0 = time.perf_counter()
-            got = await (await conn.execute(queries.CLAIM_DUE, params)).fetchall()
+            got = await (await conn.execute(SQL["claim_due"], params)).fetchall()
             times.append((time.perf_counter() - t0) * 1000)
         if len(got) != 50:
             raise RuntimeError(f"the claim returned {len(got)} runs, not 50")

@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 import durable
+from durable.runtime import keys
 from durable import ApplicationError, ChildFailedError, RetryPolicy, SignalTimeoutError, StepError
 
 FAST_RETRY = RetryPolicy(initial_interval=0.1, backoff=1.0, max_attempts=4)
@@ -95,7 +96,7 @@ class Probe:
         self.ex, self.pos, self.name = ctx._ex, pos, name
 
     def attempt(self) -> int:
-        evs = self.ex.by_pos.get(self.pos) or ()
+        evs = self.ex.journal.at(self.pos) or ()
         return 1 + max((e.data.get("attempt", 0) for e in evs if e.kind == "step_retry"), default=0)
 
 
@@ -104,7 +105,7 @@ async def work(probe: Probe, value: int, mode: str, nap: float) -> int:
     ex = probe.ex
     attempt = probe.attempt()
     base = {"run": str(ex.run_id), "pos": probe.pos, "name": probe.name, "attempt": attempt,
-            "pid": os.getpid(), "token": ex.token}
+            "pid": os.getpid(), "token": ex.journal.token}
     m0 = time.monotonic()
     _record({"ev": "start", **base, "t": time.time(), "m": m0})
     ok = False
@@ -124,9 +125,7 @@ async def work(probe: Probe, value: int, mode: str, nap: float) -> int:
 def _next_key(ctx: durable.Context) -> Any:
     """The key of the next durable operation of the calling branch: an int position, or a
     branch operation key like "0.1:2" when the engine keys concurrent branches."""
-    if hasattr(ctx, "_branch"):
-        return ctx._branch().next_key()
-    return ctx._pos
+    return keys.branch(ctx._ex).next_key()
 
 
 async def rstep(ctx: durable.Context, name: str, value: int, *, mode: str = "ok", nap: float = 0.0,

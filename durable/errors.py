@@ -74,6 +74,10 @@ class RunFailedError(DurableError):
         super().__init__(f"run {run_id} failed: {self.type}: {self.message}")
 
 
+class RunFinishedError(DurableError):
+    """The run already finished; signals go to running runs only."""
+
+
 class RunCancelledError(DurableError):
     """The awaited run was cancelled. `reason` is e.g. 'cancelled' or 'parent_cancelled'."""
 
@@ -87,22 +91,13 @@ class RunTimeoutError(DurableError, TimeoutError):
     """Waiting for a run's result took longer than the caller's timeout (the run goes on)."""
 
 
-class NotTerminalError(DurableError):
-    """The run has no result yet."""
-
-
-class LeaseLostError(DurableError):
-    """This process no longer holds the run's lease (another process claimed it, or the run
-    was cancelled). The execution stops; nothing was written."""
-
-
 # --- workflow-side --------------------------------------------------------------------
 
 
 class NonDeterminismError(DurableError):
     """The workflow code no longer matches the run's journaled history."""
 
-    def __init__(self, run_id: Any, position: int, expected: str, found: str) -> None:
+    def __init__(self, run_id: Any, position: int | str, expected: str, found: str) -> None:
         self.run_id = run_id
         self.position = position
         self.expected = expected

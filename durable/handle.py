@@ -3,46 +3,35 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from .engine import Engine
+from .runtime.cancel import CancelResult
+from .store.rows import RunInfo
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
-class RunInfo:
-    """A run's row as stored (status, input, result or error, lease, timing)."""
-
-    id: uuid.UUID
-    root_id: uuid.UUID
-    parent_id: uuid.UUID | None
-    chain_root_id: uuid.UUID
-    continued_to: uuid.UUID | None
-    workflow: str
-    version: int
-    queue: str
-    status: str
-    input: Any
-    result: Any
-    error: Any
-    attempt: int
-    depth: int
-    lease_owner: str | None
-    lease_token: int | None
-    lease_expires_at: datetime | None
-    next_wakeup_at: datetime | None
-    cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+__all__ = ["RunHandle", "RunInfo"]
 
 
-class RunHandle:
-    """A reference to a run: wait for its result, read its status, signal or cancel it."""
+class _Engine(Protocol):
+    async def result(self, run_id: uuid.UUID, *, timeout: float | None = None,
+                     workflow: str | None = None) -> Any: ...
 
-    def __init__(self, engine: "Engine", run_id: uuid.UUID, workflow: str | None) -> None:
+    async def info(self, run_id: uuid.UUID) -> RunInfo: ...
+
+    async def signal(self, run_id: uuid.UUID | str, name: str, payload: Any = None, *,
+                     delivery_id: str | None = None) -> bool: ...
+
+    async def cancel(self, run_id: uuid.UUID | str, *, graceful: bool = False,
+                     reason: str = "cancelled") -> CancelResult: ...
+
+
+class RunHandle(Generic[T]):
+    """A reference to a run: wait for its result, read its status, signal or cancel it.
+    ``T`` is the workflow's result type when the handle came from starting a typed
+    workflow (``engine.start(order_flow, ...)``)."""
+
+    def __init__(self, engine: _Engine, run_id: uuid.UUID, workflow: str | None) -> None:
         self.engine = engine
         self.run_id = run_id
         self.workflow = workflow
@@ -50,9 +39,10 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id}, workflow={self.workflow!r})"
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> T:
         """Wait (event-driven) for the run, following continue-as-new, and return its result."""
-        return await self.engine.result(self.run_id, timeout=timeout, workflow=self.workflow)
+        result: T = await self.engine.result(self.run_id, timeout=timeout, workflow=self.workflow)
+        return result
 
     async def info(self) -> RunInfo:
         return await self.engine.info(self.run_id)
@@ -63,5 +53,5 @@ class RunHandle:
     async def signal(self, name: str, payload: Any = None, *, delivery_id: str | None = None) -> bool:
         return await self.engine.signal(self.run_id, name, payload, delivery_id=delivery_id)
 
-    async def cancel(self, *, graceful: bool = False) -> int:
+    async def cancel(self, *, graceful: bool = False) -> CancelResult:
         return await self.engine.cancel(self.run_id, graceful=graceful)

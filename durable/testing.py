@@ -8,20 +8,17 @@ waiting. Leases keep using the real clock, so advancing time never expires a lea
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-from psycopg import sql
-
+from .engine import Engine
 from .errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .store.events import db_now
+from .store.lifecycle import set_clock_offset
 
 
 class TimeControl:
     """``async with TimeControl(engine) as clock: await clock.advance(3600)``."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.offset = 0.0
 
@@ -47,22 +44,18 @@ class TimeControl:
 
     async def _set(self, offset: float) -> None:
         e = self.engine
-        body = f"SELECT now() + make_interval(secs => {float(offset)!r})"
-        stmt = sql.SQL("CREATE OR REPLACE FUNCTION durable_now() RETURNS timestamptz "
-                       "LANGUAGE sql STABLE AS {}").format(sql.Literal(body))
-        async with e.pool.connection() as conn:
-            await conn.execute(stmt)
+        pool = e._require_open()
+        async with pool.connection() as conn:
+            await set_clock_offset(conn, offset)
         # parked runs with local timers and due runs elsewhere: look again now
-        for run_id in list(e.parked):
-            e._spawn(e.claim_one(run_id, "local"))
-        e.kick_claimer()
-        timeouts = getattr(e, "timeouts", None)
-        if timeouts is not None:  # overdue runs: expire them now, not at the next round
-            timeouts.kick()
+        e.runs.wake_all_parked()
+        if e.claimer is not None:
+            e.claimer.kick()
+        if e.timeouts is not None:  # overdue runs: expire them now, not at the next round
+            e.timeouts.kick()
 
     async def now(self) -> float:
         """The engine's clock (epoch seconds), offset included."""
-        async with self.engine.pool.connection() as conn:
-            row = await (await conn.execute("SELECT extract(epoch FROM durable_now())::float8")).fetchone()
-        return float(row[0])  # type: ignore[index]
+        async with self.engine._require_open().connection() as conn:
+            return await db_now(conn)
 

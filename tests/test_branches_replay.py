@@ -399,3 +399,34 @@ async def test_a_graceful_shutdown_inside_a_taskgroup_hands_the_run_over(db):
             await c.signal(h.run_id, "go", "went")
             assert await h.result(timeout=RUN_TIMEOUT_S) == ["slow", "next", "went"]
         assert W.EXECUTED[f"{tag}|slow"] == 1 and W.EXECUTED[f"{tag}|next"] == 1
+
+
+async def test_giving_a_lease_back_waits_for_a_journal_write_in_flight(db):
+    """A shutdown gives a run's lease back while a journal write is held up (another
+    transaction locks the run row): the write has taken its seqs (buffered step outcomes
+    and a child start) and is then cancelled with the execution. The release took the next
+    seqs at once, the cancelled write gave its own back, and the journal was left with a
+    gap ('journal seqs not contiguous', first seen in the random-crash property test). The
+    release now waits for the write in flight to end."""
+    tag = uuid.uuid4().hex[:10]
+    async with client(db) as c:
+        first = await executor(db).open()
+        h = await first.start(W.give_back_flow, tag)
+        lock = await db.conn(autocommit=False)
+        try:
+            await lock.execute("SELECT 1 FROM durable_runs WHERE id = %s FOR UPDATE", (h.run_id,))
+            W.GATE.setdefault(tag, asyncio.Event()).set()  # both branches go on: the next write waits
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while first.runs.active[h.run_id].journal.io == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            closing = asyncio.ensure_future(first.close(grace=0))
+            await asyncio.sleep(0.2)
+        finally:
+            await lock.rollback()
+            await lock.close()
+        await closing
+        async with executor(db):
+            assert await c.get_handle(h.run_id).result(timeout=RUN_TIMEOUT_S) == ["slow", "child"]
+        evs = await journal(c, h.run_id)
+    seqs = [e[0] for e in evs]
+    assert seqs == list(range(1, len(evs) + 1)), f"journal seqs not contiguous: {seqs}\n{show(evs)}"

@@ -203,7 +203,7 @@ async def test_two_runs_wait_on_one_child_m_to_n(engine, db):
     for rid in (p1.run_id, p2.run_id):
         assert (await rows(db, "SELECT status, lease_token, lease_expires_at FROM durable_runs WHERE id = %s",
                            rid)) == [("suspended", None, None)]
-        assert rid not in engine.active
+        assert rid not in engine.runs.active
     assert await rows(db, "SELECT target_id, waiter_id FROM durable_waiters") == [(shared, p2.run_id)]
     await engine.signal(shared, "go", 1)
     want = {"n": 101, "pid": os.getpid()}

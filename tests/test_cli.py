@@ -18,6 +18,7 @@ import wf_cli
 
 import durable
 from durable.cli import commands as cli
+from durable.cli.common import STATUSES
 from durable.cli.output import Out, use_color
 from durable.store.migrate import LATEST_VERSION
 
@@ -139,7 +140,7 @@ async def test_runs_filters_and_paging(db, engine):
     human = (await run_cli(db, "runs", "--limit", "3")).out.splitlines()
     assert human[0].split() == ["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"]
     col = human[0].index("STATUS")
-    assert all(line[col:].split()[0] in cli.STATUSES for line in human[1:4])
+    assert all(line[col:].split()[0] in STATUSES for line in human[1:4])
     assert "--cursor" in human[-1] and "\x1b[" not in "\n".join(human)  # no colours off a terminal
 
 

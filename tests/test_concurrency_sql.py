@@ -125,7 +125,7 @@ async def test_heartbeat_racing_cancel_cascades_never_deadlocks(db):
             async def all_running() -> bool:
                 (n,), = await rows(db, "SELECT count(*) FROM durable_runs WHERE root_id = ANY(%s) AND depth = 1 "
                                        "AND status = 'running'", ids)
-                held = sum(1 for ex in list(engine.active.values()) if ex.root_id in ids and ex.token is not None)
+                held = sum(1 for ex in list(engine.runs.active.values()) if ex.root_id in ids and ex.token is not None)
                 return n == fan * trees_per_batch and held >= fan * trees_per_batch
             await until(all_running, 20, what=f"batch {b}: every child to be in its long step")
 
@@ -165,11 +165,11 @@ async def test_heartbeat_is_not_blocked_by_one_locked_run(db, engine):
     b = await engine.start(W.busy, tag_b)
 
     async def both_held() -> bool:
-        return all(r in engine.active and engine.active[r].token is not None for r in (a.run_id, b.run_id)) and \
+        return all(r in engine.runs.active and engine.runs.active[r].token is not None for r in (a.run_id, b.run_id)) and \
             [s for s, in await rows(db, "SELECT status FROM durable_runs WHERE id = ANY(%s)",
                                     [a.run_id, b.run_id])] == ["running", "running"]
     await until(both_held, 10, what="both runs to be in their long step")
-    token_a = engine.active[a.run_id].token
+    token_a = engine.runs.active[a.run_id].token
 
     locker = await db.conn(autocommit=False)
     await locker.execute("SELECT 1 FROM durable_runs WHERE id = %s FOR UPDATE", (a.run_id,))
@@ -183,12 +183,12 @@ async def test_heartbeat_is_not_blocked_by_one_locked_run(db, engine):
         (after,), = await rows(db, "SELECT lease_expires_at FROM durable_runs WHERE id = %s", b.run_id)
         assert after > before, "B's lease was not renewed"
         assert lost == 0
-        assert a.run_id in engine.active and engine.active[a.run_id].token == token_a, "A was treated as lost"
+        assert a.run_id in engine.runs.active and engine.runs.active[a.run_id].token == token_a, "A was treated as lost"
     finally:
         await locker.rollback()
         await locker.close()
     assert await engine.heartbeat.beat() == 0
-    assert a.run_id in engine.active and engine.active[a.run_id].token == token_a
+    assert a.run_id in engine.runs.active and engine.runs.active[a.run_id].token == token_a
     for t in (tag_a, tag_b):
         W.RELEASE.setdefault(t, asyncio.Event()).set()
     assert await a.result(timeout=10) == tag_a

@@ -20,7 +20,7 @@ import pytest
 
 import durable
 from durable.observe import hooks
-from durable.runtime.lifecycle import retry_run_id
+from durable.runtime.renew import retry_run_id
 
 import wf_concurrency_waits as wf
 from dbhelpers import until

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 import durable
-from durable.store import queries
+from durable.store.statements import SQL
 from wf_core import MarkJob, eventually, events, marks_flow, read_marks
 
 # --- a worker killed between steps --------------------------------------------------------
@@ -48,7 +48,7 @@ async def test_sigkill_between_steps_resumes_in_another_process(db, worker_procs
         (4, "step_completed", "core.mark")]
     assert [e[4]["result"] for e in evs] == [0, 10, True, 20, 30]
     # B claimed with a new fencing token; the dead process's token is worthless now
-    cur = await conn.execute(queries.APPEND_EVENT, (99, 99, None, "step_completed", "x", "{}", h.run_id, dead_token))
+    cur = await conn.execute(SQL["append_event"], (99, 99, None, "step_completed", "x", "{}", h.run_id, dead_token))
     assert cur.rowcount == 0
 
 
@@ -85,22 +85,22 @@ async def test_concurrent_claims_one_winner(db):
     for _ in range(5):
         run_id = await _pending_run(db)
         args = {"id": run_id, "workflows": ["core.marks:1"], "ttl": 30.0}
-        got = await asyncio.gather(*(c.execute(queries.CLAIM_ONE, {**args, "owner": f"p{i}"})
+        got = await asyncio.gather(*(c.execute(SQL["claim_one"], {**args, "owner": f"p{i}"})
                                      for i, c in enumerate(conns)))
         rows = [await cur.fetchall() for cur in got]
         assert sorted(len(r) for r in rows) == [0, 1]
         # the batch claim does not see it either while the lease is live
-        cur = await conns[0].execute(queries.CLAIM_DUE, _claim_args("p9"))
+        cur = await conns[0].execute(SQL["claim_due"], _claim_args("p9"))
         assert await cur.fetchall() == []
 
 
 async def test_lease_loser_writes_are_fenced(db):
     run_id = await _pending_run(db)
     ca, cb = await db.conn(), await db.conn()
-    cur = await ca.execute(queries.CLAIM_ONE, {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
+    cur = await ca.execute(SQL["claim_one"], {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
                                                "ttl": 30.0})
     ta = (await cur.fetchone())[10]
-    assert (await ca.execute(queries.APPEND_EVENT, (1, 0, None, "step_completed", "core.mark",
+    assert (await ca.execute(SQL["append_event"], (1, 0, None, "step_completed", "core.mark",
                                                           '{"attempt":1,"result":0}', run_id, ta))).rowcount == 1
     # A stalls past its lease; B's claim of the expired lease is still uncommitted when
     # A tries to write: A's fenced insert waits for B's row lock, then sees the new token
@@ -108,11 +108,11 @@ async def test_lease_loser_writes_are_fenced(db):
     cb_tx = await db.conn(autocommit=False)
     await cb_tx.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
                         (run_id,))
-    rows = await (await cb_tx.execute(queries.CLAIM_DUE, _claim_args("B"))).fetchall()
+    rows = await (await cb_tx.execute(SQL["claim_due"], _claim_args("B"))).fetchall()
     assert len(rows) == 1 and rows[0][12] == "running" and rows[0][14] == 1  # prev status, last seq
     tb = rows[0][10]
     assert tb > ta
-    a_write = asyncio.ensure_future(ca.execute(queries.APPEND_EVENT, (2, 1, None, "step_completed", "core.mark",
+    a_write = asyncio.ensure_future(ca.execute(SQL["append_event"], (2, 1, None, "step_completed", "core.mark",
                                                                       '{"attempt":1,"result":10}', run_id, ta)))
     await asyncio.sleep(0.3)
     assert not a_write.done()  # blocked on B's claim
@@ -120,22 +120,22 @@ async def test_lease_loser_writes_are_fenced(db):
     assert (await a_write).rowcount == 0  # zero rows: A lost the lease
 
     # every other write of A is fenced too
-    cur = await ca.execute(queries.APPEND_EVENTS, (run_id, ta, [2], [1], [None], ["step_completed"], ["core.mark"], ["{}"]))
+    cur = await ca.execute(SQL["append_events"], (run_id, ta, [2], [1], [None], ["step_completed"], ["core.mark"], ["{}"]))
     assert cur.rowcount == 0
-    cur = await ca.execute(queries.APPEND_TIMER_EVENT, {"seq": 2, "pos": 1, "op": None, "kind": "step_retry", "name": "core.mark",
+    cur = await ca.execute(SQL["append_timer_event"], {"seq": 2, "pos": 1, "op": None, "kind": "step_retry", "name": "core.mark",
                                                         "data": "{}", "delay": 1.0, "id": run_id, "token": ta})
     assert await cur.fetchone() is None
-    assert await (await ca.execute(queries.SUSPEND, (None, run_id, ta))).fetchone() is None
-    cur = await ca.execute(queries.HEARTBEAT, {"ttl": 30.0, "ids": [run_id], "tokens": [ta]})
+    assert await (await ca.execute(SQL["suspend"], (None, run_id, ta))).fetchone() is None
+    cur = await ca.execute(SQL["heartbeat"], {"ttl": 30.0, "ids": [run_id], "tokens": [ta]})
     assert await cur.fetchall() == []
-    assert (await (await ca.execute(queries.FINISH_RUN, (run_id, ta, "failed", None, '{"type":"X"}', 10)))
+    assert (await (await ca.execute(SQL["finish_run"], (run_id, ta, "failed", None, '{"type":"X"}', 10)))
             .fetchone())[0] is False
-    cur = await ca.execute(queries.START_CHILDREN, (run_id, ta, json.dumps([])))
+    cur = await ca.execute(SQL["start_children"], (run_id, ta, json.dumps([])))
     assert (await cur.fetchone())[0] is False
-    await ca.execute(queries.RELEASE, {"id": run_id, "token": ta})
+    await ca.execute(SQL["release"], {"id": run_id, "token": ta})
 
     # B goes on; the run is B's
-    assert (await cb.execute(queries.APPEND_EVENT, (2, 1, None, "step_completed", "core.mark",
+    assert (await cb.execute(SQL["append_event"], (2, 1, None, "step_completed", "core.mark",
                                                           '{"attempt":1,"result":10}', run_id, tb))).rowcount == 1
     evs = await events(cb, run_id)
     assert [(e[0], e[4]["result"]) for e in evs] == [(1, 0), (2, 10)]
@@ -169,7 +169,7 @@ async def test_engine_that_lost_its_lease_stops_and_appends_nothing(db):
             # another process takes the run over after (simulated) lease expiry
             await conn.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
                                (h.run_id,))
-            rows = await (await conn.execute(queries.CLAIM_DUE, {
+            rows = await (await conn.execute(SQL["claim_due"], {
                 **_claim_args("B"), "workflows": ["core.crash.gated:1"]})).fetchall()
             await conn.commit()
             assert len(rows) == 1
@@ -181,13 +181,13 @@ async def test_engine_that_lost_its_lease_stops_and_appends_nothing(db):
             assert await events(conn, h.run_id) == []
             info = await h.info()
             assert (info.status, info.lease_owner, info.lease_token) == ("running", "B", rows[0][10])
-            assert h.run_id not in a.active
+            assert h.run_id not in a.runs.active
     finally:
         detach()
 
 
 def _in_step(engine, run_id):
-    ex = engine.active.get(run_id)
+    ex = engine.runs.active.get(run_id)
     return ex is not None and ex.busy > 0
 
 
@@ -201,12 +201,12 @@ def _ended(seen, run_id):
 async def test_late_failure_never_overwrites_a_completion(db):
     run_id = await _pending_run(db)
     conn = await db.conn()
-    cur = await conn.execute(queries.CLAIM_ONE, {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
+    cur = await conn.execute(SQL["claim_one"], {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
                                                  "ttl": 30.0})
     ta = (await cur.fetchone())[10]
     await conn.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (run_id,))
-    tb = (await (await conn.execute(queries.CLAIM_DUE, _claim_args("B"))).fetchone())[10]
-    finish = lambda token, status, result, error: conn.execute(queries.FINISH_RUN, (
+    tb = (await (await conn.execute(SQL["claim_due"], _claim_args("B"))).fetchone())[10]
+    finish = lambda token, status, result, error: conn.execute(SQL["finish_run"], (
         run_id, token, status, result, error, 10))
     assert (await (await finish(tb, "completed", "[0]", None)).fetchone())[0] is True
     # the stale executor A, and B itself retrying, both try to fail the completed run

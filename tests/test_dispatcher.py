@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 import durable
-import durable.store.queries as queries
+from durable.store.statements import SQL
 from durable.store.connections import connect
 import wf_dispatch  # noqa: F401  (registers dispatch.* here too, to start runs by name)
 
@@ -398,7 +398,7 @@ async def test_idle_dispatcher_one_cheap_read_per_poll_and_no_writes(db, dispatc
                     seen[pid] = started
             await asyncio.sleep(0.025)
     assert len(seen) >= 2, "expected the pool and LISTEN backends to be visible"
-    text = durable.store.queries.CLAIM_DUE.strip()
+    text = SQL["claim_due"].strip()
     claim = text[:min(120, text.index("%"))]  # before its first parameter (the server shows $n)
     claims = sum(q.strip().startswith(claim) for q in statements)
     sweeps = sum(q.startswith("SELECT durable_expire_runs(") for q in statements)

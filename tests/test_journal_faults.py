@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import durable
-from durable.runtime.journal import Pending
+from durable.store.rows import Pending
 
 from dbhelpers import execute, new_engine, rows, status_of, until
 
@@ -82,7 +82,7 @@ async def test_give_back_after_a_lost_answer_writes_only_the_rest(db):
         await execute(db, "INSERT INTO durable_events (run_id, seq, root_id, kind, name, data) "
                        "SELECT id, 1, root_id, 'note', 'first', '\"one\"'::jsonb FROM durable_runs WHERE id = %s",
                    h.run_id)
-        await asyncio.wait_for(engine._release_soon(h.run_id, 4242, [first, second], 1), 4)
+        await asyncio.wait_for(engine.runs._release_soon(h.run_id, 4242, [first, second], 1), 4)
         got = await rows(db, "SELECT seq, name FROM durable_events WHERE run_id = %s ORDER BY seq", h.run_id)
         assert got == [(1, "first"), (2, "second")]
         assert await status_of(db, h.run_id) == "suspended"

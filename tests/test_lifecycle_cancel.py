@@ -11,8 +11,8 @@ import pytest
 
 import durable
 from durable.observe import hooks
-from durable.store import queries
-from durable.runtime.lifecycle import CancelResult
+from durable.store.statements import SQL
+from durable import CancelResult
 
 from wf_lifecycle import (CALLS, SpawnSpec, TreeSpec, await_child, busy_tagged, cancel_child_flow, eventually, parent_of_quick, rows,
                           sleeper, spawner, status_of, tree)
@@ -50,9 +50,9 @@ async def test_cascade_depth_12_cancels_depth_10_and_reports_the_rest(db, caplog
             await eventually(built, 60, what="the whole tree to be started and waiting")
             executing = await rows(conn, "SELECT id FROM durable_runs WHERE status = 'running'")
             assert executing, "some leaves are executing long steps"
-            assert any(r in ex_engine.parked for r, in await rows(conn, "SELECT id FROM durable_runs WHERE "
+            assert any(r in ex_engine.runs.parked for r, in await rows(conn, "SELECT id FROM durable_runs WHERE "
                                                                   "status = 'suspended'"))
-            with caplog.at_level(logging.WARNING, logger="durable.lifecycle"):
+            with caplog.at_level(logging.WARNING, logger="durable.runtime.cancel"):
                 res = await client.cancel(root.run_id)
             assert isinstance(res, CancelResult)
             by_depth = dict(await rows(conn, "SELECT depth, count(*) FROM durable_runs GROUP BY depth"))
@@ -76,7 +76,7 @@ async def test_cascade_depth_12_cancels_depth_10_and_reports_the_rest(db, caplog
                                          "GROUP BY run_id", cancelled))
             # told by notification: every executor of a cancelled run stops (the long steps
             # would take an hour), parked coroutines are dropped
-            await eventually(lambda: not any(r in ex_engine.active or r in ex_engine.parked for r in cancelled),
+            await eventually(lambda: not any(r in ex_engine.runs.active or r in ex_engine.runs.parked for r in cancelled),
                              10, what="executors of cancelled runs to stop")
             await asyncio.sleep(0.5)
             assert dict(await rows(conn, "SELECT run_id, max(seq) FROM durable_events WHERE run_id = ANY(%s) "
@@ -84,7 +84,7 @@ async def test_cascade_depth_12_cancels_depth_10_and_reports_the_rest(db, caplog
             # the deeper runs were left alone and still execute
             deep_running = [r for r, in await rows(conn, "SELECT id FROM durable_runs WHERE depth > 10 "
                                                          "AND status = 'running'")]
-            assert all(r in ex_engine.active for r in deep_running)
+            assert all(r in ex_engine.runs.active for r in deep_running)
             # cleanup: the truncated ones, by hand as the warning says
             for r, in await rows(conn, "SELECT id FROM durable_runs WHERE depth = 11"):
                 assert await client.cancel(r) >= 1
@@ -132,7 +132,7 @@ async def test_executors_in_another_process_stop_and_cannot_write(db, worker_pro
                 await h.result(timeout=5)
             assert err.value.reason == "cancelled"
         for run_id, token in tokens.items():
-            cur = await conn.execute(queries.APPEND_EVENT, (1, 0, None, "step_completed", "stoppable", "{}", run_id, token))
+            cur = await conn.execute(SQL["append_event"], (1, 0, None, "step_completed", "stoppable", "{}", run_id, token))
             assert cur.rowcount == 0
         (n,), = await rows(conn, "SELECT count(*) FROM durable_events")
         assert n == 0
@@ -246,7 +246,7 @@ async def test_child_completing_while_parent_is_cancelled_with_executors(engine,
                 if status == "completed":
                     assert result is not None
     assert not [r for r in caplog.records if "deadlock" in r.getMessage().lower()]
-    await eventually(lambda: not engine.active and not engine.parked, 10, what="executions to end")
+    await eventually(lambda: not engine.runs.active and not engine.runs.parked, 10, what="executions to end")
 
 
 async def test_cancel_child_from_the_parent(engine):

@@ -52,7 +52,7 @@ async def test_graceful_cancel_interrupts_the_wait_and_compensates(cold, mode):
 
 async def test_graceful_cancel_during_a_step_is_seen_at_the_next_operation(engine):
     h = await engine.start(graceful, "step")
-    await eventually(lambda: h.run_id in engine.active, 10, what="the step to run")
+    await eventually(lambda: h.run_id in engine.runs.active, 10, what="the step to run")
     await engine.cancel(h.run_id, graceful=True)
     with pytest.raises(durable.RunCancelledError):
         await h.result(timeout=20)

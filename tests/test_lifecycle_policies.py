@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import durable
-from durable.runtime.lifecycle import retry_run_id
+from durable.runtime.renew import retry_run_id
 from durable.testing import TimeControl
 
 from wf_lifecycle import (CALLS, PolicySpec, RetrySpec, TimeoutSpec, eventually, policy_parent, retry_parent, rows,
@@ -30,7 +30,7 @@ async def test_terminate_cancels_the_child_when_the_parent_ends(engine, end):
     with pytest.raises(durable.RunCancelledError) as err:
         await engine.get_handle(child_id).result(timeout=10)
     assert err.value.reason == "parent_closed"
-    await eventually(lambda: not engine.active and not engine.parked, 10, what="the child's execution to stop")
+    await eventually(lambda: not engine.runs.active and not engine.runs.parked, 10, what="the child's execution to stop")
 
 
 async def test_request_cancel_lets_the_child_compensate(engine):
@@ -117,7 +117,7 @@ async def test_child_timeout_fails_it_and_its_children_follow_their_policies(eng
             assert status == "suspended"
             await engine.signal(gid, "go")
             assert await g.result(timeout=10) == "finished"
-        await eventually(lambda: not engine.active and not engine.parked, 10, what="executions to stop")
+        await eventually(lambda: not engine.runs.active and not engine.runs.parked, 10, what="executions to stop")
 
 
 async def test_top_level_run_timeout(engine):

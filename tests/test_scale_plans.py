@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any, Iterator
 
-from durable.store import queries
+from durable.store.statements import SQL
 
 from dbhelpers import execute, new_engine, rows
 
@@ -48,7 +48,7 @@ async def test_claim_reads_o_batch_rows_with_a_100k_backlog(db):
     conn = await db.conn()
     try:
         async with conn.transaction(force_rollback=True):
-            cur = await conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM_DUE, params)
+            cur = await conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + SQL["claim_due"], params)
             doc = (await cur.fetchone())[0]
     finally:
         await conn.close()
@@ -92,10 +92,10 @@ async def test_fan_in_reads_only_new_outcomes_with_a_long_writer_open(db):
         conn = await db.conn()
         try:
             async with conn.transaction(force_rollback=True):
-                cur = await conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.FINISHED_CHILDREN,
+                cur = await conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + SQL["finished_children"],
                                          {"parent": parent, "read": []})
                 doc = (await cur.fetchone())[0]
-                got = await (await conn.execute(queries.FINISHED_CHILDREN, {"parent": parent, "read": []})).fetchone()
+                got = await (await conn.execute(SQL["finished_children"], {"parent": parent, "read": []})).fetchone()
         finally:
             await conn.close()
         plan = (doc if isinstance(doc, list) else json.loads(doc))[0]["Plan"]

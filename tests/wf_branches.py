@@ -183,3 +183,30 @@ async def taskgroup_shutdown_flow(ctx: durable.Context, tag: str) -> list[str]:
         a = tg.create_task(steps())
         b = tg.create_task(ctx.wait_signal("go"))
     return [*a.result(), b.result()]
+
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+@durable.step("branches.gate")
+async def gate_step(tag: str) -> str:
+    await GATE.setdefault(tag, asyncio.Event()).wait()
+    return tag
+
+
+@durable.workflow("branches.give_back")
+async def give_back_flow(ctx: durable.Context, tag: str) -> list[str]:
+    """Two branches pass a gate (their outcomes are buffered), then one starts a child and
+    the other runs a step: the first journal write after the gate is the one the test
+    holds up."""
+
+    async def b() -> str:
+        await ctx.step(gate_step, tag)
+        ref = await ctx.start_child(echo, "child")
+        return await ref
+
+    async def a() -> str:
+        await ctx.step(gate_step, tag)
+        return await ctx.step(value_step, tag, "slow", 0)
+
+    return list(await asyncio.gather(a(), b()))

@@ -42,7 +42,7 @@ async def multi(ctx: durable.Context, spec: dict) -> int:
     total = 0
     for i in range(spec["steps"]):
         ex = ctx._ex  # the current execution: its lease token and process, for the overlap check
-        total += await ctx.step(record, str(ctx.run_id), i, ex.token, ex.engine.owner, spec.get("sleep", 0.0))
+        total += await ctx.step(record, str(ctx.run_id), i, ex.journal.token, ex.host.owner, spec.get("sleep", 0.0))
     return total
 
 

@@ -3,7 +3,8 @@
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
 :data:`EXIT_CODES` and in ``durable --help``. The read-only views (runs, show, tree) live
-in ``cli_inspect``, output formatting in ``cli_output``, the demo in ``demo``.
+in ``durable.cli.inspect``, output formatting in ``durable.cli.output``, the demo in
+``durable.cli.demo``, what the commands share in ``durable.cli.common``.
 """
 
 from __future__ import annotations
@@ -11,135 +12,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
-import os
 import sys
 import traceback
 import uuid
 import warnings
-from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import psycopg
 from pydantic_core import to_jsonable_python
 
-from ..store import connections as db, migrate, retention
+from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError,
+                      RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
+                      SchemaVersionError, WorkflowNotFoundError)
+from ..store import migrate, retention
+from . import inspect as cli_inspect
+from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
+                     connection, engine, import_modules, parse_json, run_id, seconds, settings)
+from .demo import run_demo
 from .output import Out, duration, error_line
-from ..config import EngineSettings
-from ..errors import ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError, RunCancelledError, RunFailedError, RunNotFoundError, RunTimeoutError, SchemaVersionError, WorkflowNotFoundError
-
-OK, FAILED, USAGE, NOT_FOUND, DB_UNAVAILABLE, TIMEOUT = 0, 1, 2, 3, 4, 5
-EXIT_CODES = {
-    OK: "success",
-    FAILED: "the run failed or was cancelled (wait, start --wait), or a signal went to a finished run",
-    USAGE: "bad usage or input (arguments, JSON, durations, run ids, unknown workflow)",
-    NOT_FOUND: "no such run",
-    DB_UNAVAILABLE: "database unreachable, or the schema is not migrated",
-    TIMEOUT: "wait timed out (the run goes on)",
-}
-STATUSES = ("pending", "running", "suspended", "completed", "failed", "cancelled", "continued")
-
-
-class CliError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# --- argument helpers -------------------------------------------------------------------
-
-
-def run_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text.strip())
-    except (ValueError, AttributeError):
-        raise CliError(USAGE, f"{text!r} is not a run id: run ids are UUIDs such as "
-                              "3f2b9c1e-8d4a-4f0e-9b7c-2a1d5e6f7a8b (list them with `durable runs`)") from None
-
-
-def parse_json(text: str | None, what: str) -> Any:
-    """JSON from the argument, ``@path`` (a file) or ``-`` (stdin); None when not given."""
-    if text is None:
-        return None
-    source = text
-    if text == "-":
-        source = sys.stdin.read()
-    elif text.startswith("@"):
-        try:
-            with open(text[1:], encoding="utf-8") as f:
-                source = f.read()
-        except OSError as exc:
-            raise CliError(USAGE, f"{what}: cannot read {text[1:]!r}: {exc.strerror}") from None
-    try:
-        return json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise CliError(USAGE, f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-                              f"{source[:80]!r}. Quote it for the shell, e.g. --{what.split()[0]} "
-                              "'{\"order_id\": 42}'") from None
-
-
-def seconds(text: str | None, what: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        return retention.parse_duration(text, what)
-    except ConfigurationError as exc:
-        raise CliError(USAGE, str(exc)) from None
-
-
-def import_modules(names: list[str]) -> list[str]:
-    """Import the modules defining workflows (--module and DURABLE_MODULES)."""
-    env = os.environ.get("DURABLE_MODULES", "")
-    wanted = [m for m in names] + [m for m in env.replace(",", " ").split() if m]
-    if wanted and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you are importable
-    for name in dict.fromkeys(wanted):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            raise CliError(USAGE, f"could not import workflow module {name!r} (from --module or DURABLE_MODULES): "
-                                  f"{type(exc).__name__}: {exc}") from None
-    return wanted
-
-
-# --- database access --------------------------------------------------------------------
-
-
-def settings(args: argparse.Namespace) -> EngineSettings:
-    return EngineSettings.build(dsn=args.dsn, schema=args.schema, connect_timeout_s=args.connect_timeout)
-
-
-@contextlib.asynccontextmanager
-async def connection(args: argparse.Namespace, *, check: bool = True) -> AsyncIterator[Any]:
-    s = settings(args)
-    dsn = await db.resolve_dsn(s.dsn, data_dir=s.data_dir)
-    conn = await db.connect(dsn, schema=s.schema_name, timeout=s.connect_timeout_s)
-    try:
-        if check:
-            await migrate.check_schema(conn, s.schema_name)
-        yield conn
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def engine(args: argparse.Namespace, *, execute: bool = False) -> AsyncIterator[Any]:
-    from ..engine import Engine
-
-    e = Engine(args.dsn, schema=args.schema, execute=execute, migrate=False, pool_size=3, metrics=False,
-               connect_timeout_s=args.connect_timeout)
-    async with e:
-        yield e
-
-
-async def fetch(conn: Any, query: str, params: Any = None) -> list[dict[str, Any]]:
-    cur = await conn.execute(query, params)
-    names = [c.name for c in cur.description] if cur.description else []
-    return [dict(zip(names, row)) for row in await cur.fetchall()]
-
 
 # --- commands -------------------------------------------------------------------------------
 
@@ -232,8 +124,6 @@ async def cmd_cancel(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_signal(args: argparse.Namespace, out: Out) -> int:
-    from ..runtime.lifecycle import RunFinishedError
-
     rid = run_id(args.run)
     payload = parse_json(args.payload, "payload JSON")
     async with engine(args) as e:
@@ -264,8 +154,6 @@ async def cmd_gc(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, out: Out) -> int:
-    from .demo import run_demo
-
     return await run_demo(args.dsn, args.schema, out, connect_timeout=args.connect_timeout)
 
 
@@ -356,8 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
 def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
     if name in ("runs", "show", "tree"):
-        from . import inspect as cli_inspect
-
         return getattr(cli_inspect, f"cmd_{name}")
     return globals()[f"cmd_{name}"]
 

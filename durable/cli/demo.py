@@ -13,15 +13,17 @@ import hashlib
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..engine import Engine
+from ..errors import RunFailedError, RunTimeoutError
 from ..observe import hooks
+from ..retry import RetryPolicy
 from ..runtime.context import Context
 from ..runtime.registry import step, workflow
-from ..retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from .output import Out
+from ..store import connections as db
+from ..store.embedded import default_data_dir
+from .output import Out, duration
 
 ORDERS = ["A-1001", "A-1002", "A-1003"]
 FLAKY_ORDER = "A-1002"
@@ -104,8 +106,6 @@ class _Progress:
                        f"{c(who.ljust(14), 'bold')} {text}")
 
     def __call__(self, ev: hooks.HookEvent) -> None:
-        from .output import duration
-
         if ev.name == "child.started" and ev["parent_run_id"] == self.parent:
             label = f"order {self.orders[len(self.labels)]}" if len(self.labels) < len(self.orders) else "child"
             self.labels[ev["child_run_id"]] = label
@@ -132,16 +132,10 @@ class _Progress:
 async def run_demo(dsn: str | None, schema: str | None, out: Out, *, connect_timeout: float = 10.0,
                    timeout: float = 120.0) -> int:
     """Run the demo; returns a CLI exit code (0 completed, 1 failed, 5 timed out)."""
-    from ..store import connections as db
-    from ..engine import Engine
-    from ..errors import RunFailedError, RunTimeoutError
-
     c = out.c
     out.print(c("durable demo", "bold") + f": a checkout of {len(ORDERS)} orders — steps, one child run per "
                                           "order, a retry that recovers")
     if dsn is None and not os.environ.get("DURABLE_DSN"):
-        from ..store.embedded import default_data_dir
-
         out.print(c(f"  using embedded PostgreSQL in {default_data_dir()} (its first start takes a few seconds)",
                     "dim"))
     progress = _Progress(out, ORDERS)

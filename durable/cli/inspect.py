@@ -7,62 +7,34 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from .commands import OK, STATUSES, USAGE, CliError, connection, fetch, run_id, seconds
-from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
 from ..errors import RunNotFoundError
-
-_RUNS_COLUMNS = """id, workflow, version, queue, status, parent_id, root_id, created_at, started_at,
-       finished_at, error->>'type' AS error_type, now() AS db_now"""
+from ..store import inspect as store_inspect
+from ..store.rows import RunFilter, TreeRow
+from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
+from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
 
 
 async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
-    where, params = [], []
     statuses = [s.strip() for part in args.status for s in part.split(",") if s.strip()]
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise CliError(USAGE, f"unknown status {bad[0]!r}: use one of {', '.join(STATUSES)}")
-    if statuses:
-        where.append("status = ANY(%s)")
-        params.append(statuses)
-    if args.workflow:
-        if "*" in args.workflow:
-            where.append("workflow LIKE %s")
-            params.append(args.workflow.replace("%", r"\%").replace("_", r"\_").replace("*", "%"))
-        else:
-            where.append("workflow = %s")
-            params.append(args.workflow)
-    if args.queue:
-        where.append("queue = %s")
-        params.append(args.queue)
-    if args.parent:
-        where.append("parent_id = %s")
-        params.append(run_id(args.parent))
-    if args.root:
-        where.append("root_id = %s")
-        params.append(run_id(args.root))
-    if args.top_level:
-        where.append("parent_id IS NULL")
-    older, newer = seconds(args.older_than, "--older-than"), seconds(args.newer_than, "--newer-than")
-    if older is not None:
-        where.append("created_at < now() - make_interval(secs => %s)")
-        params.append(older)
-    if newer is not None:
-        where.append("created_at >= now() - make_interval(secs => %s)")
-        params.append(newer)
+    before = None
     if args.cursor:
         ts, _, cid = args.cursor.rpartition(",")
         try:
-            cursor = (datetime.fromisoformat(ts), uuid.UUID(cid))
+            before = (datetime.fromisoformat(ts), uuid.UUID(cid))
         except ValueError:
             raise CliError(USAGE, f"--cursor {args.cursor!r} is not a cursor printed by `durable runs`") from None
-        where.append("(created_at, id) < (%s, %s)")
-        params.extend(cursor)
     if not 1 <= args.limit <= 10_000:
         raise CliError(USAGE, f"--limit must be between 1 and 10000, got {args.limit}")
-    query = (f"SELECT {_RUNS_COLUMNS} FROM durable_runs" + (" WHERE " + " AND ".join(where) if where else "")
-             + " ORDER BY created_at DESC, id DESC LIMIT %s")
+    flt = RunFilter(statuses=tuple(statuses), workflow=args.workflow or None, queue=args.queue or None,
+                    parent_id=run_id(args.parent) if args.parent else None,
+                    root_id=run_id(args.root) if args.root else None, top_level=bool(args.top_level),
+                    older_than_s=seconds(args.older_than, "--older-than"),
+                    newer_than_s=seconds(args.newer_than, "--newer-than"), before=before)
     async with connection(args) as conn:
-        rows = await fetch(conn, query, [*params, args.limit + 1])
+        rows = await store_inspect.list_runs(conn, flt, args.limit + 1)
     more = len(rows) > args.limit
     rows = rows[: args.limit]
     cursor_out = f"{rows[-1]['created_at'].isoformat()},{rows[-1]['id']}" if more else None
@@ -82,28 +54,14 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
     return OK
 
 
-_SHOW_RUN = """
-SELECT id, root_id, parent_id, chain_root_id, continued_to, workflow, version, queue, status, input,
-       result, error, attempt, depth, parent_close_policy, idempotency_key, lease_owner, lease_token,
-       lease_expires_at, next_wakeup_at, deadline_at, cancel_requested, created_at, started_at, finished_at,
-       now() AS db_now,
-       (SELECT count(*) FROM durable_events e WHERE e.run_id = r.id) AS event_count,
-       (SELECT count(*) FROM durable_signals s WHERE s.run_id = r.id AND s.consumed_seq IS NULL) AS pending_signals,
-       (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM
-          (SELECT status, count(*) AS n FROM durable_runs c WHERE c.parent_id = r.id GROUP BY status) g) AS children
-  FROM durable_runs r WHERE id = %s
-"""
-_SHOW_EVENTS = "SELECT seq, pos, kind, name, data, created_at FROM durable_events WHERE run_id = %s ORDER BY seq LIMIT %s"
-
-
 async def cmd_show(args: argparse.Namespace, out: Out) -> int:
     rid = run_id(args.run)
     async with connection(args) as conn:
-        rows = await fetch(conn, _SHOW_RUN, (rid,))
-        if not rows:
+        detail = await store_inspect.show_run(conn, rid)
+        if detail is None:
             raise RunNotFoundError(rid)
-        run = rows[0]
-        events = await fetch(conn, _SHOW_EVENTS, (rid, args.events))
+        events = await store_inspect.show_events(conn, rid, args.events)
+    run: dict[str, Any] = dict(detail)
     now = run.pop("db_now")
     if out.json_mode:
         out.json({**run, "events": events})
@@ -162,29 +120,12 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
     return OK
 
 
-_TREE = """
-WITH RECURSIVE t AS (
-    SELECT r.id, r.parent_id, r.continued_to, 0 AS lvl FROM durable_runs r WHERE r.id = %(id)s
-    UNION ALL
-    SELECT n.id, n.parent_id, n.continued_to, n.lvl FROM t CROSS JOIN LATERAL (
-        SELECT c.id, c.parent_id, c.continued_to, t.lvl + 1 AS lvl FROM durable_runs c WHERE c.parent_id = t.id
-        UNION ALL
-        SELECT s.id, s.parent_id, s.continued_to, t.lvl FROM durable_runs s
-         WHERE s.id = t.continued_to AND t.lvl = 0) n
-), picked AS (SELECT * FROM t LIMIT %(limit)s)
-SELECT r.id, r.parent_id, r.continued_to, p.lvl, r.workflow, r.status, r.queue, r.created_at, r.started_at,
-       r.finished_at, r.error, now() AS db_now
-  FROM picked p JOIN durable_runs r ON r.id = p.id
- ORDER BY r.created_at, r.id
-"""
-
-
 async def cmd_tree(args: argparse.Namespace, out: Out) -> int:
     rid = run_id(args.run)
     if not 1 <= args.limit <= 100_000:
         raise CliError(USAGE, f"--limit must be between 1 and 100000, got {args.limit}")
     async with connection(args) as conn:
-        rows = await fetch(conn, _TREE, {"id": rid, "limit": args.limit + 1})
+        rows = await store_inspect.run_tree(conn, rid, args.limit + 1)
     if not rows:
         raise RunNotFoundError(rid)
     truncated = len(rows) > args.limit
@@ -193,12 +134,12 @@ async def cmd_tree(args: argparse.Namespace, out: Out) -> int:
         nodes[rid] = next(r for r in rows if r["id"] == rid)
     now = rows[0]["db_now"]
     successors = {r["continued_to"] for r in nodes.values() if r["continued_to"] in nodes}
-    kids: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    kids: dict[uuid.UUID, list[TreeRow]] = {}
     for r in nodes.values():
         if r["id"] != rid and r["id"] not in successors and r["parent_id"] in nodes:
             kids.setdefault(r["parent_id"], []).append(r)
 
-    def doc(r: dict[str, Any]) -> dict[str, Any]:
+    def doc(r: TreeRow) -> dict[str, Any]:
         nxt = nodes.get(r["continued_to"]) if r["continued_to"] else None
         return {"id": r["id"], "workflow": r["workflow"], "status": r["status"], "queue": r["queue"],
                 "created_at": r["created_at"], "started_at": r["started_at"], "finished_at": r["finished_at"],

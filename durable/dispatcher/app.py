@@ -76,7 +76,7 @@ class Dispatcher:
         self.settings = settings
         self.engine: durable.Engine | None = None
         self.shutdown = Shutdown(settings.shutdown_grace_s)
-        self.health = Health(self)
+        self.health = Health(self.readiness)
         self.server: Any = None
         self.collector: Any = None
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from .app import Dispatcher
+from collections.abc import Callable
 
 Route = Callable[[], tuple[int, str]]
 
@@ -19,10 +16,10 @@ class Health:
     """Routes for :func:`durable.metrics.start_metrics_server`. They run on the metrics
     server's thread, so they only read state the event loop keeps up to date."""
 
-    def __init__(self, dispatcher: "Dispatcher") -> None:
-        self.dispatcher = dispatcher
+    def __init__(self, readiness: Route) -> None:
+        self._readiness = readiness
         self.last_tick = time.monotonic()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -52,4 +49,4 @@ class Health:
         return 200, "ok"
 
     def readyz(self) -> tuple[int, str]:
-        return self.dispatcher.readiness()
+        return self._readiness()

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from durable.config import EngineSettings
 from durable.store.connections import validate_dsn
+from durable.durations import parse_duration
 from durable.errors import ConfigurationError
 
 DEFAULT_METRICS_PORT = 9464
@@ -44,8 +45,6 @@ class DispatcherSettings(BaseModel):
     @classmethod
     def _duration(cls, v: Any) -> Any:
         if isinstance(v, str):
-            from durable.store.retention import parse_duration
-
             try:
                 return parse_duration(v)
             except ConfigurationError as exc:

@@ -18,7 +18,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+import psycopg
+from psycopg import sql
+
 from ..errors import ConfigurationError
+from ..store.inspect import queue_depths_sync
+from ..store.rows import QueueDepth
 
 log = logging.getLogger("durable.metrics")
 
@@ -33,20 +38,6 @@ def _label(value: Any) -> str:
 
 
 # --- queue metrics, read at scrape time ----------------------------------------------------
-
-# One index-only pass over the partial index durable_runs_due_idx
-# (queue, next_wakeup_at) WHERE status IN ('pending', 'suspended'): the query reads no
-# heap column, so its cost is a scan of that (small) index, not of the runs table.
-_QUEUE_SQL = """
-SELECT r.queue,
-       count(*) FILTER (WHERE r.next_wakeup_at <= t.now_)                        AS ready,
-       extract(epoch FROM t.now_ - min(r.next_wakeup_at)
-                              FILTER (WHERE r.next_wakeup_at <= t.now_))::float8  AS oldest,
-       count(*) FILTER (WHERE r.next_wakeup_at IS NULL OR r.next_wakeup_at > t.now_) AS waiting
-  FROM durable_runs r, (SELECT durable_now() AS now_) t
- WHERE r.status IN ('pending', 'suspended')
- GROUP BY r.queue, t.now_
-"""
 
 _QUEUE_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("durable_queue_depth",
@@ -90,9 +81,6 @@ class QueueCollector(Collector):
                 for name, doc, labels in _QUEUE_FAMILIES]
 
     def _connect(self) -> Any:
-        import psycopg
-        from psycopg import sql
-
         conn = psycopg.connect(
             self.dsn,
             connect_timeout=self.CONNECT_TIMEOUT_S,
@@ -108,7 +96,7 @@ class QueueCollector(Collector):
             raise
         return conn
 
-    def _query(self) -> list[tuple[Any, ...]]:
+    def _query(self) -> list[QueueDepth]:
         with self._lock:
             if self._closed:
                 return []
@@ -117,7 +105,7 @@ class QueueCollector(Collector):
                 self._drop_connection()
                 self._conn = self._connect()
             try:
-                return list(self._conn.execute(_QUEUE_SQL).fetchall())
+                return queue_depths_sync(self._conn)
             except Exception:
                 self._drop_connection()
                 if not reused:
@@ -125,7 +113,7 @@ class QueueCollector(Collector):
             # The kept connection went stale (server restart, idle timeout): retry once.
             self._conn = self._connect()
             try:
-                return list(self._conn.execute(_QUEUE_SQL).fetchall())
+                return queue_depths_sync(self._conn)
             except Exception:
                 self._drop_connection()
                 raise
@@ -155,12 +143,12 @@ class QueueCollector(Collector):
         depth, oldest, waiting = (GaugeMetricFamily(name, doc, labels=list(labels))
                                   for name, doc, labels in _QUEUE_FAMILIES)
         seen: set[str] = set()
-        for queue, ready, oldest_s, waiting_n in rows:
-            queue = _label(queue)
+        for row in rows:
+            queue = _label(row.queue)
             seen.add(queue)
-            depth.add_metric([queue], float(ready or 0))
-            oldest.add_metric([queue], max(0.0, float(oldest_s)) if oldest_s is not None else 0.0)
-            waiting.add_metric([queue], float(waiting_n or 0))
+            depth.add_metric([queue], float(row.ready or 0))
+            oldest.add_metric([queue], max(0.0, float(row.oldest_ready_s)) if row.oldest_ready_s is not None else 0.0)
+            waiting.add_metric([queue], float(row.waiting or 0))
         with self._lock:
             self._known_queues |= seen
             gone = sorted(self._known_queues - seen)

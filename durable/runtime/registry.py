@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar, overload
 
-from . import branches
 from ..errors import RegistrationError, StepCallError, WorkflowNotFoundError
 from ..retry import RetryPolicy
+from . import branches
+
+I = TypeVar("I")  # noqa: E741  (a workflow's input)
+R = TypeVar("R")  # a workflow's or step's result
+R_co = TypeVar("R_co", covariant=True)
 
 
 @dataclass
-class WorkflowDef:
+class WorkflowDef(Generic[I, R]):
     """A registered workflow: ``async def fn(ctx, input) -> result``."""
 
     name: str
     version: int
-    fn: Callable[..., Awaitable[Any]]
+    fn: Callable[..., Awaitable[R]]
     takes_input: bool
     input_type: Any
     result_type: Any
@@ -29,12 +34,12 @@ class WorkflowDef:
     def key(self) -> str:
         return f"{self.name}:{self.version}"
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # direct call, e.g. in unit tests
+    async def __call__(self, *args: Any, **kwargs: Any) -> R:  # direct call, e.g. in unit tests
         return await self.fn(*args, **kwargs)
 
 
 @dataclass
-class StepDef:
+class StepDef(Generic[R]):
     """A step: any sync or async function, with a stable name and optional policy."""
 
     name: str
@@ -55,7 +60,7 @@ class StepDef:
         return self.fn(*args, **kwargs)
 
 
-_workflows: dict[str, WorkflowDef] = {}
+_workflows: dict[str, WorkflowDef[Any, Any]] = {}
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -65,8 +70,24 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
+class _WorkflowDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[[Any, I], Awaitable[R]]) -> WorkflowDef[I, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[Any], Awaitable[R]]) -> WorkflowDef[None, R]: ...
+
+
+class _StepDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[..., Awaitable[R]]) -> StepDef[R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., R]) -> StepDef[R]: ...
+
+
 def workflow(name: str, *, version: int = 1, queue: str = "default",
-             execution_timeout: float | None = None) -> Callable[[Callable[..., Awaitable[Any]]], WorkflowDef]:
+             execution_timeout: float | None = None) -> _WorkflowDecorator:
     """Register ``async def fn(ctx, input)`` as a workflow under a stable ``name``.
 
     The name (not the Python function name) is what the database stores, so renaming or
@@ -80,7 +101,7 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
     if execution_timeout is not None and not (0 < execution_timeout <= 10 * 365 * 86400):
         raise RegistrationError(f"workflow {name!r}: execution_timeout must be > 0 seconds and at most 10 years")
 
-    def register(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef:
+    def register(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
         if not inspect.iscoroutinefunction(fn):
             raise RegistrationError(f"workflow {name!r}: {fn.__qualname__} must be an `async def` function")
         params = list(inspect.signature(fn).parameters.values())
@@ -91,7 +112,7 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
             )
         hints = _hints(fn)
         takes_input = len(params) == 2
-        wf = WorkflowDef(
+        wf: WorkflowDef[Any, Any] = WorkflowDef(
             name=name, version=version, fn=fn, takes_input=takes_input,
             input_type=hints.get(params[1].name) if takes_input else None,
             result_type=hints.get("return"), queue=queue, execution_timeout=execution_timeout,
@@ -114,7 +135,21 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
         _workflows[name] = wf
         return wf
 
-    return register
+    return register  # type: ignore[return-value]  (the overloads say what register returns)
+
+
+@overload
+def step(name: Callable[..., Awaitable[R]], *, retry: RetryPolicy | None = None,
+         timeout: float | None = None) -> StepDef[R]: ...
+
+
+@overload
+def step(name: Callable[..., R], *, retry: RetryPolicy | None = None, timeout: float | None = None) -> StepDef[R]: ...
+
+
+@overload
+def step(name: str | None = None, *, retry: RetryPolicy | None = None,
+         timeout: float | None = None) -> _StepDecorator: ...
 
 
 def step(name: str | Callable[..., Any] | None = None, *, retry: RetryPolicy | None = None,
@@ -126,7 +161,7 @@ def step(name: str | Callable[..., Any] | None = None, *, retry: RetryPolicy | N
     if timeout is not None and not (0 < timeout <= 86400 * 365):
         raise RegistrationError("step timeout must be > 0 seconds and at most a year")
 
-    def make(fn: Callable[..., Any], step_name: str | None) -> StepDef:
+    def make(fn: Callable[..., Any], step_name: str | None) -> StepDef[Any]:
         if isinstance(fn, StepDef):
             return fn
         if not callable(fn):
@@ -139,7 +174,7 @@ def step(name: str | Callable[..., Any] | None = None, *, retry: RetryPolicy | N
     return lambda fn: make(fn, name)
 
 
-def as_step(fn: Callable[..., Any] | StepDef, name: str | None = None) -> StepDef:
+def as_step(fn: Callable[..., Any] | StepDef[Any], name: str | None = None) -> StepDef[Any]:
     if isinstance(fn, StepDef):
         return fn if name is None or name == fn.name else StepDef(name, fn.fn, fn.retry, fn.timeout, fn.result_type)
     if not callable(fn):
@@ -148,7 +183,7 @@ def as_step(fn: Callable[..., Any] | StepDef, name: str | None = None) -> StepDe
                    result_type=_hints(fn).get("return"))
 
 
-def get_workflow(name: str) -> WorkflowDef:
+def get_workflow(name: str) -> WorkflowDef[Any, Any]:
     wf = _workflows.get(name)
     if wf is None:
         known = ", ".join(sorted(_workflows)) or "none"
@@ -159,7 +194,7 @@ def get_workflow(name: str) -> WorkflowDef:
     return wf
 
 
-def resolve(ref: WorkflowDef | str) -> WorkflowDef:
+def resolve(ref: WorkflowDef[I, R] | str) -> WorkflowDef[I, R]:
     if isinstance(ref, WorkflowDef):
         return _workflows.get(ref.name, ref)
     if isinstance(ref, str):
@@ -169,7 +204,7 @@ def resolve(ref: WorkflowDef | str) -> WorkflowDef:
     )
 
 
-def all_workflows() -> dict[str, WorkflowDef]:
+def all_workflows() -> dict[str, WorkflowDef[Any, Any]]:
     return dict(_workflows)
 
 

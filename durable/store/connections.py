@@ -14,14 +14,15 @@ import math
 import os
 import random
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import ConfigurationError, ContentionError, DatabaseUnavailableError
+from ..errors import ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError
 
 __all__ = [
     "connect",
@@ -280,16 +281,33 @@ async def open_pool(
     return pool
 
 
-# --- transient conflicts --------------------------------------------------------------
+# --- errors -----------------------------------------------------------------------------
+
+Conn = psycopg.AsyncConnection[Any]
+Pool = psycopg_pool.AsyncConnectionPool
+
+# The database is unreachable (a lost connection, a server restart, no free connection in
+# time): an execution that meets one stops and its run resumes later, elsewhere or here.
+UNAVAILABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A connection-level failure (one that hits every execution at once), not a statement's."""
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
+
 
 # Deadlocks and serialization failures roll the whole statement back, so running it again
-# is safe. The engine's lock order (sql/0003_concurrency.sql) leaves none in its own
+# is safe. The engine's lock order (sql/0004_concurrency.sql) leaves none in its own
 # statements; these come from what users do around them (their own transactions).
 TRANSIENT = ("40P01", "40001")
 RETRIES = 5
 
+_T = TypeVar("_T")
 
-async def run_retrying(pool: Any, fn: Any, *, what: str, retries: int = RETRIES) -> Any:
+
+async def run_retrying(pool: Any, fn: Callable[[Conn], Awaitable[_T]], *, what: str,
+                       retries: int = RETRIES) -> _T:
     """``await fn(conn)`` on a pooled connection, again (bounded, with jittered backoff)
     when it fails with a deadlock or serialization failure; then :class:`ContentionError`."""
     delay = 0.01
@@ -310,8 +328,20 @@ async def run_retrying(pool: Any, fn: Any, *, what: str, retries: int = RETRIES)
     raise AssertionError("unreachable")
 
 
-def typed_error(exc: BaseException, what: str) -> Exception:
+def typed_error(exc: BaseException, what: str) -> DurableError:
     """A driver error as a typed DurableError (the database unreachable, or something else)."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return DatabaseUnavailableError(f"{what} failed: no database connection was free in time ({exc}); "
+                                        "retry, or raise pool_size")
     if isinstance(exc, psycopg.OperationalError):
         return DatabaseUnavailableError(f"{what} failed: the database is unreachable ({exc}); retry when it is back")
     return DatabaseUnavailableError(f"{what} failed on the database ({type(exc).__name__}: {exc})")
+
+
+async def run_typed(pool: Any, fn: Callable[[Conn], Awaitable[_T]], *, what: str) -> _T:
+    """``await fn(conn)`` with transient conflicts retried, and every driver error turned into
+    a typed :class:`~durable.errors.DurableError` naming ``what`` (the public API's path)."""
+    try:
+        return await run_retrying(pool, fn, what=what)
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        raise typed_error(exc, what) from exc

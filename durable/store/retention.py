@@ -23,7 +23,6 @@ the background (``durable.worker.retention``).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -32,62 +31,19 @@ from typing import Any
 
 import psycopg_pool
 
-from . import queries
+from ..durations import parse_duration
+from .rows import GcBatch
+from .statements import q
 from ..errors import ConfigurationError
 
-__all__ = ["DEFAULT_BATCH", "GcResult", "gc", "parse_duration"]
+__all__ = ["DEFAULT_BATCH", "GcResult", "gc"]
 
 log = logging.getLogger("durable.retention")
 
 DEFAULT_BATCH = 500
-_MAX_AGE_S = 100 * 365 * 86400.0
 _MAX_PASSES = 64  # a pass that deletes nothing ends the loop long before this
 _START_TS = datetime(1, 1, 1, tzinfo=UTC)
 _START_ID = uuid.UUID(int=0)
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-
-
-def parse_duration(text: str | float, what: str = "duration") -> float:
-    """Seconds from ``30s``, ``15m``, ``12h``, ``7d``, ``2w``, ``1h30m`` or plain seconds
-    (``90``, ``0.5``); raises ConfigurationError naming the accepted forms."""
-    if isinstance(text, bool):
-        raise ConfigurationError(f"{what} must be a duration such as 30s, 15m, 12h or 7d, got {text!r}")
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = str(text).strip().lower()
-        value = _parse_units(s)
-        if value is None:
-            raise ConfigurationError(
-                f"{what} {text!r} is not a duration: use a number with a unit, e.g. 30s, 15m, 12h, 7d "
-                "or 1h30m (s, m, h, d, w), or plain seconds such as 90")
-    if not math.isfinite(value) or value < 0 or value > _MAX_AGE_S:
-        raise ConfigurationError(f"{what} must be between 0 seconds and 100 years, got {text!r}")
-    return value
-
-
-def _parse_units(s: str) -> float | None:
-    if not s:
-        return None
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    total, num, seen = 0.0, "", False
-    for ch in s:
-        if ch.isdigit() or ch == ".":
-            num += ch
-        elif ch in _UNITS and num:
-            try:
-                total += float(num) * _UNITS[ch]
-            except ValueError:
-                return None
-            num, seen = "", True
-        else:
-            return None
-    return total if seen and not num else None
-
 
 @dataclass
 class GcResult:
@@ -156,19 +112,24 @@ async def _passes(conn: Any, age: float, batch: int, max_batches: int | None, re
             params = {"age": age, "after_ts": after_ts, "after_id": after_id, "batch": batch}
             if per_batch_tx:
                 async with conn.transaction():
-                    row = await (await conn.execute(queries.RETENTION_BATCH, params)).fetchone()
+                    b = await _batch(conn, params)
             else:
-                row = await (await conn.execute(queries.RETENTION_BATCH, params)).fetchone()
+                b = await _batch(conn, params)
             result.batches += 1
-            ts, rid, scanned, kids, runs, events, signals = row
-            result.runs += runs
-            result.events += events
-            result.signals += signals
-            deleted += runs
-            with_children += kids
-            if ts is None or scanned < batch:
+            result.runs += b.runs
+            result.events += b.events
+            result.signals += b.signals
+            deleted += b.runs
+            with_children += b.with_children
+            if b.after_ts is None or b.after_id is None or b.scanned < batch:
                 break
-            after_ts, after_id = ts, rid
+            after_ts, after_id = b.after_ts, b.after_id
         # parents whose last children went in this pass qualify in the next one
         if not deleted or not with_children:
             return
+
+
+async def _batch(conn: Any, params: dict[str, Any]) -> GcBatch:
+    row = await (await conn.execute(q("retention_batch"), params)).fetchone()
+    return GcBatch(after_ts=row[0], after_id=row[1], scanned=row[2], with_children=row[3], runs=row[4],
+                   events=row[5], signals=row[6])

@@ -6,31 +6,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
-
-from psycopg.rows import dict_row
 
 from ..observe import hooks
-from ..store import queries
+from ..runtime.runs import RunTable
+from ..store import runs as store_runs
+from ..store.rows import Claim
 from .loop import BackgroundLoop
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-log = logging.getLogger("durable.worker.claimer")
+log = logging.getLogger(__name__)
 
 
 class Claimer(BackgroundLoop):
     name = "claimer"
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, runs: RunTable) -> None:
         super().__init__()
-        self.engine = engine
+        self.runs = runs
+        self.settings = runs.settings
         self._kick = asyncio.Event()
         self._db_down = False
-        # True while due runs may be waiting for capacity: a finished execution kicks the
-        # claimer only then
-        self.starved = False
 
     @property
     def db_ok(self) -> bool:
@@ -54,7 +48,7 @@ class Claimer(BackgroundLoop):
         await super().stop()
 
     async def run(self) -> None:
-        s = self.engine.settings
+        s = self.settings
         backoff = 0.0
         while not self._stopping:
             interval = max(backoff, s.poll_interval_s * random.uniform(0.8, 1.2))
@@ -64,16 +58,16 @@ class Claimer(BackgroundLoop):
             except asyncio.TimeoutError:
                 source = "poll"
             self._kick.clear()
-            if self.engine.closing or self._stopping:
+            if self.runs.closing or self._stopping:
                 return
-            capacity = self.engine.capacity()
+            capacity = self.runs.capacity()
             if capacity <= 0:
-                self.starved = True
+                self.runs.starved = True
                 continue
-            self.starved = False
+            self.runs.starved = False
             limit = min(capacity, s.claim_batch)
             try:
-                rows = await self.claim(limit)
+                claims = await self.claim(limit)
             except Exception as exc:
                 if not self._db_down:
                     log.warning("claiming failed (database unreachable?): %s; retrying with backoff", exc)
@@ -85,20 +79,17 @@ class Claimer(BackgroundLoop):
                 log.warning("claiming works again")
                 self._db_down = False
             if source == "poll":
-                hooks.emit("wake.poll", count=len(rows))
-            if rows:
-                hooks.emit("claim.batch", count=len(rows), source=source)
-                for row in rows:
-                    self.engine.on_claimed(row, source)
-                if len(rows) == limit:
+                hooks.emit("wake.poll", count=len(claims))
+            if claims:
+                hooks.emit("claim.batch", count=len(claims), source=source)
+                for claim in claims:
+                    self.runs.on_claimed(claim, source)
+                if len(claims) == limit:
                     self._kick.set()  # more may be due
 
-    async def claim(self, limit: int) -> list[dict]:
-        e = self.engine
-        s = e.settings
-        async with e.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(queries.CLAIM_DUE, {
-                "queues": list(s.queues), "workflows": e.workflow_keys(), "owner": e.owner,
-                "grace": s.sticky_grace_s, "ttl": s.lease_ttl_s, "limit": limit, "scan": limit * 4 + 16})
-            return await cur.fetchall()  # type: ignore[return-value]
+    async def claim(self, limit: int) -> list[Claim]:
+        s = self.settings
+        async with self.runs.pool.connection() as conn:
+            return await store_runs.claim_due(conn, queues=list(s.queues), workflows=self.runs.workflow_keys(),
+                                              owner=self.runs.owner, grace=s.sticky_grace_s, ttl=s.lease_ttl_s,
+                                              limit=limit)

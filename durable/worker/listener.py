@@ -6,29 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg import sql
 
-from ..store import connections as db
+from ..config import EngineSettings
 from ..observe import hooks
+from ..runtime.notifications import Notifications
+from ..store import connections as db
 from .loop import BackgroundLoop
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-log = logging.getLogger("durable.worker.listener")
+log = logging.getLogger(__name__)
 
 
 class Listener(BackgroundLoop):
     name = "listener"
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, settings: EngineSettings, channel: str, notifications: Notifications) -> None:
         super().__init__()
-        self.engine = engine
+        self.settings = settings
+        self.channel = channel
+        self.notifications = notifications
+        self.dsn = ""  # set by the engine once it knows where the database is
         self.connected = asyncio.Event()
-        self.conn = None
+        self.conn: Any = None
         self.backend_pid: int | None = None
         self._dead = False
 
@@ -37,13 +38,12 @@ class Listener(BackgroundLoop):
         return self.connected.is_set()
 
     async def run(self) -> None:
-        e = self.engine
         backoff = 0.1
         announced_down = False
         while not self._stopping:
             try:
-                conn = await db.connect(e.dsn, schema=e.settings.schema_name,
-                                        timeout=e.settings.connect_timeout_s)
+                conn = await db.connect(self.dsn, schema=self.settings.schema_name,
+                                        timeout=self.settings.connect_timeout_s)
             except Exception as exc:
                 if not announced_down:
                     log.warning("listener cannot connect (%s); retrying with backoff, polling meanwhile", exc)
@@ -53,14 +53,14 @@ class Listener(BackgroundLoop):
                 continue
             self.conn = conn
             try:
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(e.channel)))
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                 self.backend_pid = conn.info.backend_pid
                 if announced_down:
                     log.warning("listener reconnected")
                 announced_down = False
                 backoff = 0.1
                 self.connected.set()
-                e.catch_up()  # anything that happened while we were not listening
+                self.notifications.connected()  # anything that happened while we were not listening
                 await self._listen(conn)
             except asyncio.CancelledError:
                 raise
@@ -80,7 +80,7 @@ class Listener(BackgroundLoop):
                 except Exception:
                     pass
             if not self._stopping:
-                e.catch_up()
+                self.notifications.connected()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -88,11 +88,11 @@ class Listener(BackgroundLoop):
         """Dispatch notifications; when none came for ``listener_keepalive_s``, ping the
         connection, and give it up when the ping does not answer in that time either (a
         half-open TCP connection would otherwise look connected forever)."""
-        keepalive = self.engine.settings.listener_keepalive_s
+        keepalive = self.settings.listener_keepalive_s
         while not self._stopping:
             async for note in conn.notifies(timeout=keepalive):
                 hooks.emit("wake.notification", channel=note.channel)
-                self.dispatch(note.payload)
+                self.notifications.dispatch(note.payload)
             # not wait_for: cancelling a query waits for the server, which a dead link never answers
             ping = asyncio.ensure_future(conn.execute("SELECT 1"))
             done, _ = await asyncio.wait({ping}, timeout=keepalive)
@@ -101,21 +101,3 @@ class Listener(BackgroundLoop):
                 self._dead = True
                 raise ConnectionError(f"the LISTEN connection did not answer a ping within {keepalive} s")
             ping.result()
-
-    def dispatch(self, payload: str) -> None:
-        e = self.engine
-        head, _, tail = payload.partition("|")
-        if head == "new":
-            if tail in e.settings.queues:
-                e.kick_claimer()
-        elif head == "done":
-            e.on_done_notification(tail)
-        elif head == "cancel":
-            e.on_cancel_notification(tail)
-        else:
-            try:
-                run_id = uuid.UUID(head)
-            except ValueError:
-                log.debug("ignoring notification %r", payload)
-                return
-            e.on_wake_notification(run_id, tail)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from ..config import EngineSettings
 from ..observe import hooks
+from ..store.connections import Pool
 from ..store.retention import DEFAULT_BATCH, gc
 from .loop import BackgroundLoop
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-log = logging.getLogger("durable.worker.retention")
+log = logging.getLogger(__name__)
 
 MAX_BATCHES_PER_ROUND = 200
 
@@ -26,31 +25,33 @@ MAX_BATCHES_PER_ROUND = 200
 class Retention(BackgroundLoop):
     name = "retention"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, settings: EngineSettings, pool: Callable[[], Pool | None]) -> None:
         super().__init__()
-        self.engine = engine
+        self.settings = settings
+        self.pool = pool
         self.rounds = 0
         self.deleted = 0
 
     async def run(self) -> None:
-        s = self.engine.settings
+        s = self.settings
         first = True
         while not self._stopping:
             # the first round soon after start (a fraction of the interval), then every interval
             base = s.retention_interval_s * (0.1 if first else 1.0)
             await asyncio.sleep(base * random.uniform(0.8, 1.2))
             first = False
-            if self.engine.closing or self.engine.pool is None or s.retention_s is None:
+            if self.pool() is None or s.retention_s is None:
                 continue
             await self.collect()
 
     async def collect(self) -> int:
         """One retention round now; returns how many runs it deleted."""
-        s = self.engine.settings
-        if s.retention_s is None:
+        s = self.settings
+        pool = self.pool()
+        if s.retention_s is None or pool is None:
             return 0
         try:
-            res = await gc(self.engine.pool, s.retention_s, batch=DEFAULT_BATCH, max_batches=MAX_BATCHES_PER_ROUND)
+            res = await gc(pool, s.retention_s, batch=DEFAULT_BATCH, max_batches=MAX_BATCHES_PER_ROUND)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # database down or restarting: the next round tries again

@@ -16,14 +16,12 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
 
+from ..runtime.runs import RunTable
+from ..store import lifecycle as store_lifecycle
 from .loop import BackgroundLoop
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-log = logging.getLogger("durable.worker.timeouts")
+log = logging.getLogger(__name__)
 
 BATCH = 100
 _SLACK_S = 0.003  # fire just after the deadline, so the database sees it passed
@@ -32,9 +30,11 @@ _SLACK_S = 0.003  # fire just after the deadline, so the database sees it passed
 class Timeouts(BackgroundLoop):
     name = "timeouts"
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, runs: RunTable) -> None:
         super().__init__()
-        self.engine = engine
+        self.runs = runs
+        self.settings = runs.settings
+        self.next_deadline_in: float | None = None  # seconds until the earliest deadline (None: none)
         self._kick = asyncio.Event()
         self._expire_now = False
         self._wake_at = 0.0  # monotonic time of the next round
@@ -56,7 +56,7 @@ class Timeouts(BackgroundLoop):
             self._kick.set()
 
     def _fallback(self) -> float:
-        return 5 * self.engine.settings.poll_interval_s * random.uniform(0.8, 1.2)
+        return 5 * self.settings.poll_interval_s * random.uniform(0.8, 1.2)
 
     async def run(self) -> None:
         self._wake_at = time.monotonic() + self._fallback()
@@ -69,7 +69,7 @@ class Timeouts(BackgroundLoop):
             if not self._expire_now and time.monotonic() < self._wake_at:
                 continue  # re-armed for an earlier deadline
             self._expire_now = False
-            if self._stopping or self.engine.closing or self.engine.pool is None:
+            if self._stopping or self.runs.closing:
                 self._wake_at = time.monotonic() + self._fallback()
                 continue
             self._last_expired = await self.expire()
@@ -78,7 +78,7 @@ class Timeouts(BackgroundLoop):
     def _next_round_in(self) -> float:
         """Seconds until the earliest deadline the last round saw (the fallback if none)."""
         fallback = self._fallback()
-        left = self.engine.lifecycle.next_deadline_in
+        left = self.next_deadline_in
         if left is None:
             return fallback
         if left <= 0:  # overdue still: just expired (a stale read: look again now) or skipped (locked)
@@ -90,7 +90,7 @@ class Timeouts(BackgroundLoop):
         total = 0
         while not self._stopping:
             try:
-                n = await self.engine.lifecycle.expire_overdue(BATCH)
+                n = await self.expire_overdue(BATCH)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down or a lock conflict: the next round retries
@@ -106,3 +106,14 @@ class Timeouts(BackgroundLoop):
                 break
         self.expired += total
         return total
+
+    async def expire_overdue(self, limit: int) -> int:
+        """Fail runs past their execution timeout (one transaction); returns how many.
+        ``next_deadline_in`` is then the seconds until the earliest deadline left."""
+        async with self.runs.pool.connection() as conn:
+            got = await store_lifecycle.expire_overdue(conn, limit, self.settings.max_child_depth)
+        self.next_deadline_in = got.next_deadline_in_s
+        if got.expired:
+            log.info("%d run(s) exceeded their execution timeout and failed with WorkflowTimeoutError", got.expired)
+            self.runs.check_cancelled()
+        return got.expired

@@ -1,0 +1,431 @@
+"""The run table: the runs this process executes, from claim to give-back.
+
+claim → begin (an :class:`~durable.runtime.execution.Execution`) → park (a suspended
+run's coroutine kept in memory, LRU-bounded) → resume (claimed again here: the parked
+coroutine goes on without replay) or evict (a later claim replays it cold) → end, or give
+back (the lease released at once, buffered outcomes journaled first, so another process
+resumes the run without waiting for the lease to expire).
+
+Local timers: a parked run, a delayed start or a retry attempt due later is claimed here
+when it is due (a timer per run), rather than at the next poll. Wakes: a notification for
+a run parked here claims it at once (:meth:`RunTable.on_wake`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..config import EngineSettings
+from ..observe import hooks
+from ..store import events as store_events
+from ..store import runs as store_runs
+from ..store.connections import Pool
+from ..store.events import SeqTaken
+from ..store.rows import Claim, Event, Pending
+from . import branches
+from .execution import Execution
+from .host import RunView
+from .registry import WorkflowDef, all_workflows
+from .results import ResultWaits
+from .stops import Evicted, LeaseLost, Shutdown
+from .sync_steps import SyncSteps
+
+log = logging.getLogger(__name__)
+
+_LOCAL_RETRIES = 50  # a due run whose row another transaction held: look again this many times
+
+
+class RunTable:
+    """Implements :class:`~durable.runtime.host.Host` for the executions of this process."""
+
+    def __init__(self, settings: EngineSettings, owner: str, results: ResultWaits, *,
+                 kick_claimer: Callable[[], None], note_deadline: Callable[[float], None]) -> None:
+        self.settings = settings
+        self.owner = owner
+        self.results = results
+        self._kick_claimer = kick_claimer
+        self._note_deadline = note_deadline
+        self._pool: Pool | None = None
+        self.active: dict[uuid.UUID, Execution] = {}
+        self.parked: OrderedDict[uuid.UUID, Execution] = OrderedDict()
+        self.loading: set[uuid.UUID] = set()
+        self.sync_steps = SyncSteps()  # threads of sync steps, so attempts never overlap here
+        self._closing = False
+        self.starved = False  # due runs may wait for capacity: a finished execution kicks the claimer then
+        self._timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._checking = False
+        self._check_again = False
+
+    # --- Host -----------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> Pool:
+        assert self._pool is not None, "the run table is not open"
+        return self._pool
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def open(self, pool: Pool) -> None:
+        self._pool = pool
+        self._closing = False
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = branches.create_outside(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def deliver(self, run_id: uuid.UUID, status: str, result: Any, error: Any) -> None:
+        self.results.deliver(run_id, status, result, error)
+
+    def outcome_changed(self, run_id: uuid.UUID) -> None:
+        self.results.wake(run_id)
+
+    def note_deadline(self, seconds: float) -> None:
+        self._note_deadline(seconds)
+
+    def work_added(self) -> None:
+        self._kick_claimer()
+
+    def has(self, run_id: uuid.UUID) -> bool:
+        """The run executes, is parked or is being loaded here."""
+        return run_id in self.active or run_id in self.parked or run_id in self.loading
+
+    def capacity(self) -> int:
+        return self.settings.concurrency - len(self.active) - len(self.loading)
+
+    def workflow_keys(self) -> list[str]:
+        return [wf.key for wf in all_workflows().values()]
+
+    # --- beginning executions -------------------------------------------------------------
+
+    def begin(self, claim: Claim, wf: WorkflowDef[Any, Any], history: list[Event], source: str) -> None:
+        if claim.deadline_in_s is not None:
+            self._note_deadline(claim.deadline_in_s)
+        ex = Execution(self, claim, wf, history)
+        self.active[ex.run_id] = ex
+        ex.start()
+        hooks.emit("run.resumed", run_id=ex.run_id, workflow=wf.name, source=source,
+                   wake_latency_s=claim.resumed_latency_s)
+
+    def on_claimed(self, claim: Claim, source: str) -> None:
+        run_id = claim.id
+        timer = self._timers.pop(run_id, None)
+        if timer:
+            timer.cancel()
+        ex = self.parked.pop(run_id, None)
+        if ex is not None and ex.park_future is not None and not ex.park_future.done():
+            if claim.deadline_in_s is not None:
+                self._note_deadline(claim.deadline_in_s)
+            self.active[run_id] = ex
+            ex.park_future.set_result(claim)
+            hooks.emit("run.resumed", run_id=run_id, workflow=ex.wf.name, source=source,
+                       wake_latency_s=claim.resumed_latency_s)
+            return
+        self.replay(claim, source)
+
+    def replay(self, claim: Claim, source: str) -> None:
+        """Execute a claimed run from its journal (cold)."""
+        self.loading.add(claim.id)
+        self.spawn(self._load_and_begin(claim, source))
+
+    async def _load_and_begin(self, claim: Claim, source: str) -> None:
+        run_id = claim.id
+        try:
+            wf = next((w for w in all_workflows().values()
+                       if w.name == claim.workflow and w.version == claim.version), None)
+            if wf is None:  # unregistered since the claim: give it back
+                await self._release_soon(run_id, claim.lease_token)
+                return
+            history: list[Event] = []
+            if claim.last_seq:
+                async with self.pool.connection() as conn:
+                    history = await store_runs.load_history(conn, run_id)
+            self.begin(claim, wf, history, source)
+        except Exception as exc:
+            log.warning("run %s: could not start its execution (%s); giving its lease back", run_id, exc,
+                        extra={"run_id": str(run_id), "workflow": claim.workflow})
+            self.spawn(self._release_soon(run_id, claim.lease_token))
+        finally:
+            self.loading.discard(run_id)
+
+    def execution_ended(self, ex: RunView, reason: str) -> None:
+        if self.active.get(ex.run_id) is ex:
+            del self.active[ex.run_id]
+        if self.parked.get(ex.run_id) is ex:
+            del self.parked[ex.run_id]
+        if reason in ("shutdown", "database"):
+            # stopped at a durable point (graceful shutdown) or by a database error
+            self.give_back(ex)
+        if reason != "terminal":
+            self.results.wake(ex.run_id)  # they re-read the database
+        if reason not in ("terminal", "nondeterminism") or self.starved:
+            # a finished run frees capacity; that only matters when the claimer left due
+            # runs unclaimed for lack of it (otherwise this would cost a claim query per run)
+            self._kick_claimer()
+
+    # --- parking --------------------------------------------------------------------------
+
+    async def park(self, ex: RunView, fire_at: float | None, *, due_now: bool, db_now: float) -> Claim:
+        """Keep a suspended run's coroutine in memory until this process re-claims it."""
+        assert isinstance(ex, Execution)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Claim] = loop.create_future()
+        ex.park_future = fut
+        if self.active.get(ex.run_id) is ex:
+            del self.active[ex.run_id]
+        if self._closing:
+            raise Shutdown()
+        self.parked[ex.run_id] = ex
+        while len(self.parked) > self.settings.max_parked:
+            _, old = self.parked.popitem(last=False)
+            old.stop(Evicted())
+        if due_now:
+            self.spawn(self.claim_one(ex.run_id, "local"))
+        elif fire_at is not None:
+            self._arm(ex.run_id, fire_at - db_now)
+        self._kick_claimer()
+        try:
+            return await fut
+        finally:
+            ex.park_future = None
+
+    def _arm(self, run_id: uuid.UUID, delay: float, tries: int = 0) -> None:
+        """Claim ``run_id`` here after ``delay`` seconds (its local timer; one per run)."""
+        old = self._timers.pop(run_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[run_id] = loop.call_later(max(0.0, delay), self._timer_fired, run_id, tries)
+
+    def _timer_fired(self, run_id: uuid.UUID, tries: int = 0) -> None:
+        self._timers.pop(run_id, None)
+        self.spawn(self.claim_one(run_id, "local", tries))
+
+    def claim_soon(self, run_id: uuid.UUID, queue: str, delay: float | None = None) -> None:
+        """A run this process created is due later (a delayed start, a retry attempt's
+        backoff, a continue-as-new successor): claim it when it is due rather than at the
+        next poll."""
+        if not self.settings.execute or self._closing or queue not in self.settings.queues:
+            return
+        if delay is not None:
+            self._arm(run_id, delay)
+        else:
+            self.spawn(self.claim_one(run_id, "local"))  # not due yet: it arms its timer
+
+    async def claim_one(self, run_id: uuid.UUID, source: str, tries: int = 0) -> bool:
+        if self._closing or not self.settings.execute:
+            return False
+        try:
+            async with self.pool.connection() as conn:
+                claim = await store_runs.claim_one(conn, id=run_id, workflows=self.workflow_keys(),
+                                                   owner=self.owner, ttl=self.settings.lease_ttl_s)
+                state = await store_runs.due_in(conn, run_id) if claim is None else None
+        except Exception as exc:
+            log.warning("run %s: claim failed (%s); the poll will retry", run_id, exc, extra={"run_id": str(run_id)})
+            return False
+        if claim is None:
+            if state is not None and state.status in ("pending", "suspended") and state.due_in_s is not None \
+                    and not self._closing:
+                if state.due_in_s > 0:  # not due yet by the database clock: when it is
+                    self._arm(run_id, state.due_in_s + 0.002)
+                elif tries < _LOCAL_RETRIES:  # due, but its row was locked for a moment (a sender, a wake)
+                    self._arm(run_id, 0.02, tries + 1)
+            return False
+        hooks.emit("claim.batch", count=1, source=source)
+        self.on_claimed(claim, source)
+        return True
+
+    def on_wake(self, run_id: uuid.UUID, owner: str) -> None:
+        """A wake notification: '<run>|<sticky owner>'."""
+        ex = self.active.get(run_id)
+        if ex is not None:
+            ex.kick()  # running here: re-evaluate its waits
+        elif run_id in self.parked:
+            self.spawn(self.claim_one(run_id, "notify"))
+        elif not owner or owner == self.owner:
+            self._kick_claimer()
+
+    def wake_all_parked(self) -> None:
+        """The clock moved (tests): parked runs with local timers look again now."""
+        for run_id in list(self.parked):
+            self.spawn(self.claim_one(run_id, "local"))
+
+    # --- giving back ----------------------------------------------------------------------
+
+    def give_back(self, ex: RunView) -> None:
+        """Release ``ex``'s lease (its buffered outcomes journaled first) so any process can
+        resume the run now rather than after lease expiry."""
+        if ex.journal.token is not None:
+            self.spawn(self._give_back(ex))
+
+    async def _give_back(self, ex: RunView) -> None:
+        # under the journal's write lock: a write in flight (a child start, a timer) ends
+        # first, so the buffered outcomes take the seqs after whatever it committed
+        journal = ex.journal
+        try:
+            async with asyncio.timeout(self.settings.lease_ttl_s):
+                async with journal.locked():
+                    token = journal.token
+                    if token is None:
+                        return
+                    journal.token = None
+                    pending, first_seq = journal.take_pending()
+        except TimeoutError:  # a write hangs on a dead connection: the lease expires instead
+            return
+        await self._release_soon(ex.run_id, token, pending, first_seq)
+
+    async def _release_soon(self, run_id: uuid.UUID, token: int, pending: list[Pending] | None = None,
+                            first_seq: int = 0) -> None:
+        """Release a lease, first journaling the run's buffered outcomes (a finished step
+        must not run again), retrying with backoff while the database is unreachable; gives
+        up after one lease TTL (by then the lease has expired and anyone may claim the run)."""
+        rest = list(pending or ())
+        deadline = time.monotonic() + self.settings.lease_ttl_s
+        delay = 0.2
+        while self._pool is not None:
+            try:
+                async with self._pool.connection() as conn:
+                    try:
+                        written = await store_events.append_pending(conn, run_id, token, first_seq, rest)
+                    except SeqTaken:
+                        # an earlier write committed but its answer was lost (a server
+                        # restart, a cancelled statement): write what is not there yet
+                        done, first_seq = await store_events.written_since(conn, run_id, first_seq, rest)
+                        rest = rest[done:]
+                        continue
+                    if written:
+                        await store_runs.release(conn, run_id, token)
+                return
+            except Exception as exc:
+                if time.monotonic() + delay >= deadline:
+                    log.info("run %s: could not release its lease (%s); it resumes after lease expiry",
+                             run_id, exc, extra={"run_id": str(run_id)})
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # --- stopping executions of runs that are gone ----------------------------------------
+
+    async def renew_leases(self) -> tuple[int, int]:
+        """Renew every lease held here (one statement) and stop the executions whose lease
+        is gone (cancelled, or claimed by another process after expiry). Returns (lost,
+        skipped): leases whose rows another transaction held locked are still valid and
+        are retried soon."""
+        held = [(ex.run_id, ex.journal.token) for ex in list(self.active.values()) if ex.journal.token is not None]
+        if not held:
+            return 0, 0
+        async with self.pool.connection() as conn:
+            seen = await store_runs.renew_leases(conn, held, self.settings.lease_ttl_s)  # type: ignore[arg-type]
+        lost = 0
+        for run_id, token in held:
+            ex = self.active.get(run_id)
+            if run_id not in seen and ex is not None and ex.journal.token == token:
+                lost += 1
+                log.info("run %s: lease lost (cancelled or claimed elsewhere); stopping its execution", run_id,
+                         extra={"run_id": str(run_id), "workflow": ex.wf.name})
+                hooks.emit("lease.lost", run_id=run_id, workflow=ex.wf.name)
+                ex.stop(LeaseLost())
+        hooks.emit("heartbeat", leases=len(held), lost=lost)
+        return lost, sum(1 for renewed in seen.values() if not renewed)
+
+    def check_cancelled(self) -> None:
+        """Check (once, coalescing bursts of notifications) which executions here lost their run."""
+        if not (self.active or self.parked or self.loading):
+            return
+        if self._checking:
+            self._check_again = True
+            return
+        self._checking = True
+        self.spawn(self._check_loop())
+
+    def on_cancel_request(self, run_id: uuid.UUID) -> None:
+        """A graceful cancel request for a run executing here: it sees it at its next wait."""
+        ex = self.active.get(run_id)
+        if ex is not None:
+            ex.cancel_requested = True
+            ex.kick()
+
+    async def _check_loop(self) -> None:
+        extra = 0
+        try:
+            while True:
+                self._check_again = False
+                try:
+                    await self._check_local()
+                except Exception as exc:  # the heartbeat catches what this misses
+                    log.warning("checking for cancelled runs failed (%s); the next heartbeat stops them", exc)
+                    return
+                if self.loading and extra < 4:
+                    # runs being loaded were claimed before the cancel: look again once they run
+                    extra += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                if not self._check_again:
+                    return
+        finally:
+            self._checking = False
+
+    async def _check_local(self) -> None:
+        """Renew (and so check) the leases of running executions; parked runs are checked in
+        one query at the same time."""
+        checks = []
+        if self.settings.execute and self.active:
+            checks.append(self.renew_leases())
+        if self.parked and self._pool is not None:
+            checks.append(self._drop_finished_parked(list(self.parked)))
+        if checks:
+            await asyncio.gather(*checks)
+
+    async def _drop_finished_parked(self, parked: list[uuid.UUID]) -> None:
+        async with self.pool.connection() as conn:
+            done = await store_runs.finished_among(conn, parked)
+        for rid in done:
+            ex = self.parked.pop(rid, None)
+            if ex is not None:
+                timer = self._timers.pop(rid, None)
+                if timer is not None:
+                    timer.cancel()
+                ex.stop(LeaseLost())
+
+    # --- closing --------------------------------------------------------------------------
+
+    async def close(self, grace: float) -> None:
+        """Stop claiming here, let executions reach their next durable point for up to
+        ``grace`` seconds, give back the leases of those that did not, drop parked runs."""
+        self._closing = True
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        deadline = time.monotonic() + grace
+        # executions stop at their next durable point (keys.take raises Shutdown once we
+        # are closing) and give their lease back; a run being loaded starts and does the same
+        while (self.active or self.loading) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for ex in list(self.active.values()):
+            self.give_back(ex)
+            ex.stop(Shutdown())
+        for ex in list(self.parked.values()):
+            ex.stop(Shutdown())
+        self.parked.clear()
+        if self._pool is not None:
+            try:
+                async with self._pool.connection() as conn:
+                    await store_runs.clear_sticky_hints(conn, self.owner)
+            except Exception as exc:
+                log.warning("could not clear sticky hints on close: %s", exc)
+        tasks = [ex.task for ex in list(self.active.values()) if ex.task is not None] + list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+
+    def detach(self) -> None:
+        """The pool is closing: nothing here may use it any more."""
+        self._pool = None

@@ -1,0 +1,341 @@
+"""Typed rows: what the statements of :mod:`durable.store` return.
+
+Nothing above the store indexes a row tuple: every statement's result comes out as one of
+these (dataclasses for the engine's hot paths, TypedDicts for the operator views that are
+printed or turned into JSON as they are).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+
+# An operation's key in the journal: its position (int) in the workflow's main branch, or,
+# for an operation of a concurrent branch (a task the workflow created), a string naming
+# the branch path and the operation's index in it ("0.1:2"; see durable/runtime/branches.py).
+Key = int | str
+
+
+def split_key(key: Key | None) -> tuple[int | None, str | None]:
+    """The (pos, op) columns of a journal key."""
+    if isinstance(key, str):
+        return None, key
+    return key, None
+
+
+@dataclass(slots=True)
+class Event:
+    """One journal event of a run."""
+
+    seq: int
+    pos: int | None
+    kind: str
+    name: str | None
+    data: dict[str, Any]
+    op: str | None = None
+
+    @property
+    def key(self) -> Key | None:
+        return self.op if self.op is not None else self.pos
+
+
+@dataclass(slots=True)
+class Pending:
+    """An event journaled at the next durable point; its seq is given when it is written."""
+
+    key: Key | None
+    kind: str
+    name: str | None
+    text: str  # the event's data as JSON text
+    on_written: Callable[[int], None] | None = None  # receives the seq once written
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run this process now holds the lease of (a claim, or a start already leased)."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    workflow: str
+    version: int
+    queue: str
+    input: Any
+    lease_token: int
+    parent_id: uuid.UUID | None = None
+    chain_root_id: uuid.UUID | None = None
+    attempt: int = 1
+    depth: int = 0
+    cancel_requested: bool = False
+    prev_status: str = "pending"
+    wake_latency_s: float | None = None  # the run was due → claimed (database clock)
+    last_seq: int = 0                    # the journal's last seq (0: nothing to replay)
+    deadline_in_s: float | None = None   # seconds until its execution timeout
+
+    @property
+    def resumed_latency_s(self) -> float | None:
+        """Due → claimed, for a suspended run that was woken (None for a first start)."""
+        return self.wake_latency_s if self.prev_status == "suspended" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A run inserted by ``engine.start``."""
+
+    id: uuid.UUID
+    status: str
+    lease_token: int | None
+    due_in_s: float | None  # seconds until a delayed start is due
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingRun:
+    """The run an id or idempotency key already names."""
+
+    id: uuid.UUID
+    workflow: str
+    input: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DueIn:
+    """Why a run could not be claimed: its status and seconds until it is due (negative:
+    due already, so another transaction held its row for a moment)."""
+
+    status: str
+    due_in_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suspended:
+    due_now: bool   # a wake arrived while it ran: claim it again at once
+    db_now: float   # the database clock (epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildOutcome:
+    """A child whose outcome its parent has not read yet (fan-in)."""
+
+    chain_root_id: uuid.UUID  # the id the parent started (continue-as-new and retries follow it)
+    id: uuid.UUID             # the chain's final run
+    status: str
+    result: Any
+    error: Any
+    workflow: str
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildOutcomes:
+    cleared: int                 # unread flags cleared (outcomes the parent journaled)
+    children: list[ChildOutcome]
+    db_now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """The terminal state of a run waited on by chain (cross-run waits)."""
+
+    target: uuid.UUID  # the chain root waited on
+    id: uuid.UUID      # the chain's final run (the target itself when it was deleted)
+    status: str        # 'completed' | 'failed' | 'cancelled' | 'missing' (deleted by retention)
+    result: Any
+    error: Any
+    workflow: str
+    finished_at: float | None
+    db_now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """The newest link of a continue-as-new chain."""
+
+    id: uuid.UUID
+    status: str
+    result: Any
+    error: Any
+    workflow: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTarget:
+    """A run another run waits on: its workflow and continue-as-new chain."""
+
+    workflow: str
+    chain_root_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class TakenChildId:
+    id: uuid.UUID
+    workflow: str
+    parent_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedSignal:
+    leased: bool  # False: the lease was lost (nothing written)
+    payload: Any
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    cancelled: int
+    truncated: int
+    status_before: str
+    live_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    expired: int
+    next_deadline_in_s: float | None  # seconds until the earliest deadline left (None: none)
+
+
+@dataclass(frozen=True, slots=True)
+class RunLabels:
+    id: uuid.UUID
+    workflow: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    queue: str
+    ready: int
+    oldest_ready_s: float | None
+    waiting: int
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run's row as stored (status, input, result or error, lease, timing)."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    chain_root_id: uuid.UUID
+    continued_to: uuid.UUID | None
+    workflow: str
+    version: int
+    queue: str
+    status: str
+    input: Any
+    result: Any
+    error: Any
+    attempt: int
+    depth: int
+    lease_owner: str | None
+    lease_token: int | None
+    lease_expires_at: datetime | None
+    next_wakeup_at: datetime | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GcBatch:
+    """One retention batch: the keyset cursor to continue from and what it did."""
+
+    after_ts: datetime | None
+    after_id: uuid.UUID | None
+    scanned: int
+    with_children: int
+    runs: int
+    events: int
+    signals: int
+
+
+# --- operator views (printed or dumped as JSON as they are) ---------------------------
+
+
+class RunListRow(TypedDict):
+    id: uuid.UUID
+    workflow: str
+    version: int
+    queue: str
+    status: str
+    parent_id: uuid.UUID | None
+    root_id: uuid.UUID
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error_type: str | None
+    db_now: datetime
+
+
+class RunDetail(TypedDict):
+    id: uuid.UUID
+    root_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    chain_root_id: uuid.UUID
+    continued_to: uuid.UUID | None
+    workflow: str
+    version: int
+    queue: str
+    status: str
+    input: Any
+    result: Any
+    error: Any
+    attempt: int
+    depth: int
+    parent_close_policy: str
+    idempotency_key: str | None
+    lease_owner: str | None
+    lease_token: int | None
+    lease_expires_at: datetime | None
+    next_wakeup_at: datetime | None
+    deadline_at: datetime | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    db_now: datetime
+    event_count: int
+    pending_signals: int
+    children: dict[str, int]
+
+
+class EventDetail(TypedDict):
+    seq: int
+    pos: int | None
+    op: str | None
+    kind: str
+    name: str | None
+    data: Any
+    created_at: datetime
+
+
+class TreeRow(TypedDict):
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    continued_to: uuid.UUID | None
+    lvl: int
+    workflow: str
+    status: str
+    queue: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: Any
+    db_now: datetime
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs ``durable runs`` lists (every field optional; all given must hold)."""
+
+    statuses: tuple[str, ...] = ()
+    workflow: str | None = None         # a name, or a glob with * (e.g. 'orders.*')
+    queue: str | None = None
+    parent_id: uuid.UUID | None = None
+    root_id: uuid.UUID | None = None
+    top_level: bool = False
+    older_than_s: float | None = None   # created more than this many seconds ago
+    newer_than_s: float | None = None   # created at most this many seconds ago
+    before: tuple[datetime, uuid.UUID] | None = None  # keyset cursor (created_at, id)

@@ -21,12 +21,12 @@ def parse_duration(text: str | float, what: str = "duration") -> float:
     if isinstance(text, (int, float)):
         value = float(text)
     else:
-        s = str(text).strip().lower()
-        value = _parse_units(s)
-        if value is None:
+        parsed = _parse_units(str(text).strip().lower())
+        if parsed is None:
             raise ConfigurationError(
                 f"{what} {text!r} is not a duration: use a number with a unit, e.g. 30s, 15m, 12h, 7d "
                 "or 1h30m (s, m, h, d, w), or plain seconds such as 90")
+        value = parsed
     if not math.isfinite(value) or value < 0 or value > _MAX_AGE_S:
         raise ConfigurationError(f"{what} must be between 0 seconds and 100 years, got {text!r}")
     return value

@@ -64,7 +64,7 @@ class RunConflictError(DurableError):
 class RunFailedError(DurableError):
     """The awaited run ended as failed. `error` holds the journaled error document."""
 
-    def __init__(self, run_id: Any, error: dict | None, workflow: str | None = None) -> None:
+    def __init__(self, run_id: Any, error: dict[str, Any] | None, workflow: str | None = None) -> None:
         err = error or {}
         self.run_id = run_id
         self.workflow = workflow
@@ -113,7 +113,7 @@ class StepError(DurableError):
     """A step failed after its retries. Raised the same way live and on replay, so
     workflow code that catches it behaves deterministically."""
 
-    def __init__(self, step: str, error: dict, attempts: int) -> None:
+    def __init__(self, step: str, error: dict[str, Any], attempts: int) -> None:
         self.step = step
         self.error = error
         self.type = error.get("type")

@@ -40,7 +40,7 @@ def dumps(value: Any, *, what: str, limit: int) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _adapter(tp: Any) -> TypeAdapter:
+def _adapter(tp: Any) -> TypeAdapter[Any]:
     return TypeAdapter(tp)
 
 

@@ -142,6 +142,7 @@ async def cmd_signal(args: argparse.Namespace, out: Out) -> int:
 
 async def cmd_gc(args: argparse.Namespace, out: Out) -> int:
     age = seconds(args.older_than, "--older-than")
+    assert age is not None  # a required flag
     async with connection(args) as conn:
         res = await retention.gc(conn, age, batch=args.batch, max_batches=args.max_batches, dry_run=args.dry_run)
     if out.json_mode:
@@ -278,13 +279,14 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="durable: %(message)s")
     try:
-        return asyncio.run(command(args.command)(args, out))
+        code: int = asyncio.run(command(args.command)(args, out))
+        return code
     except KeyboardInterrupt:
         out.err("interrupted")
         return 130
     except Exception as exc:
-        code = _exit_for(exc)
-        if code is None:
+        known = _exit_for(exc)
+        if known is None:
             out.err(f"durable {args.command}: unexpected error: {type(exc).__name__}: {exc}"
                     + ("" if args.debug else " (--debug shows the traceback)"))
             if args.debug:
@@ -294,8 +296,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         if isinstance(exc, psycopg.OperationalError):
             message = f"lost the database connection: {exc}"
         if out.json_mode:
-            out.json({"error": message, "exit_code": code})
+            out.json({"error": message, "exit_code": known})
         prefix = "\x1b[31merror:\x1b[0m " if out.err_color else "error: "
         out.err(prefix + message)
-        return code
+        return known
 

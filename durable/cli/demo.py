@@ -42,12 +42,12 @@ def validate_cart(orders: list[str]) -> int:
 
 
 @step("demo.reserve_stock")
-async def reserve_stock(order: str) -> dict:
+async def reserve_stock(order: str) -> dict[str, Any]:
     return {"order": order, "warehouse": "north" if int(order[-1]) % 2 else "south"}
 
 
 @step("demo.charge_card", retry=RetryPolicy(initial_interval=0.3, backoff=2.0, max_attempts=4))
-async def charge_card(order: str, nonce: str) -> dict:
+async def charge_card(order: str, nonce: str) -> dict[str, Any]:
     key = f"{nonce}:{order}"
     _attempts[key] = _attempts.get(key, 0) + 1
     if order == FLAKY_ORDER and _attempts[key] == 1:
@@ -66,7 +66,7 @@ async def send_receipt(total: float, count: int) -> str:
 
 
 @workflow("demo.fulfil_order")
-async def fulfil_order(ctx: Context, item: dict) -> dict:
+async def fulfil_order(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
     stock = await ctx.step(reserve_stock, item["order"])
     charge = await ctx.step(charge_card, item["order"], item["nonce"])
     await ctx.sleep(0.2)  # a durable timer: waiting for the courier's pickup slot
@@ -75,7 +75,7 @@ async def fulfil_order(ctx: Context, item: dict) -> dict:
 
 
 @workflow("demo.checkout")
-async def checkout(ctx: Context, cart: dict) -> dict:
+async def checkout(ctx: Context, cart: dict[str, Any]) -> dict[str, Any]:
     count = await ctx.step(validate_cart, cart["orders"])
     refs = await ctx.start_children(fulfil_order, [{"order": o, "nonce": cart["nonce"]} for o in cart["orders"]],
                                     key=lambda item: item["order"])

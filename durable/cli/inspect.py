@@ -47,7 +47,7 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
     now = rows[0]["db_now"]
     out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"],
               [[str(r["id"]), f"{r['workflow']}", r["status"], r["queue"], ago(r["created_at"], now),
-                took(r, now), r["error_type"] or ""] for r in rows],
+                took(dict(r), now), r["error_type"] or ""] for r in rows],
               styles={2: lambda cell: STATUS_STYLE.get(cell.strip())})
     if cursor_out:
         out.print(out.c(f"more: durable runs … --cursor {cursor_out}", "dim"))
@@ -67,7 +67,10 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         out.json({**run, "events": events})
         return OK
     c = out.c
-    field = lambda name, value: out.print(f"{c(name.ljust(10), 'bold')}{value}")
+
+    def field(name: str, value: str) -> None:
+        out.print(f"{c(name.ljust(10), 'bold')}{value}")
+
     field("run", c(str(run["id"]), "bold"))
     field("workflow", f"{run['workflow']} (version {run['version']}) on queue {run['queue']}")
     field("status", out.status(run["status"]) + (c("  cancel requested", "yellow")

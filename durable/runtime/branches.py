@@ -25,8 +25,8 @@ import asyncio
 import contextvars
 import functools
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 from ..errors import DurableError
 
@@ -189,12 +189,6 @@ def create_outside(coro: Coroutine[Any, Any, Any], *, name: str | None = None) -
     return asyncio.get_running_loop().create_task(coro, name=name, context=outside_context())
 
 
-async def run_outside(awaitable: "Coroutine[Any, Any, Any] | Generator[Any, None, Any]") -> Any:
-    """Await step code with no branch current, so tasks it creates are not the workflow's."""
-    with outside():
-        return await awaitable
-
-
 def install(loop: asyncio.AbstractEventLoop) -> None:
     """Install the branch-tracking task factory on ``loop`` (idempotent; chains a factory
     that was there already)."""
@@ -214,10 +208,10 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
             context.run(_current.set, child)
             kwargs["context"] = context
             task = previous(lp, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=lp, **kwargs)
-            _adopt(child, task)  # type: ignore[arg-type]
+            _adopt(child, cast("asyncio.Task[Any]", task))
             return task
         if previous is not None:
-            return previous(lp, coro, **kwargs)  # type: ignore[no-any-return]
+            return previous(lp, coro, **kwargs)
         return asyncio.Task(coro, loop=lp, **kwargs)
 
     task_factory._durable_branches = True  # type: ignore[attr-defined]

@@ -86,7 +86,7 @@ class Children:
 
     # --- starting -----------------------------------------------------------------------
 
-    async def start(self, workflow: WorkflowDef | str, inputs: list[Any], child_keys: list[str | None],
+    async def start(self, workflow: WorkflowDef[Any, Any] | str, inputs: list[Any], child_keys: list[str | None],
                     site: str | None, queue: str | None, timeout: float | None,
                     retry: RetryPolicy | None, parent_close: ParentClosePolicy | str) -> list[ChildRef]:
         ex = self.ex
@@ -256,7 +256,7 @@ class Children:
                 return min(known, key=lambda r: outcomes[r.run_id].order)
             await self.await_known(list(pending), mode="any")
 
-    async def map(self, workflow: WorkflowDef | str, inputs: Iterable[Any], *, concurrency: int,
+    async def map(self, workflow: WorkflowDef[Any, Any] | str, inputs: Iterable[Any], *, concurrency: int,
                   key: Callable[[Any], str] | None, return_exceptions: bool, site: str | None,
                   queue: str | None, timeout: float | None, retry: RetryPolicy | None,
                   parent_close: ParentClosePolicy | str) -> list[Any]:

@@ -253,7 +253,7 @@ class Context:
                              parent_close: ParentClosePolicy | str = ParentClosePolicy.TERMINATE) -> list[ChildRef]:
         """Start one child per input, all in one transaction (fan-out)."""
         items = list(inputs)
-        child_keys = [key(i) for i in items] if key is not None else [None] * len(items)
+        child_keys: list[str | None] = [key(i) for i in items] if key is not None else [None] * len(items)
         return await self._children.start(workflow, items, child_keys, site, queue, timeout, retry, parent_close)
 
     @overload

@@ -41,7 +41,7 @@ _CANCELLED = {"type": "Cancelled", "reason": "cancelled", "message": "the run wa
 
 
 class Execution:
-    def __init__(self, host: Host, claim: Claim, wf: WorkflowDef, history: list[Event]) -> None:
+    def __init__(self, host: Host, claim: Claim, wf: WorkflowDef[Any, Any], history: list[Event]) -> None:
         self.host = host
         self.settings = host.settings
         self.run_id = claim.id

@@ -31,7 +31,7 @@ class RunView(Protocol):
     parent_id: uuid.UUID | None
     attempt: int
     queue: str
-    wf: WorkflowDef
+    wf: WorkflowDef[Any, Any]
     settings: EngineSettings
     host: "Host"
     journal: Journal

@@ -135,7 +135,7 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
         _workflows[name] = wf
         return wf
 
-    return register  # type: ignore[return-value]  (the overloads say what register returns)
+    return register
 
 
 @overload
@@ -179,7 +179,7 @@ def as_step(fn: Callable[..., Any] | StepDef[Any], name: str | None = None) -> S
         return fn if name is None or name == fn.name else StepDef(name, fn.fn, fn.retry, fn.timeout, fn.result_type)
     if not callable(fn):
         raise TypeError(f"ctx.step needs a function or @durable.step, got {fn!r}")
-    return StepDef(name=name or getattr(fn, "__qualname__", repr(fn)), fn=fn,
+    return StepDef(name=name or str(getattr(fn, "__qualname__", repr(fn))), fn=fn,
                    result_type=_hints(fn).get("return"))
 
 

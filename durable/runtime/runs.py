@@ -320,11 +320,11 @@ class RunTable:
         is gone (cancelled, or claimed by another process after expiry). Returns (lost,
         skipped): leases whose rows another transaction held locked are still valid and
         are retried soon."""
-        held = [(ex.run_id, ex.journal.token) for ex in list(self.active.values()) if ex.journal.token is not None]
+        held = [(ex.run_id, token) for ex in list(self.active.values()) if (token := ex.journal.token) is not None]
         if not held:
             return 0, 0
         async with self.pool.connection() as conn:
-            seen = await store_runs.renew_leases(conn, held, self.settings.lease_ttl_s)  # type: ignore[arg-type]
+            seen = await store_runs.renew_leases(conn, held, self.settings.lease_ttl_s)
         lost = 0
         for run_id, token in held:
             ex = self.active.get(run_id)
@@ -377,7 +377,7 @@ class RunTable:
     async def _check_local(self) -> None:
         """Renew (and so check) the leases of running executions; parked runs are checked in
         one query at the same time."""
-        checks = []
+        checks: list[Coroutine[Any, Any, Any]] = []
         if self.settings.execute and self.active:
             checks.append(self.renew_leases())
         if self.parked and self._pool is not None:

@@ -9,11 +9,10 @@ the run while it was parked. The run itself is untouched: it resumes from its jo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..store.rows import Claim
-    from .registry import WorkflowDef
+from ..store.rows import Claim
+from .registry import WorkflowDef
 
 
 class Stop(BaseException):
@@ -47,7 +46,7 @@ class Stale(Stop):
 
     reason = "stale"
 
-    def __init__(self, claim: "Claim") -> None:
+    def __init__(self, claim: Claim) -> None:
         super().__init__()
         self.claim = claim
 
@@ -56,7 +55,7 @@ class ContinueAsNew(BaseException):
     """Raised by ``ctx.continue_as_new()``: the run ends as `continued` and a successor
     run (fresh history) takes over with ``input_json``."""
 
-    def __init__(self, input_json: str, workflow: "WorkflowDef") -> None:
+    def __init__(self, input_json: str, workflow: WorkflowDef[Any, Any]) -> None:
         super().__init__()
         self.input_json = input_json
         self.workflow = workflow

@@ -22,7 +22,8 @@ class SyncSteps:
     def __init__(self) -> None:
         self._running: dict[Where, asyncio.Event] = {}
 
-    async def start(self, where: Where, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "asyncio.Future[Any]":
+    async def start(self, where: Where, fn: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> "asyncio.Future[Any]":
         """Start ``fn(*args, **kwargs)`` in a worker thread once no earlier attempt of the
         same step is still running here; returns the future of its result."""
         previous = self._running.get(where)

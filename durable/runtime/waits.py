@@ -217,10 +217,10 @@ class Waits:
                     "parent_run_id": self.run_id, "child_run_id": f.chain, "workflow": f.workflow,
                     "parent_workflow": self.workflow, "wake_latency_s": f.latency_s,
                     **({"error_type": (f.error or {}).get("type")} if f.status == "failed" else {})})
-            read = self.read.append if is_child else None
+            mark_read = self.read.append if is_child else None
             key = child_keys.get(f.chain, self.cross_keys.get(f.chain))
             self.journal.buffer(key, kind, f.workflow, dumps(data, what=f"{kind} event", limit=limit),
-                                functools.partial(_outcome_written, outcome, event, read, f.final))
+                                functools.partial(_outcome_written, outcome, event, mark_read, f.final))
             self.outcomes[f.chain] = outcome
         return [f.chain for f in found]
 

@@ -23,6 +23,7 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError
+from . import embedded
 
 __all__ = [
     "connect",
@@ -159,8 +160,6 @@ async def resolve_dsn(dsn: str | None, *, data_dir: str | None = None) -> str:
             return validate_dsn(env)
         except ConfigurationError as exc:
             raise ConfigurationError(f"DURABLE_DSN: {exc}") from None
-    from . import embedded
-
     return await asyncio.to_thread(embedded.start_embedded, data_dir)
 
 

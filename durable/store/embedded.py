@@ -23,6 +23,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from ..errors import ConfigurationError, DatabaseUnavailableError
 
 __all__ = ["default_data_dir", "start_embedded", "stop_embedded"]
@@ -40,8 +42,6 @@ def default_data_dir() -> Path:
     env = os.environ.get("DURABLE_DATA_DIR")
     if env:
         return Path(env)
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("durable")) / "pg"
 
 

@@ -25,7 +25,7 @@ async def list_runs(conn: Conn, f: RunFilter, limit: int) -> list[RunListRow]:
     params: list[Any] = []
 
     def cond(text: str, *values: Any) -> None:
-        where.append(sql.SQL(text))  # type: ignore[arg-type]  (fixed fragments, never user text)
+        where.append(sql.SQL(text))  # fixed fragments, never user text
         params.extend(values)
 
     if f.statuses:
@@ -49,10 +49,11 @@ async def list_runs(conn: Conn, f: RunFilter, limit: int) -> list[RunListRow]:
         cond("created_at >= now() - make_interval(secs => %s)", f.newer_than_s)
     if f.before is not None:
         cond("(created_at, id) < (%s, %s)", *f.before)
-    query = sql.SQL(q("_run_list_columns"))  # type: ignore[arg-type]
+    parts: list[sql.Composable] = [sql.SQL(q("_run_list_columns"))]
     if where:
-        query = sql.Composed([query, sql.SQL(" WHERE "), sql.SQL(" AND ").join(where)])
-    query = sql.Composed([query, sql.SQL(" ORDER BY created_at DESC, id DESC LIMIT %s")])
+        parts += [sql.SQL(" WHERE "), sql.SQL(" AND ").join(where)]
+    parts.append(sql.SQL(" ORDER BY created_at DESC, id DESC LIMIT %s"))
+    query = sql.Composed(parts)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(query, [*params, limit])
     return cast(list[RunListRow], await cur.fetchall())

@@ -1,6 +1,8 @@
 """Schema migrations: numbered SQL files applied once each, in order, per schema.
 
-The files are ``NNNN_name.sql``. An installed wheel carries them as the package resource
+A migration is never edited once released: the runner records each file's checksum when
+it applies it and refuses to work on a schema whose applied migrations differ from the
+files (change the schema with a new migration instead). The files are ``NNNN_name.sql``. An installed wheel carries them as the package resource
 ``durable/_sql``; a source checkout reads the repository's top-level ``sql/`` folder.
 Each file runs in its own transaction with ``search_path`` set to the target schema, so
 the files never name the schema themselves and one database can hold many installs.
@@ -42,6 +44,15 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.version:04d}_{self.name}.sql"
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the file's text (line endings normalised)."""
+        return hashlib.sha256(self.sql.replace("\r\n", "\n").encode()).hexdigest()
 
 
 def _migrations_dir() -> Traversable | Path:
@@ -111,11 +122,34 @@ def _not_migrated(schema: str, version: int | None) -> SchemaVersionError:
     )
 
 
-async def _applied(conn: psycopg.AsyncConnection[Any], schema: str) -> set[int]:
+async def _applied(conn: psycopg.AsyncConnection[Any], schema: str) -> dict[int, str | None]:
+    """Applied versions and the checksums recorded for them (None: applied by a runner
+    that recorded none)."""
     cur = await conn.execute(
-        sql.SQL("SELECT version FROM {}.durable_migrations").format(sql.Identifier(schema))
+        sql.SQL("SELECT version, checksum FROM {}.durable_migrations").format(sql.Identifier(schema))
     )
-    return {row[0] for row in await cur.fetchall()}
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+def _changed(schema: str, mig: Migration, recorded: str) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"migration {mig.filename} was changed after it was applied to schema {schema} (recorded checksum "
+        f"{recorded[:12]}…, the file's {mig.checksum[:12]}…). Migrations are never edited once released: "
+        "restore the file as it was and put the change in a new migration")
+
+
+async def _verify(conn: psycopg.AsyncConnection[Any], schema: str, applied: dict[int, str | None], *,
+                  record: bool) -> None:
+    """Refuse a schema whose applied migrations differ from the files; with ``record``,
+    record the checksums of migrations applied before checksums were kept."""
+    for mig in _MIGRATIONS:
+        recorded = applied.get(mig.version, "")
+        if recorded is None:
+            if record:
+                await conn.execute(sql.SQL("UPDATE {}.durable_migrations SET checksum = %s WHERE version = %s")
+                                   .format(sql.Identifier(schema)), (mig.checksum, mig.version))
+        elif recorded and recorded != mig.checksum:
+            raise _changed(schema, mig, recorded)
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
@@ -146,9 +180,12 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             ).format(ident)
         )
+        await conn.execute(sql.SQL("ALTER TABLE {}.durable_migrations ADD COLUMN IF NOT EXISTS checksum text")
+                           .format(ident))
         applied = await _applied(conn, schema)
-    if applied and max(applied) > LATEST_VERSION:
-        raise _too_new(schema, max(applied))
+        if applied and max(applied) > LATEST_VERSION:
+            raise _too_new(schema, max(applied))
+        await _verify(conn, schema, applied, record=True)
 
     for mig in _MIGRATIONS:
         if mig.version in applied:
@@ -170,10 +207,11 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
                     f"{type(exc).__name__}: {exc}. Nothing of this migration was applied."
                 ) from exc
             await conn.execute(
-                sql.SQL("INSERT INTO {}.durable_migrations (version, name) VALUES (%s, %s)").format(ident),
-                (mig.version, mig.name),
+                sql.SQL("INSERT INTO {}.durable_migrations (version, name, checksum) VALUES (%s, %s, %s)")
+                .format(ident),
+                (mig.version, mig.name, mig.checksum),
             )
-        applied = applied | {mig.version}
+        applied[mig.version] = mig.checksum
         logger.info("schema %s: applied migration %04d_%s", schema, mig.version, mig.name)
     return max(applied)
 
@@ -195,10 +233,14 @@ async def schema_version(conn: psycopg.AsyncConnection[Any], schema: str) -> int
 
 async def check_schema(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
     """Return the schema's version if it matches this code; else raise SchemaVersionError
-    (not migrated, behind, or newer than this code)."""
+    (not migrated, behind, newer than this code, or migrated with files that were edited)."""
     version = await schema_version(conn, schema)
     if version is None or version < LATEST_VERSION:
         raise _not_migrated(schema, version)
     if version > LATEST_VERSION:
         raise _too_new(schema, version)
+    cur = await conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                             "AND table_name = 'durable_migrations' AND column_name = 'checksum'", (schema,))
+    if await cur.fetchone() is not None:
+        await _verify(conn, schema, await _applied(conn, schema), record=False)
     return version

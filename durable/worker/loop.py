@@ -12,7 +12,7 @@ class BackgroundLoop:
     name = "loop"
 
     def __init__(self) -> None:
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def start(self) -> None:

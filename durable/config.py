@@ -1,16 +1,36 @@
-"""Engine settings: one validated object, built from keyword arguments and DURABLE_* env."""
+"""Engine settings: one validated object, built from keyword arguments and DURABLE_* env.
+
+:class:`EngineSettings` is the one place each engine knob is declared: its name, type,
+bounds, default and description. The dispatcher derives its settings (flags, environment
+variables, ``--help``) from these fields instead of declaring them again."""
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigurationError
 
+__all__ = ["DURATION", "EngineSettings", "Seconds"]
+
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class _Duration:
+    """Marks a setting in seconds. In Python it is a number; where settings are text (the
+    dispatcher's flags and environment variables) it is written as a duration: ``30s``,
+    ``10m``, ``1h30m``, ``7d`` or plain seconds (:func:`durable.durations.parse_duration`),
+    and named without its ``_s`` (``lease_ttl_s``: ``--lease-ttl``, ``DURABLE_LEASE_TTL``)."""
+
+    def __repr__(self) -> str:
+        return "DURATION"
+
+
+DURATION: Final = _Duration()
+Seconds = Annotated[float, DURATION]
 
 
 class EngineSettings(BaseModel):
@@ -18,33 +38,41 @@ class EngineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dsn: str | None = Field(None, description="PostgreSQL DSN; None = DURABLE_DSN, else embedded PostgreSQL")
+    dsn: str | None = Field(None, description="PostgreSQL DSN, e.g. postgresql://user:pass@host:5432/db; "
+                                              "unset: DURABLE_DSN, else an embedded PostgreSQL "
+                                              "(pip install 'durable[embedded]')")
     schema_name: str = Field("durable", description="schema holding durable's tables")
-    data_dir: str | None = Field(None, description="embedded PostgreSQL data folder")
+    data_dir: str | None = Field(None, description="data folder of the embedded PostgreSQL (used when there is "
+                                                   "no DSN); unset: a folder under your user data directory")
     execute: bool = Field(True, description="execute runs in this process (False = client only)")
     queues: tuple[str, ...] = Field(("default",), description="queues this process executes")
-    concurrency: int = Field(100, ge=1, le=100_000, description="max runs executing at once")
-    lease_ttl_s: float = Field(30.0, gt=0.5, le=3600, description="lease duration; heartbeats renew it")
-    poll_interval_s: float = Field(2.0, gt=0.0, le=300, description="fallback poll for due runs")
-    sticky_grace_s: float = Field(2.0, ge=0.0, le=300,
-                                  description="how long a woken run waits for the process that parked it")
+    concurrency: int = Field(100, ge=1, le=100_000, description="max runs executing at once in this process")
+    lease_ttl_s: Seconds = Field(30.0, gt=0.5, le=3600,
+                                 description="lease duration: heartbeats renew it every third of it, and the "
+                                             "runs of a process that died are taken over once it expires")
+    poll_interval_s: Seconds = Field(2.0, gt=0.0, le=300,
+                                     description="fallback poll for due runs (notifications wake claims "
+                                                 "sooner); an idle process issues about one query per interval")
+    sticky_grace_s: Seconds = Field(2.0, ge=0.0, le=300,
+                                    description="how long a woken run waits for the process that parked it")
     claim_batch: int = Field(50, ge=1, le=10_000, description="max runs claimed per query")
     max_parked: int = Field(10_000, ge=0, description="suspended runs kept hot in memory (LRU)")
-    payload_limit_bytes: int = Field(1024 * 1024, ge=64, description="max size of one JSON payload")
+    payload_limit_bytes: int = Field(1024 * 1024, ge=64, description="max size of one JSON payload, in bytes")
     history_limit: int = Field(10_000, ge=10, description="max events in one run's history")
     max_child_depth: int = Field(10, ge=1, le=1000, description="max depth of a run tree")
-    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="bound on connecting to the database")
-    listener_keepalive_s: float = Field(15.0, ge=0.1, le=3600,
-                                        description="the LISTEN connection is pinged when silent this long and "
-                                                    "re-established when a ping does not answer within it "
-                                                    "(a half-open connection)")
-    pool_size: int = Field(10, ge=1, le=1000, description="max pooled connections")
-    migrate: bool = Field(True, description="apply schema migrations on start")
-    retention_s: float | None = Field(None, gt=0, le=100 * 365 * 86400,
-                                      description="delete finished runs older than this many seconds, "
-                                                  "in the background (None = keep them; see durable gc)")
-    retention_interval_s: float = Field(300.0, gt=0, le=86400,
-                                        description="how often the background retention runs")
+    connect_timeout_s: Seconds = Field(10.0, gt=0, le=600, description="bound on connecting to the database")
+    listener_keepalive_s: Seconds = Field(15.0, ge=0.1, le=3600,
+                                          description="the LISTEN connection is pinged when silent this long and "
+                                                      "re-established when a ping does not answer within it "
+                                                      "(a half-open connection)")
+    pool_size: int = Field(10, ge=1, le=1000, description="max pooled database connections (plus one for LISTEN)")
+    migrate: bool = Field(True, description="apply schema migrations on start (off: only check the schema)")
+    retention_s: Annotated[float | None, DURATION] = Field(
+        None, gt=0, le=100 * 365 * 86400,
+        description="delete finished runs (and their history) older than this, in bounded batches in the "
+                    "background, never a run under an unfinished ancestor; unset: keep them (see durable gc)")
+    retention_interval_s: Seconds = Field(300.0, gt=0, le=86400,
+                                          description="how often the background retention runs")
     metrics: bool = Field(True, description="record Prometheus metrics (durable.metrics) from this "
                                             "process's hook events; serve them with "
                                             "engine.start_metrics_server()")
@@ -77,7 +105,7 @@ class EngineSettings(BaseModel):
             "schema_name": os.environ.get("DURABLE_SCHEMA"),
             "data_dir": os.environ.get("DURABLE_DATA_DIR"),
         }
-        values = {k: v for k, v in env.items() if v}
+        values: dict[str, Any] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in kwargs.items() if v is not None})
         if "schema" in values:
             values["schema_name"] = values.pop("schema")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Sequence
 
@@ -24,8 +25,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         import_workflow_modules(settings.modules)
     except StartupError as exc:
-        import logging
-
         logging.getLogger("dispatcher").error("%s", exc)
         return exc.code
     return asyncio.run(Dispatcher(settings).serve())

@@ -43,7 +43,7 @@ class StartupError(Exception):
         self.code = code
 
 
-def import_workflow_modules(modules: tuple[str, ...]) -> list[WorkflowDef]:
+def import_workflow_modules(modules: tuple[str, ...]) -> list[WorkflowDef[Any, Any]]:
     """Import each module (the current directory is importable) and return the registered
     workflows. Raises StartupError after logging an import failure's traceback."""
     cwd = os.getcwd()

@@ -1,52 +1,93 @@
-"""Dispatcher settings: command-line flags, then DURABLE_* environment variables, then
-defaults, validated by one pydantic model so every bad value gets a clear message."""
+"""Dispatcher settings: every :class:`~durable.EngineSettings` field plus the dispatcher's
+own, each settable by a flag and by a ``DURABLE_*`` environment variable (flags win, then
+the environment, then the defaults), validated by one pydantic-settings model.
+
+Nothing is declared twice: the engine's fields (bounds, defaults, descriptions) come from
+:class:`~durable.EngineSettings`, and the flags, the environment variable names and
+``--help`` are generated from the model's fields (:data:`OPTIONS`). A field's setting name
+is its name, less the ``_s`` of a duration (``lease_ttl_s``: ``--lease-ttl`` and
+``DURABLE_LEASE_TTL``); every duration accepts ``30s``, ``10m``, ``1h30m``, ``7d`` or plain
+seconds. The few names that differ from that rule are in ``_NAMES`` and ``_FLAGS``."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from functools import cache
+from typing import Any, Literal, Mapping, Sequence, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from durable.config import EngineSettings
-from durable.store.connections import validate_dsn
+from durable.config import DURATION, EngineSettings, Seconds
 from durable.durations import parse_duration
 from durable.errors import ConfigurationError
+from durable.store.connections import validate_dsn
+
+__all__ = ["DEFAULT_METRICS_PORT", "OPTIONS", "DispatcherSettings", "EnvironmentSource", "Option",
+           "build_parser", "load_settings"]
 
 DEFAULT_METRICS_PORT = 9464
 
+# Where the rule (setting name = field name less a duration's _s; flag --setting-name;
+# environment variable DURABLE_SETTING_NAME) is not what people type: the setting name,
+# and the flags (the long one last).
+_NAMES = {"schema_name": "schema"}
+_FLAGS = {"modules": ("-m", "--module"), "queues": ("-q", "--queue"), "concurrency": ("-c", "--concurrency"),
+          "shutdown_grace_s": ("--grace",)}
 
-class DispatcherSettings(BaseModel):
-    """Everything a dispatcher process needs. Build it with :func:`load_settings` (flags
-    and environment) or directly in Python."""
+# The environment load_settings(environ=...) reads instead of os.environ.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("durable_dispatcher_environ", default=None)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    dsn: str | None = Field(None, description="PostgreSQL DSN; none = embedded PostgreSQL")
-    schema_name: str = Field("durable", description="schema holding durable's tables")
-    modules: tuple[str, ...] = Field(..., min_length=1, description="modules to import so workflows register")
-    queues: tuple[str, ...] = Field(("default",), description="queues to serve")
-    concurrency: int = Field(100, ge=1, le=100_000, description="max runs executing at once")
-    lease_ttl_s: float = Field(30.0, gt=0.5, le=3600, description="lease duration in seconds")
-    poll_interval_s: float = Field(2.0, gt=0.0, le=300, description="fallback poll interval in seconds")
-    shutdown_grace_s: float = Field(10.0, ge=0, le=3600, description="grace period on SIGTERM in seconds")
-    pool_size: int = Field(10, ge=1, le=1000, description="max database connections in the pool")
-    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="bound on one connection attempt")
-    metrics_host: str = Field("127.0.0.1", min_length=1, description="address of /metrics, /healthz, /readyz")
-    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535, description="port (0 = pick a free one)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["plain", "json"] = "plain"
-    no_wait: bool = Field(False, description="fail at once when the database is unreachable at start")
-    retention_s: float | None = Field(None, gt=0, description="delete finished runs older than this")
+class DispatcherSettings(EngineSettings, BaseSettings):
+    """Everything a dispatcher process needs: the engine's settings and the daemon's own.
+    Build it with :func:`load_settings` (flags and environment) or directly in Python
+    (keyword arguments, then ``DURABLE_*`` environment variables, then defaults)."""
 
-    @field_validator("retention_s", mode="before")
+    model_config = SettingsConfigDict(env_prefix="DURABLE_", extra="forbid", frozen=True, allow_inf_nan=False)
+
+    # engine settings a dispatcher does not let you change (not flags, not environment variables)
+    execute: Literal[True] = Field(True, description="a dispatcher always executes runs")
+    metrics: Literal[True] = Field(True, description="a dispatcher always records and serves metrics")
+
+    # the dispatcher's own
+    modules: tuple[str, ...] = Field(..., min_length=1,
+                                     description="Python module to import so its workflows register, e.g. "
+                                                 "myapp.workflows; the current directory is importable")
+    shutdown_grace_s: Seconds = Field(10.0, ge=0, le=3600,
+                                      description="on SIGTERM/SIGINT, how long in-flight runs get to reach their "
+                                                  "next durable point before their leases are released")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="address serving /metrics, /healthz and /readyz")
+    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535,
+                              description="port serving /metrics, /healthz and /readyz (0 = a free port)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="least severe level logged")
+    log_format: Literal["plain", "json"] = Field("plain", description="plain (for people) or json (one object per "
+                                                                      "line: ts, level, logger, message, exc)")
+    no_wait: bool = Field(False, description="exit with an error when the database is unreachable at start, "
+                                             "instead of retrying with backoff")
+
     @classmethod
-    def _duration(cls, v: Any) -> Any:
-        if isinstance(v, str):
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments (the flags, from load_settings), then the environment."""
+        return init_settings, EnvironmentSource(settings_cls)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _duration(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str) and info.field_name and DURATION in cls.model_fields[info.field_name].metadata:
             try:
-                return parse_duration(v)
+                return parse_duration(v, "the value")
             except ConfigurationError as exc:
                 raise ValueError(str(exc)) from None
         return v
@@ -92,96 +133,145 @@ class DispatcherSettings(BaseModel):
         return v.strip().lower() if isinstance(v, str) else v
 
     def engine_settings(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`durable.Engine` (validated by EngineSettings too)."""
-        kwargs = dict(schema=self.schema_name, execute=True, queues=self.queues,
-                      concurrency=self.concurrency, lease_ttl_s=self.lease_ttl_s,
-                      poll_interval_s=self.poll_interval_s, pool_size=self.pool_size,
-                      connect_timeout_s=self.connect_timeout_s, retention_s=self.retention_s)
-        EngineSettings.build(dsn=self.dsn, **kwargs)  # raises ConfigurationError on a bad combination
-        return kwargs
+        """Keyword arguments for :class:`durable.Engine` besides the DSN: every
+        :class:`~durable.EngineSettings` field, already validated with the same bounds."""
+        return {name: getattr(self, name) for name in EngineSettings.model_fields if name != "dsn"}
+
+
+# --- flags and environment variables, generated from the fields ------------------------------
 
 
 @dataclass(frozen=True)
-class _Opt:
+class Option:
+    """One setting as people write it: its flags (the long one last), its environment
+    variable, its help text, and how argparse takes it."""
+
     field: str
     flags: tuple[str, ...]
     env: str
     help: str
-    kind: str = "value"  # 'value' | 'list' | 'flag'
-    metavar: str | None = None
+    kind: Literal["value", "list", "flag", "switch"]  # flag: --x sets True; switch: --x / --no-x
+    metavar: str | None
+    engine: bool  # an EngineSettings field (else the dispatcher's own)
 
 
-# One row per setting: the flag, its environment variable, and the help text.
-OPTIONS: tuple[_Opt, ...] = (
-    _Opt("modules", ("-m", "--module"), "DURABLE_MODULES",
-         "Python module to import so its workflows register (repeat, or comma-separate). Required. "
-         "The current directory is importable.", "list", "MODULE"),
-    _Opt("dsn", ("--dsn",), "DURABLE_DSN",
-         "PostgreSQL DSN, e.g. postgresql://user:pass@host:5432/db. Default: an embedded PostgreSQL "
-         "(pip install 'durable[embedded]').", metavar="DSN"),
-    _Opt("schema_name", ("--schema",), "DURABLE_SCHEMA", "Schema holding durable's tables. Default: durable.",
-         metavar="NAME"),
-    _Opt("queues", ("-q", "--queue"), "DURABLE_QUEUES",
-         "Queue to serve (repeat, or comma-separate). Default: default.", "list", "QUEUE"),
-    _Opt("concurrency", ("-c", "--concurrency"), "DURABLE_CONCURRENCY",
-         "Max runs executing at once in this process. Default: 100.", metavar="N"),
-    _Opt("lease_ttl_s", ("--lease-ttl",), "DURABLE_LEASE_TTL",
-         "Lease duration in seconds; heartbeats renew it every third of it, and a dead dispatcher's "
-         "runs are taken over after it expires. Default: 30.", metavar="SECONDS"),
-    _Opt("poll_interval_s", ("--poll-interval",), "DURABLE_POLL_INTERVAL",
-         "Fallback poll for due runs, in seconds (notifications wake claims sooner); an idle "
-         "dispatcher issues about one query per interval. Default: 2.", metavar="SECONDS"),
-    _Opt("shutdown_grace_s", ("--grace",), "DURABLE_SHUTDOWN_GRACE",
-         "On SIGTERM/SIGINT, seconds in-flight runs get to reach their next durable point before "
-         "their leases are released. Default: 10.", metavar="SECONDS"),
-    _Opt("pool_size", ("--pool-size",), "DURABLE_POOL_SIZE",
-         "Max pooled database connections (plus one for LISTEN). Default: 10.", metavar="N"),
-    _Opt("connect_timeout_s", ("--connect-timeout",), "DURABLE_CONNECT_TIMEOUT",
-         "Seconds one connection attempt may take. Default: 10.", metavar="SECONDS"),
-    _Opt("metrics_host", ("--metrics-host",), "DURABLE_METRICS_HOST",
-         "Address serving /metrics, /healthz and /readyz. Default: 127.0.0.1.", metavar="HOST"),
-    _Opt("metrics_port", ("--metrics-port",), "DURABLE_METRICS_PORT",
-         f"Port for /metrics, /healthz and /readyz (0 = a free port). Default: {DEFAULT_METRICS_PORT}.",
-         metavar="PORT"),
-    _Opt("log_level", ("--log-level",), "DURABLE_LOG_LEVEL",
-         "debug, info, warning or error. Default: info.", metavar="LEVEL"),
-    _Opt("log_format", ("--log-format",), "DURABLE_LOG_FORMAT",
-         "plain (human) or json (one object per line: ts, level, logger, message, exc). Default: plain.",
-         metavar="FORMAT"),
-    _Opt("retention_s", ("--retention",), "DURABLE_RETENTION",
-         "Delete finished runs (and their history) older than this, e.g. 30d or 12h, in bounded "
-         "batches every few minutes; never a run under an unfinished ancestor. Default: keep all.",
-         metavar="DURATION"),
-    _Opt("no_wait", ("--no-wait",), "DURABLE_NO_WAIT",
-         "Exit with an error when the database is unreachable at start, instead of retrying with "
-         "backoff.", "flag"),
-)
+def _is_fixed(info: FieldInfo) -> bool:
+    """A field with one possible value (``Literal[True]``) is not a setting."""
+    return get_origin(info.annotation) is Literal and len(get_args(info.annotation)) == 1
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+
+def _default_text(info: FieldInfo) -> str:
+    d = info.default
+    if info.is_required() or d is None or isinstance(d, bool):
+        return ""
+    if DURATION in info.metadata:
+        return f"{d:g}s"
+    if isinstance(d, tuple):
+        return ",".join(str(x) for x in d)
+    return str(d).lower() if get_origin(info.annotation) is Literal else str(d)
+
+
+def _option(name: str, info: FieldInfo, env_prefix: str) -> Option:
+    setting = _NAMES.get(name) or (name.removesuffix("_s") if DURATION in info.metadata else name)
+    flags = _FLAGS.get(name, ("--" + setting.replace("_", "-"),))
+    long_name = flags[-1].lstrip("-").replace("-", "_").upper()
+    annotation = info.annotation
+    kind: Literal["value", "list", "flag", "switch"] = "value"
+    metavar: str | None = long_name
+    if annotation is bool:
+        kind, metavar = ("switch" if info.default else "flag"), None
+    elif get_origin(annotation) is tuple:
+        kind = "list"
+    elif get_origin(annotation) is Literal:
+        metavar = "{" + ",".join(str(a).lower() for a in get_args(annotation)) + "}"
+    elif DURATION in info.metadata:
+        metavar = "DURATION"
+    elif annotation is int:
+        metavar = "N"
+    text = info.description or setting.replace("_", " ")
+    parts = [text[0].upper() + text[1:] + "."]
+    if kind == "list":
+        parts.append("Repeat the flag or comma-separate.")
+    if info.is_required():
+        parts.append("Required.")
+    elif default := _default_text(info):
+        parts.append(f"Default: {default}.")
+    env = env_prefix + setting.upper()
+    parts.append(f"[env {env}]")
+    return Option(field=name, flags=flags, env=env, help=" ".join(parts), kind=kind, metavar=metavar,
+                  engine=name in EngineSettings.model_fields)
+
+
+@cache
+def options_of(settings_cls: type[BaseSettings]) -> tuple[Option, ...]:
+    """The settable fields of a settings class as flags and environment variables."""
+    prefix = str(settings_cls.model_config.get("env_prefix") or "")
+    return tuple(_option(name, info, prefix) for name, info in settings_cls.model_fields.items()
+                 if not _is_fixed(info))
+
+
+OPTIONS: tuple[Option, ...] = options_of(DispatcherSettings)
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """``DURABLE_*`` environment variables by the names :data:`OPTIONS` gives them. Values
+    stay text for the model's validators (durations, comma-separated lists, booleans such
+    as true/false/1/0/yes/no); an empty variable counts as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings_cls)
+        given = environ if environ is not None else _ENVIRON.get()
+        self.environ: Mapping[str, str] = os.environ if given is None else given
+        self.options = {o.field: o for o in options_of(settings_cls)}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        o = self.options.get(field_name)
+        if o is None:
+            return None, field_name, False
+        raw = self.environ.get(o.env)
+        return (raw if raw is not None and raw.strip() else None), o.env, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(info, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+# --- the command line ------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``durable-dispatcher`` command line: one flag per :data:`OPTIONS` entry. Every
+    value is left as text (absent = None) for :class:`DispatcherSettings` to validate."""
     p = argparse.ArgumentParser(
         prog="durable-dispatcher",
         description="Claim and execute durable workflow runs from PostgreSQL. Run as many as you like, "
                     "on many hosts, against one database. Every flag can also be set by the environment "
-                    "variable shown; flags win.",
+                    "variable shown; flags win. A DURATION is 30s, 10m, 1h30m, 7d or plain seconds.",
         epilog="SIGTERM/SIGINT stop gracefully (see --grace); a second signal exits at once with status 1. "
                "Exit status: 0 after a clean shutdown, 1 on a runtime failure (a module that fails to "
                "import, database unreachable with --no-wait), 2 on bad settings (a bad flag value, no "
                "workflows registered, metrics port in use). Example: durable-dispatcher -m myapp.workflows "
                "--dsn postgresql://app@db/app -q default -c 200",
     )
-    for o in OPTIONS:
-        help_text = f"{o.help} [env {o.env}]"
+    groups = {False: p.add_argument_group("dispatcher"),
+              True: p.add_argument_group("engine (durable.EngineSettings)")}
+    for o in sorted(OPTIONS, key=lambda o: o.engine):  # the dispatcher's own first
+        g = groups[o.engine]
+        help_text = o.help.replace("%", "%%")
         if o.kind == "flag":
-            p.add_argument(*o.flags, dest=o.field, action="store_true", default=None, help=help_text)
+            g.add_argument(*o.flags, dest=o.field, action="store_true", default=None, help=help_text)
+        elif o.kind == "switch":
+            g.add_argument(*o.flags, dest=o.field, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
         elif o.kind == "list":
-            p.add_argument(*o.flags, dest=o.field, action="append", default=None, metavar=o.metavar,
+            g.add_argument(*o.flags, dest=o.field, action="append", default=None, metavar=o.metavar,
                            help=help_text)
         else:
-            p.add_argument(*o.flags, dest=o.field, default=None, metavar=o.metavar, help=help_text)
+            g.add_argument(*o.flags, dest=o.field, default=None, metavar=o.metavar, help=help_text)
     return p
 
 
@@ -190,40 +280,36 @@ def _label(field: str) -> str:
     return f"{o.flags[-1]} / {o.env}" if o else field
 
 
+def _problems(exc: ValidationError, given: Mapping[str, Any]) -> str:
+    """One line naming each bad setting's flag and environment variable, the problem, and
+    the value as given (``given``: the text of the flags and variables)."""
+    problems = []
+    for e in exc.errors():
+        field = str(e["loc"][0]) if e["loc"] else "settings"
+        o = next((o for o in OPTIONS if o.field == field), None)
+        if e["type"] == "missing" and o is not None:
+            info = DispatcherSettings.model_fields[field]
+            problems.append(f"missing setting {o.flags[-1]} (or {o.env}): {info.description}")
+            continue
+        msg = str(e["ctx"]["error"]) if e["type"] == "value_error" and "ctx" in e else e["msg"]
+        got = given.get(field, e.get("input"))
+        problems.append(f"invalid setting {_label(field)}: {msg}"
+                        + ("" if repr(got) in msg else f" (got {got!r})"))
+    return "; ".join(problems)
+
+
 def load_settings(argv: Sequence[str] | None = None,
-                  environ: dict[str, str] | None = None) -> DispatcherSettings:
-    """Parse flags (argparse exits 2 on an unknown flag) and validate everything;
-    raises ConfigurationError naming the flag, its environment variable and the problem."""
-    env = os.environ if environ is None else environ
+                  environ: Mapping[str, str] | None = None) -> DispatcherSettings:
+    """Parse flags (argparse exits 2 on an unknown flag) over ``environ`` (default
+    ``os.environ``) and validate everything; raises ConfigurationError naming each bad
+    setting's flag, its environment variable and the problem."""
     args = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    for o in OPTIONS:
-        given = args.get(o.field)
-        if given is not None:
-            values[o.field] = given
-            continue
-        raw = env.get(o.env)
-        if raw is None or (raw == "" and o.kind != "flag"):
-            continue
-        if o.kind == "flag":
-            low = raw.strip().lower()
-            if low not in _TRUE | _FALSE:
-                raise ConfigurationError(f"invalid setting {_label(o.field)}: expected true/false, got {raw!r}")
-            values[o.field] = low in _TRUE
-        else:
-            values[o.field] = raw
-    if "modules" not in values:
-        raise ConfigurationError(
-            "no workflow modules given: pass --module myapp.workflows (or set DURABLE_MODULES) so the "
-            "dispatcher imports the code that registers your workflows")
+    flags = {name: value for name, value in args.items() if value is not None}
+    token = _ENVIRON.set(environ)
     try:
-        settings = DispatcherSettings(**values)
+        return DispatcherSettings(**flags)
     except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            field = str(e["loc"][0]) if e["loc"] else "settings"
-            got = values.get(field)
-            problems.append(f"{_label(field)}: {e['msg']} (got {got!r})")
-        raise ConfigurationError("invalid setting " + "; ".join(problems)) from None
-    settings.engine_settings()
-    return settings
+        given = {**EnvironmentSource(DispatcherSettings)(), **flags}
+        raise ConfigurationError(_problems(exc, given)) from None
+    finally:
+        _ENVIRON.reset(token)

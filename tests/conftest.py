@@ -1,42 +1,53 @@
-"""Shared fixtures. Database plumbing lives in dbharness.py; engine fixtures go below."""
+"""Fixtures for every tier (tests/unit, tests/integration, tests/procs). Database plumbing
+lives in support/dbharness.py, shared helpers in support/helpers.py; tests/support is on
+sys.path (pytest's ``pythonpath`` option in pyproject.toml), so tests, worker processes and
+dispatchers import the support modules by name (``import wf_core``, ``from helpers import
+eventually``)."""
 
 from __future__ import annotations
 
-try:  # tests/ as a package or as a plain rootdir folder
-    from .dbharness import TestDB, db, fresh_schema, pg_dsn  # noqa: F401
-except ImportError:
-    from dbharness import TestDB, db, fresh_schema, pg_dsn  # noqa: F401
-
 import subprocess
 import sys
-from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import pytest
 
 import durable
+from dbharness import TestDB, db, fresh_schema, pg_dsn  # noqa: F401
+from helpers import ROOT, SUPPORT, TESTS, new_engine
 
-TESTS = Path(__file__).parent
+# fixtures that reach PostgreSQL (or start processes that do): never in tests/unit
+DATABASE_FIXTURES = frozenset({"pg_dsn", "fresh_schema", "db", "engine", "worker_procs"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/unit runs without a database: refuse a unit test that asks for one."""
+    unit = TESTS / "unit"
+    wrong = [item.nodeid for item in items
+             if unit in item.path.parents and DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if wrong:
+        raise pytest.UsageError("tests under tests/unit must not use the database fixtures "
+                                f"({', '.join(sorted(DATABASE_FIXTURES))}); move them to tests/integration: "
+                                + ", ".join(wrong))
 
 
 @pytest.fixture
 async def engine(db) -> AsyncIterator[durable.Engine]:
     """An open Engine on the test's schema, executing runs in-process (fast polls)."""
-    e = durable.Engine(db.dsn, schema=db.schema, poll_interval_s=0.2, lease_ttl_s=5.0, sticky_grace_s=0.5)
-    async with e:
+    async with new_engine(db) as e:
         yield e
 
 
 @pytest.fixture
 def worker_procs(db) -> Callable[..., subprocess.Popen]:
-    """Start worker subprocesses (tests/worker_proc.py) on the test's schema; each is
+    """Start worker subprocesses (tests/support/worker_proc.py) on the test's schema; each is
     killed at teardown. ``spawn("wf_module", "--lease-ttl", "2")`` returns the Popen once
     it printed 'ready'."""
     procs: list[subprocess.Popen] = []
 
     def spawn(modules: str, *args: str) -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, str(TESTS / "worker_proc.py"), db.dsn, db.schema, modules, *args],
-                             stdout=subprocess.PIPE, text=True, cwd=str(TESTS.parent))
+        p = subprocess.Popen([sys.executable, str(SUPPORT / "worker_proc.py"), db.dsn, db.schema, modules, *args],
+                             stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         line = p.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("ready"):
             p.kill()

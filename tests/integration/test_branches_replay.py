@@ -8,7 +8,7 @@ the journal must hand every branch its own outcomes regardless: the run complete
 exactly the result computed from its input, no NonDeterminismError, no step result
 swapped between branches, every step journaled once.
 
-The workflow (tests/wf_branches.py, ``branches.shape``) interprets a JSON shape; the
+The workflow (tests/support/wf_branches.py, ``branches.shape``) interprets a JSON shape; the
 property tests draw random shapes and run each
 
 (a) on an engine with ``max_parked=0``: every suspension evicts the in-memory coroutine,

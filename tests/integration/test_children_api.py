@@ -13,7 +13,7 @@ import pytest
 import durable
 
 import wf_children as W
-from dbhelpers import new_engine, rows, status_of, until
+from helpers import eventually, new_engine, rows, status_of
 
 
 async def children_of(db, parent) -> list[tuple]:
@@ -40,7 +40,7 @@ async def test_bad_inputs_raise_typed_errors_and_write_nothing(db):
         with pytest.raises(durable.RunNotFoundError):
             await e1.result(missing, timeout=1)
         await e1.start(W.bad_inputs, {"missing": str(missing)}, id=parent)
-        await until(lambda: _waiting_signal(db, parent), what="parent waiting for 'resume'")
+        await eventually(lambda: _waiting_signal(db, parent), what="parent waiting for 'resume'")
     before_runs = await rows(db, "SELECT count(*) FROM durable_runs")
     # cold replay in a fresh engine: the caught errors left no trace in the positions
     async with new_engine(db) as e2:
@@ -86,7 +86,7 @@ async def test_replay_reaches_the_same_child_or_raises_nondeterminism(db, change
         async with new_engine(db) as e1:
             await e1.start(W.replay, id=parent)
             child = uuid.uuid5(parent, "replayed|#0")
-            await until(lambda: _suspended_with_child_done(db, parent, child), what="child done, parent waiting")
+            await eventually(lambda: _suspended_with_child_done(db, parent, child), what="child done, parent waiting")
         if change == "workflow":
             W.MODE["child"] = "children.other"
         elif change == "input":
@@ -126,7 +126,7 @@ async def test_failed_child_is_caught_and_cancelled_child_is_typed(engine, db):
 
     h2 = await engine.start(W.await_cancel)
     victim = uuid.uuid5(h2.run_id, "children.gated|key|victim")
-    await until(lambda: _is(db, victim, "suspended"), what="victim waiting")
+    await eventually(lambda: _is(db, victim, "suspended"), what="victim waiting")
     assert await engine.cancel(victim) == 1
     assert await h2.result(timeout=20) == "ChildCancelledError:cancelled"
 
@@ -147,10 +147,10 @@ async def test_as_completed_yields_first_finished_first(engine, db):
     h = await engine.start(W.order, 3)
     ids = [uuid.uuid5(h.run_id, f"children.gated|key|o{i}") for i in range(3)]
     for i in ids:
-        await until(lambda i=i: _is(db, i, "suspended"), what="children waiting")
+        await eventually(lambda i=i: _is(db, i, "suspended"), what="children waiting")
     for i in (2, 0, 1):  # finish them one by one in this order
         await engine.signal(ids[i], "go", 0)
-        await until(lambda i=i: _is(db, ids[i], "completed"), what=f"child {i} done")
+        await eventually(lambda i=i: _is(db, ids[i], "completed"), what=f"child {i} done")
     assert await h.result(timeout=20) == [2, 0, 1]
 
 
@@ -174,15 +174,15 @@ async def test_map_window_survives_a_cold_replay(db):
     async with new_engine(db) as e1:
         h = await e1.start(W.map_gated, 5)
         kid = [uuid.uuid5(h.run_id, f"children.gated|#{i}") for i in range(5)]
-        await until(lambda: _all_are(db, kid[:2], "suspended"), what="first window")
+        await eventually(lambda: _all_are(db, kid[:2], "suspended"), what="first window")
         await e1.signal(kid[1], "go", 0)
-        await until(lambda: _all_are(db, kid[2:3], "suspended"), what="window refilled")
+        await eventually(lambda: _all_are(db, kid[2:3], "suspended"), what="window refilled")
         assert len(await children_of(db, h.run_id)) == 3
     c = await db.conn()
     await c.execute("SELECT durable_send_signal(%s, 'go', '0', NULL)", (kid[0],))  # while no engine runs
     async with new_engine(db) as e2:
         for i in (2, 3, 4):
-            await until(lambda i=i: _all_are(db, kid[i:i + 1], "suspended"), what=f"child {i}")
+            await eventually(lambda i=i: _all_are(db, kid[i:i + 1], "suspended"), what=f"child {i}")
             await e2.signal(kid[i], "go", 0)
         assert await e2.result(h.run_id, timeout=20) == [0, 1, 2, 3, 4]
     assert sorted(r[0] for r in await children_of(db, h.run_id)) == sorted(kid)
@@ -196,9 +196,9 @@ async def _all_are(db, ids, status) -> bool:
 async def test_two_runs_wait_on_one_child_m_to_n(engine, db):
     p1 = await engine.start(W.parent_of_gated)
     shared = uuid.uuid5(p1.run_id, "children.gated|key|shared")
-    await until(lambda: _is(db, shared, "suspended"), what="shared child waiting")
+    await eventually(lambda: _is(db, shared, "suspended"), what="shared child waiting")
     p2 = await engine.start(W.watch, str(shared))
-    await until(lambda: _is(db, p2.run_id, "suspended"), what="watcher waiting")
+    await eventually(lambda: _is(db, p2.run_id, "suspended"), what="watcher waiting")
     # waiting runs hold no lease and are not heartbeated
     for rid in (p1.run_id, p2.run_id):
         assert (await rows(db, "SELECT status, lease_token, lease_expires_at FROM durable_runs WHERE id = %s",
@@ -245,14 +245,14 @@ def _pg_sockets() -> int:
 async def test_outside_wait_is_event_driven_with_bounded_connections(engine, db):
     handles = [await engine.start(W.gated, i) for i in range(40)]
     for h in handles:
-        await until(lambda h=h: _is(db, h.run_id, "suspended"), what="runs waiting")
+        await eventually(lambda h=h: _is(db, h.run_id, "suspended"), what="runs waiting")
     async with new_engine(db, execute=False, pool_size=3) as client:
         with pytest.raises(durable.RunTimeoutError):
             await client.result(handles[0].run_id, timeout=0.3)
         base = _pg_sockets()
         # 120 callers: three on each run
         waits = [asyncio.create_task(client.result(h.run_id, timeout=60)) for h in handles for _ in range(3)]
-        await until(lambda: _watched(db, 40), what="callers registered")
+        await eventually(lambda: _watched(db, 40), what="callers registered")
         await asyncio.sleep(0.2)
         during = _pg_sockets()
         assert client.pool.get_stats().get("pool_size", 0) <= 3
@@ -288,8 +288,6 @@ async def _gone_waiter(ctx: durable.Context, target: str) -> str:
 async def test_wait_run_on_a_run_deleted_meanwhile_fails_instead_of_hanging(engine, db):
     """A run waited on (M:N) that disappears (retention racing the wait) ends the wait with
     a RunNotFoundError outcome rather than leaving the waiter suspended forever."""
-    from wf_core import eventually
-
     target = await engine.start(_gone_target)
     waiter = await engine.start(_gone_waiter, str(target.run_id))
     await eventually(lambda: _suspended(waiter), what="the waiter to suspend")

@@ -1,16 +1,13 @@
 """The operator CLI against a real database: every command, human and --json output
-(parsed back), exit codes, and clear errors for bad input."""
+(parsed back), exit codes, and clear errors for bad input. (The CLI as a subprocess with
+no database: tests/procs/test_cli_subprocess.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,8 +18,6 @@ from durable.cli import commands as cli
 from durable.cli.common import STATUSES
 from durable.cli.output import Out, use_color
 from durable.store.migrate import LATEST_VERSION
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Result:
@@ -272,20 +267,6 @@ async def test_json_errors_and_unmigrated_schema(db):
     unmigrated = SimpleNamespace(dsn=db.dsn, schema=f"t_none_{uuid.uuid4().hex[:8]}")  # never created
     res = await run_cli(unmigrated, "runs", expect=4)
     assert "not migrated" in res.err and "durable migrate" in res.err
-
-
-def test_no_database_is_exit_code_4_without_a_traceback():
-    env = {**os.environ, "NO_COLOR": "1"}
-    env.pop("DURABLE_DSN", None)
-    for argv in (["runs"], ["--json", "wait", str(uuid.uuid4())]):
-        p = subprocess.run([sys.executable, "-m", "durable.cli", "--dsn", "postgresql://postgres@127.0.0.1:1/x",
-                            *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-        assert p.returncode == 4, p.stderr
-        assert "could not connect" in p.stderr and "Traceback" not in p.stderr
-    assert json.loads(p.stdout)["exit_code"] == 4
-    p = subprocess.run([sys.executable, "-m", "durable.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0 and "exit codes" in p.stdout and "5  wait timed out" in p.stdout
 
 
 def test_colours_only_on_a_terminal_without_no_color(monkeypatch):

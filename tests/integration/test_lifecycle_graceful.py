@@ -10,7 +10,8 @@ import pytest
 
 import durable
 
-from wf_lifecycle import CALLS, as_completed_cancel, eventually, graceful, graceful_raise, rows
+from wf_lifecycle import CALLS, as_completed_cancel, graceful, graceful_raise
+from helpers import eventually, rows
 
 
 @pytest.fixture

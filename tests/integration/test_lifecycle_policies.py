@@ -8,8 +8,9 @@ import durable
 from durable.runtime.renew import retry_run_id
 from durable.testing import TimeControl
 
-from wf_lifecycle import (CALLS, PolicySpec, RetrySpec, TimeoutSpec, eventually, policy_parent, retry_parent, rows,
-                          sleeper, timeout_parent)
+from wf_lifecycle import (CALLS, PolicySpec, RetrySpec, TimeoutSpec, policy_parent, retry_parent, sleeper,
+                          timeout_parent)
+from helpers import eventually, rows
 
 
 async def _child_of(engine, parent_id):

@@ -11,8 +11,8 @@ import pytest
 import durable
 from durable.testing import TimeControl
 
-from wf_lifecycle import (CALLS, SendSpec, WaitSpec, collect, eventually, rows, sender, sleep_then_wait, sleeper,
-                          waiter)
+from wf_lifecycle import CALLS, SendSpec, WaitSpec, collect, sender, sleep_then_wait, sleeper, waiter
+from helpers import eventually, rows
 
 
 async def _suspended(h) -> bool:

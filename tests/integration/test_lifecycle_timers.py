@@ -1,5 +1,6 @@
 """Durable sleep and timers on the database clock, driven by TimeControl (no real
-waiting); timers survive restarts and fire once; step timeouts; bad durations."""
+waiting); timers survive restarts and fire once; step timeouts; bad durations. (A timer
+in a killed worker process: tests/procs/test_lifecycle_procs.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -7,11 +8,12 @@ import pytest
 import durable
 from durable.testing import TimeControl
 
-from wf_lifecycle import CALLS, BadSpec, bad_timeouts, eventually, rows, sleeper, step_timeout_flow
+from wf_lifecycle import CALLS, BadSpec, bad_timeouts, sleeper, step_timeout_flow
+from helpers import eventually, new_engine, rows
 
 
 def _engine(db, **kw) -> durable.Engine:
-    return durable.Engine(db.dsn, schema=db.schema, poll_interval_s=0.2, lease_ttl_s=5.0, sticky_grace_s=0.2, **kw)
+    return new_engine(db, sticky_grace_s=0.2, **kw)
 
 
 async def _suspended(h) -> bool:
@@ -44,26 +46,6 @@ async def test_a_timer_survives_a_restart_and_fires_once(db):
                                             h.run_id)]
     assert kinds == ["timer_started", "step_completed"]
     assert CALLS[f"woke-{h.run_id}"] == 1
-
-
-async def test_timer_in_a_killed_worker_fires_in_another(db, worker_procs):
-    """A worker parks a sleeping run and is killed (SIGKILL): the run wakes in a second
-    worker when the clock passes the fire time."""
-    w1 = worker_procs("wf_lifecycle")
-    async with _engine(db, execute=False) as client:
-        h = await client.start(sleeper, 120.0)
-        await eventually(lambda: _suspended(h), 10, what="the run to sleep in the worker")
-        w1.kill()
-        w1.wait(10)
-        worker_procs("wf_lifecycle")
-        conn = await db.conn()
-        await conn.execute("CREATE OR REPLACE FUNCTION durable_now() RETURNS timestamptz LANGUAGE sql STABLE "
-                           "AS $$ SELECT now() + interval '121 s' $$")
-        await conn.execute("SELECT pg_notify(durable_channel(), 'new|default')")
-        assert await h.result(timeout=20) == "woke"
-        kinds = [k for k, in await rows(conn, "SELECT kind FROM durable_events WHERE run_id = %s ORDER BY seq",
-                                        h.run_id)]
-        assert kinds == ["timer_started", "step_completed"]
 
 
 async def test_step_timeout(engine):

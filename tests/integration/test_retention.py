@@ -1,5 +1,6 @@
 """Retention (durable gc): deletes exactly the finished runs it should, in bounded
-batches, never one a live run may still need; also runs in the background."""
+batches, never one a live run may still need; also runs in the background. (Parsing
+durations: tests/unit/test_durations.py.)"""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import wf_cli
 import durable
 from durable.observe import hooks
 from durable.errors import ConfigurationError
-from durable.store.retention import gc, parse_duration
+from durable.store.retention import gc
 from durable.testing import TimeControl
+from helpers import count
 
 OLD, OLDER, YOUNG = 7200, 7300, 600  # seconds since finishing; the cutoff is 3600
 
@@ -118,15 +120,15 @@ async def test_gc_deletes_exactly_what_it_should_on_a_mixed_forest(db):
     ids = await build_forest(f)
     preview = await gc(conn, 3600, batch=3, dry_run=True)
     assert (preview.runs, preview.dry_run) == (len(f.gone), True)
-    assert await _count(conn, "durable_runs") == len(f.keep) + len(f.gone)  # the dry run kept everything
+    assert await count(conn, "durable_runs") == len(f.keep) + len(f.gone)  # the dry run kept everything
 
     res = await gc(conn, "1h", batch=3)
     remaining = {r[0] for r in await (await conn.execute("SELECT id FROM durable_runs")).fetchall()}
     assert remaining == f.keep
     assert res.runs == len(f.gone) and res.events == 2 * len(f.gone) and res.signals == f.signals_gone
     assert res.batches > 3 and res.passes >= 2  # bounded batches; parents went after their children
-    assert await _count(conn, "durable_events") == 2 * len(f.keep)
-    assert await _count(conn, "durable_signals") == 0
+    assert await count(conn, "durable_events") == 2 * len(f.keep)
+    assert await count(conn, "durable_signals") == 0
     waiters = await (await conn.execute("SELECT target_id, waiter_id FROM durable_waiters")).fetchall()
     assert waiters == [(ids["awaited"], ids["waiter"])]
 
@@ -150,7 +152,7 @@ async def test_concurrent_collectors_delete_each_run_once(db):
     results = await asyncio.gather(*(gc(c, 3600, batch=7) for c in conns))
     assert sum(r.runs for r in results) == 200
     assert sum(r.events for r in results) == 400
-    assert await _count(conn, "durable_runs") == 0
+    assert await count(conn, "durable_runs") == 0
 
 
 async def test_gc_on_real_runs_keeps_what_a_live_parent_needs(engine):
@@ -182,7 +184,7 @@ async def test_gc_on_real_runs_keeps_what_a_live_parent_needs(engine):
         await clock.advance(2 * 3600)
         assert (await gc(engine.pool, 3600)).runs == 1
     async with engine.pool.connection() as conn:
-        assert await _count(conn, "durable_events") == 0
+        assert await count(conn, "durable_events") == 0
 
 
 async def test_background_retention_in_the_engine(db):
@@ -206,18 +208,6 @@ async def test_background_retention_in_the_engine(db):
     assert sum(rounds) == 1
 
 
-@pytest.mark.parametrize("text,seconds", [("30s", 30), ("15m", 900), ("12h", 43200), ("7d", 604800),
-                                          ("2w", 1209600), ("1h30m", 5400), ("90", 90), ("0.5", 0.5), (" 7D ", 604800)])
-def test_durations(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "x", "7 days", "3x", "h", "-5m", "1e400", "1..5s", "5m3"])
-def test_bad_durations(text):
-    with pytest.raises(ConfigurationError, match="duration|between"):
-        parse_duration(text, "--older-than")
-
-
 async def test_bad_gc_arguments_write_nothing(db):
     conn = await db.conn()
     await Forest(conn).add("keep")
@@ -226,8 +216,4 @@ async def test_bad_gc_arguments_write_nothing(db):
             await gc(conn, 60, **kwargs)
     with pytest.raises(ConfigurationError):
         await gc(conn, -1)
-    assert await _count(conn, "durable_runs") == 1
-
-
-async def _count(conn, table: str) -> int:
-    return (await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]
+    assert await count(conn, "durable_runs") == 1

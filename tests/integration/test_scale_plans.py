@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from durable.store.statements import SQL
 
-from dbhelpers import execute, new_engine, rows
+from helpers import execute, new_engine, rows
 
 BACKLOG = 100_000
 FINISHED = 200_000

@@ -1,4 +1,3 @@
-import durable
 from wf_basic import add_flow
 
 
@@ -6,10 +5,3 @@ async def test_in_process_run(engine):
     h = await engine.start(add_flow, 1)
     assert await h.result(timeout=10) == 3
     assert await h.status() == "completed"
-
-
-async def test_worker_subprocess_runs_it(db, worker_procs):
-    worker_procs("wf_basic")
-    async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
-        h = await client.start(add_flow, 5)
-        assert await h.result(timeout=10) == 7

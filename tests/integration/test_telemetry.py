@@ -4,8 +4,8 @@
   N children started, N completed, N wake-latency observations (one per child outcome);
 * every event the core emits matches the catalog in durable.hooks (names and fields);
 * handlers that raise (on run.*, step.*, child.* and *) change no run's outcome or result;
-* the handler API: on/off, prefix patterns, decorator form, refusals of bad input;
 * a cascade cut at the depth limit emits cascade.truncated and moves its counter.
+(The handler API itself, without an engine: tests/unit/test_hooks_api.py.)
 
 REGISTRY is process-global and other tests share it: counters are read as deltas, or
 under workflow labels only this module uses.
@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import durable
 from durable.observe import hooks, metrics
 from durable.errors import ChildCancelledError, ChildFailedError, ConfigurationError, RunFailedError
+from helpers import eventually
 
 N = 25
 
@@ -183,13 +184,6 @@ def recorder() -> Iterator[Recorder]:
     detach()
 
 
-async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 # --- (a) fan-out counters over HTTP -----------------------------------------------------------
 
 
@@ -233,7 +227,7 @@ async def test_fanout_metrics_over_http(engine: durable.Engine) -> None:
         return metrics.REGISTRY.get_sample_value("durable_runs_in_flight") == sample(
             before, "durable_runs_in_flight")
 
-    await wait_for(idle, timeout=10)
+    await eventually(idle, 10, what="no run in flight")
     assert not any("run_id" in dict(labels) for _, labels in after)
 
 
@@ -290,7 +284,7 @@ async def test_emitted_events_match_the_catalog(engine: durable.Engine, recorder
     assert await engine.run(renew, 1, timeout=30) == 42
     assert await engine.run(retrying, "cat", timeout=30) == "steady"
     parent = await engine.start(waiter, 1)
-    await wait_for(lambda: _suspended_child(engine, recorder, parent.run_id))
+    await eventually(lambda: _suspended_child(engine, recorder, parent.run_id), 30, what="the child to wait")
     child_id = recorder.named("child.started")[-1]["child_run_id"]
     assert await engine.cancel(child_id) == 1
     assert await parent.result(timeout=30) == "child cancelled"
@@ -359,73 +353,7 @@ async def test_raising_hooks_do_not_change_outcomes(engine: durable.Engine) -> N
     assert len(calls["*"]) >= len(calls["run.*"]) + len(calls["step.*"]) + len(calls["child.*"])
 
 
-# --- (c) the handler API ------------------------------------------------------------------------
-
-
-def test_handler_api_patterns_and_detach() -> None:
-    got: list[tuple[str, str]] = []
-    detach_exact = hooks.on("child.started", lambda e: got.append(("exact", e.name)))
-    detach_prefix = hooks.on("child.*", lambda e: got.append(("prefix", e.name)))
-
-    @hooks.on("*")
-    def everything(event: hooks.HookEvent) -> None:
-        got.append(("all", event.name))
-
-    try:
-        assert hooks.listening("child.started") and hooks.listening("anything.at.all")
-        hooks.emit("child.started", parent_run_id=1, child_run_id=2, workflow="w", parent_workflow="p")
-        hooks.emit("children.started")  # 'child.*' is a dotted prefix: no match
-        hooks.emit("step.completed", step="s")
-        assert got == [("exact", "child.started"), ("prefix", "child.started"), ("all", "child.started"),
-                       ("all", "children.started"), ("all", "step.completed")]
-        got.clear()
-        detach_exact()
-        detach_exact()  # idempotent
-        hooks.off("*", everything)
-        hooks.emit("child.failed", error_type="E")
-        assert got == [("prefix", "child.failed")]
-        event = hooks.HookEvent("x.y", {"a": 1})
-        assert event["a"] == 1 and event.get("b", 2) == 2
-    finally:
-        detach_prefix()
-        hooks.off("*", everything)
-    got.clear()
-    hooks.emit("child.failed")
-    assert got == []
-
-
-def test_handler_api_refuses_bad_input() -> None:
-    async def coroutine_handler(event: hooks.HookEvent) -> None:
-        return None
-
-    for bad_name in ("", "child*", "child.*.*", ".*", 42):
-        with pytest.raises(ConfigurationError):
-            hooks.on(bad_name, print)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError):
-        hooks.on("child.started", "not callable")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="async"):
-        hooks.on("child.started", coroutine_handler)
-    assert not any(fn in (print, coroutine_handler) for _, fn in hooks._handlers)
-
-
-def test_handler_fields_reach_the_handler_and_errors_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    seen: list[dict] = []
-
-    def broken(event: hooks.HookEvent) -> None:
-        raise RuntimeError("nope")
-
-    d1 = hooks.on("run.completed", broken)
-    d2 = hooks.on("run.completed", lambda e: seen.append(dict(e.fields)))  # after the broken one
-    try:
-        hooks.emit("run.completed", run_id=1, workflow="w", queue="q", duration_s=0.5)
-    finally:
-        d1()
-        d2()
-    assert seen == [{"run_id": 1, "workflow": "w", "queue": "q", "duration_s": 0.5}]
-    assert any("raised; ignored" in r.getMessage() for r in caplog.records if r.name == "durable.hooks")
-
-
-# --- (d) cascade truncated at the depth limit -----------------------------------------------------
+# --- (c) cascade truncated at the depth limit -----------------------------------------------------
 
 
 async def test_cascade_truncated_is_emitted(engine: durable.Engine, db: Any, recorder: Recorder) -> None:
@@ -437,7 +365,7 @@ async def test_cascade_truncated_is_emitted(engine: durable.Engine, db: Any, rec
         kids = recorder.named("child.started")
         return len(kids) == 2 and (await engine.get_handle(kids[1]["child_run_id"]).status()) == "suspended"
 
-    await wait_for(grandchild_waits)
+    await eventually(grandchild_waits, 30, what="the grandchild to wait")
     grandchild = recorder.named("child.started")[1]["child_run_id"]
     # a client whose depth limit is 1 cancels the root: the grandchild is below its reach
     async with durable.Engine(db.dsn, schema=db.schema, execute=False, max_child_depth=1) as client:

@@ -17,7 +17,7 @@ import durable.worker.listener as listener_mod
 from durable.observe import hooks
 
 import wf_children as W
-from test_children_api import new_engine, rows, until
+from helpers import eventually, new_engine, rows, status_of
 
 
 def child_id(parent, key: str, wf: str = "children.kid") -> uuid.UUID:
@@ -49,7 +49,7 @@ async def test_parent_process_sigkilled_children_finish_parent_resumes_elsewhere
                                "WHERE parent_id = %s", h.run_id, h.run_id)
             return r[0] == (n, "suspended")
 
-        await until(all_waiting, what="children waiting and parent suspended")
+        await eventually(all_waiting, what="children waiting and parent suspended")
         assert (await rows(db, "SELECT lease_owner FROM durable_runs WHERE id = %s", h.run_id))[0][0] \
             == parent_proc.owner
         parent_proc.send_signal(signal.SIGKILL)
@@ -63,7 +63,7 @@ async def test_parent_process_sigkilled_children_finish_parent_resumes_elsewhere
                            h.run_id)
             return r[0][0] == n
 
-        await until(children_done, what="children finishing while the parent's process is dead")
+        await eventually(children_done, what="children finishing while the parent's process is dead")
         assert (await rows(db, "SELECT status, next_wakeup_at IS NOT NULL FROM durable_runs WHERE id = %s",
                            h.run_id)) == [("suspended", True)]  # woken, nobody to resume it yet
         rescuer = worker_procs("wf_children", "--queues", "default")
@@ -112,14 +112,14 @@ async def test_listener_killed_wakes_fall_back_to_polling_and_listener_returns(d
                 async def waiting(h=h):
                     r = await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND "
                                        "status = 'suspended'", h.run_id)
-                    return r[0][0] == 3 and await _status(db, h.run_id) == "suspended"
+                    return r[0][0] == 3 and await status_of(db, h.run_id) == "suspended"
 
-                await until(waiting, what="children waiting")
+                await eventually(waiting, what="children waiting")
                 heard.clear()
                 if round_ == 0:  # kill the listener's connection and keep it from reconnecting
                     shim.gate.clear()
                     await c.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
-                    await until(_async(lambda: not e.listener.up), what="listener noticing the kill")
+                    await eventually(lambda: not e.listener.up, what="listener noticing the kill")
                 await c.execute("SELECT durable_send_signal(id, 'go', '0', NULL) FROM durable_runs "
                                 "WHERE parent_id = %s", (h.run_id,))
                 assert (await h.result(timeout=30))["sum"] == 3
@@ -129,7 +129,7 @@ async def test_listener_killed_wakes_fall_back_to_polling_and_listener_returns(d
                     assert mine and all(src == "poll" and not up for _, src, up in mine), mine
                     assert not e.listener.up and not heard
                     shim.gate.set()
-                    await until(_async(lambda: e.listener.up), what="listener reconnecting")
+                    await eventually(lambda: e.listener.up, what="listener reconnecting")
                     assert e.listener.backend_pid not in (None, old_pid)
                     live = await rows(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
                                       e.listener.backend_pid)
@@ -140,17 +140,6 @@ async def test_listener_killed_wakes_fall_back_to_polling_and_listener_returns(d
         finally:
             detach()
             detach_note()
-
-
-def _async(fn):
-    async def call():
-        return fn()
-    return call
-
-
-async def _status(db, run_id):
-    r = await rows(db, "SELECT status FROM durable_runs WHERE id = %s", run_id)
-    return r[0][0] if r else None
 
 
 async def test_burst_of_simultaneous_child_completions(db, caplog):
@@ -183,9 +172,9 @@ async def test_burst_of_simultaneous_child_completions(db, caplog):
                 async def round_ready(ids=ids):
                     got = await rows(db, "SELECT count(*) FROM durable_runs WHERE id = ANY(%s) AND status = "
                                          "'suspended'", ids)
-                    return got[0][0] == n and await _status(db, pid) == "suspended"
+                    return got[0][0] == n and await status_of(db, pid) == "suspended"
 
-                await until(round_ready, what=f"round {r}: children waiting")
+                await eventually(round_ready, what=f"round {r}: children waiting")
                 await _drain(listen)
                 notes.clear()
                 before = len(resumed)
@@ -198,11 +187,11 @@ async def test_burst_of_simultaneous_child_completions(db, caplog):
                                      gate_pid)
                     return got[0][0] == n
 
-                await until(all_blocked, what=f"round {r}: {n} terminal transactions queued on the parent")
+                await eventually(all_blocked, what=f"round {r}: {n} terminal transactions queued on the parent")
                 await gate.commit()  # all N terminal transactions go at once
                 if r + 1 < n_rounds:
                     nxt = child_id(pid, f"r{r + 1}-0", "children.gated")
-                    await until(lambda nxt=nxt: _status(db, nxt), what=f"round {r + 1} starting")
+                    await eventually(lambda nxt=nxt: status_of(db, nxt), what=f"round {r + 1} starting")
                 else:
                     await h.result(timeout=30)
                 notes.extend(await _drain(listen, str(pid)))

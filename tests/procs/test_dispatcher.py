@@ -4,7 +4,7 @@ runs finish elsewhere after lease expiry, a SIGTERMed one exits 0 and hands its 
 at once, runs survive their database connections being terminated, and an idle
 dispatcher costs about one read per poll interval.
 
-Every step execution is recorded by tests/wf_dispatch.py (run, step, lease token,
+Every step execution is recorded by tests/support/wf_dispatch.py (run, step, lease token,
 process, monotonic start/end), so overlaps and double executions are checked from what
 really ran, and the journal is checked for outcomes written twice.
 """
@@ -30,9 +30,7 @@ import durable
 from durable.store.statements import SQL
 from durable.store.connections import connect
 import wf_dispatch  # noqa: F401  (registers dispatch.* here too, to start runs by name)
-
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
+from helpers import ROOT, SUPPORT
 
 
 def with_app_name(dsn: str, name: str) -> str:
@@ -48,7 +46,7 @@ class DispatcherProc:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.popen = subprocess.Popen([sys.executable, "-m", "dispatcher", *args], cwd=str(TESTS),
+        self.popen = subprocess.Popen([sys.executable, "-m", "dispatcher", *args], cwd=str(SUPPORT),
                                       stdout=subprocess.DEVNULL, stderr=self._log, env=env)
         self.pid = self.popen.pid
         self.ready: dict[str, Any] = {}
@@ -94,7 +92,7 @@ class DispatcherProc:
 @pytest.fixture
 def dispatchers(db, tmp_path):
     """``spawn(*flags, app=None)`` starts a dispatcher on the test's schema serving
-    tests/wf_dispatch.py (step records in ``tmp_path/steps``); all are killed at teardown."""
+    tests/support/wf_dispatch.py (step records in ``tmp_path/steps``); all are killed at teardown."""
     procs: list[DispatcherProc] = []
     steps = tmp_path / "steps"
     steps.mkdir()
@@ -103,7 +101,7 @@ def dispatchers(db, tmp_path):
               dsn: str | None = None) -> DispatcherProc:
         dsn = dsn or db.dsn
         dsn = with_app_name(dsn, app) if app else dsn
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SUPPORT)]),
                "WF_DISPATCH_LOG": str(steps)}
         env.pop("DURABLE_DSN", None)
         args = ["-m", modules, "--dsn", dsn, "--schema", db.schema, "--metrics-port", "0",

@@ -1,7 +1,8 @@
-"""The dispatcher's command line, bad input and probes: flag and environment validation,
+"""The dispatcher's command line as real subprocesses, bad input and probes: --help,
 module import failures, no workflows, an unreachable database (retry or --no-wait), a
 metrics port in use, /healthz and /readyz, the second signal; plus the claim query not
-letting runs of workflows nobody serves crowd out the ones it can run."""
+letting runs of workflows nobody serves crowd out the ones it can run. (Flag and
+environment validation in-process: tests/unit/test_dispatcher_settings.py.)"""
 
 from __future__ import annotations
 
@@ -15,20 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import durable
-from durable.dispatcher.__main__ import run as dispatcher_run
-from durable.dispatcher.settings import OPTIONS, load_settings
-from test_dispatcher import ROOT, TESTS, DispatcherProc, wait_http
+from durable.dispatcher.settings import OPTIONS
+from test_dispatcher import DispatcherProc, wait_http
 import wf_dispatch
+from helpers import ROOT, SUPPORT
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nowhere"
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SUPPORT)])
     env.update(extra)
     return env
 
@@ -38,7 +37,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 30, **env: str) -> subproc
                           capture_output=True, text=True, timeout=timeout)
 
 
-# --- settings -------------------------------------------------------------------------------
+# --- help -----------------------------------------------------------------------------------
 
 
 def test_help_documents_every_setting(tmp_path):
@@ -48,63 +47,6 @@ def test_help_documents_every_setting(tmp_path):
     for o in OPTIONS:
         assert o.flags[-1] in text and o.env in text, o
     assert "durable-dispatcher" in text and "Exit status" in text
-
-
-@pytest.mark.parametrize("argv, env, expected", [
-    (["--log-format", "xml"], {}, "--log-format / DURABLE_LOG_FORMAT"),
-    (["--concurrency", "0"], {}, "--concurrency / DURABLE_CONCURRENCY"),
-    (["--lease-ttl", "soon"], {}, "--lease-ttl / DURABLE_LEASE_TTL"),
-    (["--poll-interval", "nan"], {}, "--poll-interval / DURABLE_POLL_INTERVAL"),
-    ([], {"DURABLE_METRICS_PORT": "70000"}, "--metrics-port / DURABLE_METRICS_PORT"),
-    ([], {"DURABLE_NO_WAIT": "perhaps"}, "--no-wait / DURABLE_NO_WAIT"),
-    (["--module", "not a module"], {}, "--module / DURABLE_MODULES"),
-    (["--schema", "Bad-Name"], {}, "schema"),
-    (["--dsn", "postgresql://u@h:99999/db"], {}, "port"),
-])
-def test_bad_values_name_the_setting_and_exit_2(argv, env, expected, capsys, monkeypatch):
-    for k in [k for k in os.environ if k.startswith("DURABLE_")]:
-        monkeypatch.delenv(k)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    base = [] if any(a == "--module" for a in argv) else ["-m", "wf_dispatch"]
-    assert dispatcher_run([*base, *argv]) == 2
-    err = capsys.readouterr().err
-    assert expected in err and "error" in err, err
-
-
-def test_unknown_flag_and_missing_module(capsys, monkeypatch):
-    monkeypatch.delenv("DURABLE_MODULES", raising=False)
-    with pytest.raises(SystemExit) as exc:
-        dispatcher_run(["-m", "wf_dispatch", "--bogus"])
-    assert exc.value.code == 2
-    assert dispatcher_run([]) == 2
-    assert "--module" in capsys.readouterr().err
-
-
-def test_flags_win_over_environment():
-    s = load_settings(["-m", "a.b", "--queue", "q1,q2", "-q", "q3", "--concurrency", "7"],
-                      environ={"DURABLE_CONCURRENCY": "9", "DURABLE_POLL_INTERVAL": "0.5",
-                               "DURABLE_LOG_FORMAT": "JSON", "DURABLE_NO_WAIT": "true"})
-    assert s.queues == ("q1", "q2", "q3") and s.concurrency == 7 and s.poll_interval_s == 0.5
-    assert s.log_format == "json" and s.no_wait is True and s.metrics_port == 9464
-    assert s.metrics_host == "127.0.0.1"
-
-
-def test_json_log_lines_carry_exception_text():
-    import logging
-
-    from durable.dispatcher.logs import JsonFormatter
-
-    try:
-        raise ValueError("bad thing")
-    except ValueError:
-        import sys as _sys
-
-        record = logging.LogRecord("dispatcher", logging.ERROR, __file__, 1, "failed %s", ("here",), _sys.exc_info())
-    record.owner = "host:1:abc"
-    doc = json.loads(JsonFormatter().format(record))
-    assert doc["level"] == "error" and doc["logger"] == "dispatcher" and doc["message"] == "failed here"
-    assert "ValueError: bad thing" in doc["exc"] and doc["owner"] == "host:1:abc" and doc["ts"].endswith("Z")
 
 
 # --- start-up failures (real subprocesses) --------------------------------------------------

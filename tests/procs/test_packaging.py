@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from durable.store.migrate import LATEST_VERSION
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT_S = 180
 
 

@@ -1,4 +1,4 @@
-"""Workflows for tests/test_concurrency_waits.py (wait_run on chains, late wakes, retry
+"""Workflows for tests/integration/test_concurrency_waits.py (wait_run on chains, late wakes, retry
 hooks, step timeouts). Names are prefixed 'cwait.'."""
 from __future__ import annotations
 

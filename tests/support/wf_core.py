@@ -1,15 +1,13 @@
-"""Workflows and helpers for the core tests (test_core_*.py). Importable by worker
-subprocesses (tests/worker_proc.py ... wf_core), so everything here is module level."""
+"""Workflows and their step helpers for the core tests (test_core_*.py). Importable by
+worker subprocesses (tests/support/worker_proc.py ... wf_core), so everything here is
+module level. (Polling and database helpers live in helpers.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
-import time
-import uuid
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -174,37 +172,6 @@ async def bad_step_flow(ctx: durable.Context, kind: str) -> str:
     except durable.StepError as exc:
         return f"{exc.type}: {exc.message}"
     return "no error"
-
-
-# --- helpers ---------------------------------------------------------------------------
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, *,
-                     what: str = "condition") -> Any:
-    """Poll ``check()`` (sync or async) until it returns something truthy (a bounded
-    wait, not a timing assertion); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if inspect.isawaitable(got):
-            got = await got
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-async def events(conn: Any, run_id: uuid.UUID) -> list[tuple]:
-    """(seq, pos, kind, name, data) of a run's journal."""
-    cur = await conn.execute("SELECT seq, pos, kind, name, data FROM durable_events WHERE run_id = %s ORDER BY seq",
-                             (run_id,))
-    return await cur.fetchall()
-
-
-async def count(conn: Any, table: str) -> int:
-    cur = await conn.execute(f"SELECT count(*) FROM {table}")
-    return (await cur.fetchone())[0]
 
 
 @durable.workflow("core.direct_step_call")

@@ -1,4 +1,4 @@
-"""Workflows executed by dispatcher subprocesses in tests/test_dispatcher*.py and the
+"""Workflows executed by dispatcher subprocesses in tests/procs/test_dispatcher*.py and the
 throughput bench.
 
 ``record`` appends one line per step execution to ``$WF_DISPATCH_LOG/<pid>.log``: the run,

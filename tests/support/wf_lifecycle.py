@@ -423,18 +423,3 @@ async def step_timeout_flow(ctx: durable.Context, seconds: float) -> str:
     except durable.StepError as exc:
         return f"{exc.type}"
     return "no timeout"
-
-
-# --- test helpers (not workflows) ---------------------------------------------------------
-
-from wf_core import eventually  # noqa: E402,F401  (re-exported for the lifecycle tests)
-
-
-async def rows(conn: Any, sql: str, *args: Any) -> list[tuple]:
-    cur = await conn.execute(sql, args or None)
-    return await cur.fetchall()
-
-
-async def status_of(conn: Any, run_id: Any) -> str | None:
-    r = await rows(conn, "SELECT status FROM durable_runs WHERE id = %s", run_id)
-    return r[0][0] if r else None

@@ -1,6 +1,6 @@
 """A bare worker process for tests: an Engine executing runs until SIGTERM/SIGINT.
 
-    python tests/worker_proc.py DSN SCHEMA MODULE[,MODULE...] [--queues q1,q2]
+    python tests/support/worker_proc.py DSN SCHEMA MODULE[,MODULE...] [--queues q1,q2]
         [--lease-ttl S] [--poll S] [--concurrency N] [--max-depth N]
 
 Prints 'ready <owner>' on stdout once the engine is open. (The dispatcher daemon is
@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # tests/support: the wf_* modules
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository (durable)
+sys.path.insert(0, HERE)
 
 import durable  # noqa: E402
 

@@ -4,7 +4,7 @@ server restarted; then the invariant checker (bench/soak_check.py) reads the tab
 step-execution records.
 
     python -m bench.soak                  # the bench: a few hundred trees, one PG restart
-    python -m bench.soak --short --no-pg-restart   # the variant tests/test_soak.py runs
+    python -m bench.soak --short --no-pg-restart   # the variant tests/procs/test_soak.py runs
 
 Options: ``--roots N``, ``--dispatchers N`` (3), ``--seed N``, ``--deadline S`` (seconds for
 the runs to finish), ``--short``, ``--pg-restart/--no-pg-restart`` (default on, off with

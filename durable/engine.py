@@ -33,7 +33,7 @@ from .store import connections as db
 from .store import migrate
 from .store import runs as store_runs
 from .store.connections import Conn, Pool, run_typed
-from .store.rows import Claim, ExistingRun, RunInfo, Started
+from .store.rows import Claim, ExistingRun, RunInfo, Started, tree_key_of
 from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ class Engine:
                                        max_size=s.pool_size, timeout=s.connect_timeout_s)
         self.closing = False
         self.runs.open(self.pool)
+        if s.execute:  # this process's lease row exists before it holds any lease
+            await self.runs.renew_leases()
         if s.metrics:
             metrics.install()  # process-wide and idempotent; close() leaves it attached
         branches.install(asyncio.get_running_loop())  # concurrent branches in workflows
@@ -254,11 +256,12 @@ class Engine:
         if tmo is not None:
             self._note_deadline(tmo)
         if not local and started.due_in_s is not None and started.due_in_s > 0:  # a delayed start
-            self.runs.claim_soon(run_id, q, started.due_in_s)
+            self.runs.claim_soon(tree_key_of(run_id), run_id, q, started.due_in_s)
         if local:
-            assert started.lease_token is not None
-            claim = Claim(id=run_id, root_id=run_id, chain_root_id=run_id, workflow=wf.name, version=wf.version,
-                          queue=q, input=json.loads(text), lease_token=started.lease_token)
+            assert started.lease_epoch is not None
+            claim = Claim(tree_key=tree_key_of(run_id), id=run_id, root_id=run_id, chain_root_id=run_id,
+                          workflow=wf.name, version=wf.version, queue=q, input=json.loads(text),
+                          lease_epoch=started.lease_epoch)
             self.runs.begin(claim, wf, [], "start")
         return RunHandle(self, run_id, wf.name)
 

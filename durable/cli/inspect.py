@@ -95,8 +95,9 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         tb = run["error"].get("traceback") if isinstance(run["error"], dict) else None
         if tb and args.full:
             out.print(c(tb.rstrip(), "dim"))
-    if run["lease_token"] is not None:
-        field("lease", f"{run['lease_owner']} (token {run['lease_token']}, expires {ago(run['lease_expires_at'], now)})")
+    if run["status"] == "running" and run["lease_owner"]:
+        expiry = ago(run["lease_expires_at"], now) if run["lease_expires_at"] else "when its process stops"
+        field("lease", f"{run['lease_owner']} (epoch {run['lease_epoch']}, expires {expiry})")
     elif run["lease_owner"] and run["status"] == "suspended":
         field("parked", f"in {run['lease_owner']} (sticky hint)")
     if run["next_wakeup_at"] is not None:

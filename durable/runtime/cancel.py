@@ -91,7 +91,7 @@ async def cancel(pool: Pool, run_id: uuid.UUID, *, graceful: bool, reason: str, 
              time.perf_counter() - started, extra={"run_id": str(got.live_id)})
     if hooks.listening("run.cancelled") and got.live_id is not None:  # one label lookup, only when someone listens
         async with pool.connection() as conn:
-            labels = await store_lifecycle.cancelled_run_labels(conn, got.live_id)
+            labels = await store_lifecycle.run_labels(conn, got.live_id)
         if labels is not None:
             hooks.emit("run.cancelled", run_id=labels.id, workflow=labels.workflow, queue=labels.queue,
                        reason=reason)
@@ -127,8 +127,8 @@ async def cancel_child(ex: RunView, child: uuid.UUID, graceful: bool) -> CancelR
     ex.begin_busy()
     try:
         async with ex.journal.write() as (conn, token, seq):
-            got = await store_lifecycle.cancel_child(conn, ex.run_id, token, child, graceful=graceful, seq=seq,
-                                                     pos=pos, op=op, max_depth=max_depth)
+            got = await store_lifecycle.cancel_child(conn, ex.tree_key, ex.run_id, token, child, graceful=graceful,
+                                                     seq=seq, pos=pos, op=op, max_depth=max_depth)
             if got is None:
                 raise ex.journal.lost()
     finally:

@@ -24,7 +24,7 @@ from ..observe import hooks
 from ..retry import RetryPolicy
 from ..serde import roundtrip, validate
 from ..store import waits as store_waits
-from ..store.rows import Key
+from ..store.rows import Key, in_tree
 from . import keys
 from .host import RunView
 from .registry import WorkflowDef, resolve
@@ -124,7 +124,7 @@ class Children:
                     branch.site_counts[call_site] = n + 1
                     # ordinals per branch: the main branch keeps the classic form
                     ident = f"{call_site}|#{n}" if branch.main else f"{call_site}|{branch.label}#{n}"
-                idents.append((uuid.uuid5(ex.run_id, ident), ident))
+                idents.append((child_id(ex, ident), ident))
             for (text, k), (cid, ident) in zip(prepared, idents):
                 digest = hashlib.sha256(f"{wf.name}\0{text}".encode()).hexdigest()[:24]
                 key = keys.take(ex)
@@ -174,7 +174,7 @@ class Children:
         same way instead of reporting non-determinism."""
         ex = self.ex
         async with ex.journal.conn() as conn:
-            taken = await store_waits.taken_child_id(conn, ids, ex.run_id)
+            taken = await store_waits.taken_child_id(conn, ex.tree_key, ids, ex.run_id)
         if taken is not None:
             raise RunConflictError(
                 f"child id {taken.id} is already taken by run of workflow {taken.workflow} (parent "
@@ -318,12 +318,19 @@ class Children:
                     raise RunNotFoundError(target)
                 workflow, chain = found.workflow, found.chain_root_id
                 # registered on the chain: any link's terminal wakes us, whenever it happens
-                await store_waits.register_wait(conn, chain, ex.run_id)
+                await store_waits.register_wait(conn, chain, found.tree_key, ex.run_id, ex.tree_key)
             await ex.journal.append(key, "wait_started", None, {"run_id": str(target), "workflow": workflow,
                                                                 "chain_root_id": str(chain)})
         ex.waits.cross_keys[chain] = key
         await self.await_known([chain], key=key)
         return outcome_value(ex.waits.outcomes[chain], workflow)
+
+
+def child_id(ex: RunView, ident: str) -> uuid.UUID:
+    """A child's deterministic id: uuid5 of the parent and the call site's ident, in the
+    parent's tree (trees made before schema version 7 keep plain uuid5 ids)."""
+    cid = uuid.uuid5(ex.run_id, ident)
+    return in_tree(ex.root_id, cid) if ex.grafted else cid
 
 
 def check_key(k: Any) -> None:

@@ -45,6 +45,8 @@ class Execution:
         self.host = host
         self.settings = host.settings
         self.run_id = claim.id
+        self.tree_key = claim.tree_key
+        self.grafted = claim.grafted
         self.root_id = claim.root_id
         self.parent_id = claim.parent_id
         self.attempt = claim.attempt
@@ -55,7 +57,8 @@ class Execution:
         self.cancel_requested = claim.cancel_requested
         self.cancel_observed = False
         self.interrupt_seq: int | None = None  # replay: a wait interrupted by a cancel request
-        self.journal = Journal(self.run_id, wf.name, host.pool, host.settings, history, claim.lease_token,
+        self.journal = Journal(claim.tree_key, self.run_id, wf.name, host.pool, host.settings, history,
+                               claim.lease_epoch,
                                on_halt=self._abort_waits, on_children_started=host.work_added)
         self.waits = Waits(self.journal, wf.name)
         for ev in history:
@@ -174,7 +177,7 @@ class Execution:
         # lost: the notification kicks this execution, and a kick counts as due
         self.kicked.clear()
         async with self.journal.write(0) as (conn, token, _):  # buffered outcomes first, same lock
-            suspended = await store_runs.suspend(conn, self.run_id, token, fire_at)
+            suspended = await store_runs.suspend(conn, self.tree_key, self.run_id, token, fire_at)
             if suspended is None:
                 raise self.journal.lost()
         self.journal.token = None
@@ -183,7 +186,7 @@ class Execution:
         claim = await self.host.park(self, fire_at, due_now=due_now, db_now=suspended.db_now)
         if claim.last_seq != self.journal.next_seq - 1:
             raise Stale(claim)
-        self.journal.token = claim.lease_token
+        self.journal.token = claim.lease_epoch
         self.cancel_requested = self.cancel_requested or claim.cancel_requested
 
     # --- lifecycle ----------------------------------------------------------------------

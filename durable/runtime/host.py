@@ -27,6 +27,8 @@ class RunView(Protocol):
     (:class:`~durable.runtime.execution.Execution` is the implementation)."""
 
     run_id: uuid.UUID
+    tree_key: int
+    grafted: bool
     root_id: uuid.UUID
     parent_id: uuid.UUID | None
     attempt: int
@@ -85,7 +87,7 @@ class Host(Protocol):
     def replay(self, claim: Claim, source: str) -> None:
         """Execute a claimed run from its journal (cold)."""
 
-    def claim_soon(self, run_id: uuid.UUID, queue: str, delay: float | None = None) -> None:
+    def claim_soon(self, tree_key: int, run_id: uuid.UUID, queue: str, delay: float | None = None) -> None:
         """A run this process created is due now or after ``delay`` s: claim it then."""
 
     def note_deadline(self, seconds: float) -> None:

@@ -40,14 +40,15 @@ _EVENT_LIMIT_EXTRA = 4096  # an event's data is a payload plus bookkeeping
 class Journal:
     """History and fenced writes of one execution of one run."""
 
-    def __init__(self, run_id: uuid.UUID, workflow: str, pool: Pool, settings: EngineSettings,
+    def __init__(self, tree_key: int, run_id: uuid.UUID, workflow: str, pool: Pool, settings: EngineSettings,
                  history: list[Event], token: int | None, *, on_halt: Callable[[Stop], None],
                  on_children_started: Callable[[], None]) -> None:
+        self.tree_key = tree_key                 # the run's tree (every statement names it)
         self.run_id = run_id
         self.workflow = workflow
         self.pool = pool
         self.settings = settings
-        self.token = token                       # the lease's fencing token; None while not held
+        self.token = token                       # the lease epoch held (fences writes); None while not held
         self.stopping: Stop | None = None        # set once: this execution stops
         self.nondeterministic: NonDeterminismError | None = None
         self.by_key: dict[Key, list[Event]] = {}
@@ -207,7 +208,8 @@ class Journal:
         text = dumps(data, what=f"{kind} event", limit=self.settings.payload_limit_bytes * 2 + _EVENT_LIMIT_EXTRA)
         pos, op = split_key(key)
         async with self.write() as (conn, token, seq):
-            if not await store_events.append_event(conn, self.run_id, token, seq, pos, op, kind, name, text):
+            if not await store_events.append_event(conn, self.tree_key, self.run_id, token, seq, key, kind, name,
+                                                   text):
                 raise self.lost()
         ev = Event(seq, pos, kind, name, json.loads(text), op)
         self.record(ev)
@@ -240,7 +242,7 @@ class Journal:
         first = self.next_seq
         self.next_seq += len(pending)
         try:
-            ok = await store_events.append_pending(conn, self.run_id, token, first, pending)
+            ok = await store_events.append_pending(conn, self.tree_key, self.run_id, token, first, pending)
         except BaseException:
             self.pending[:0] = pending
             self.next_seq = first
@@ -254,8 +256,9 @@ class Journal:
         database clock."""
         pos, op = split_key(key)
         async with self.write() as (conn, token, seq):
-            fire_at = await store_events.append_timer_event(conn, self.run_id, token, seq=seq, pos=pos, op=op,
-                                                            kind=kind, name=name, data=data, delay=delay)
+            fire_at = await store_events.append_timer_event(conn, self.tree_key, self.run_id, token, seq=seq,
+                                                            pos=pos, op=op, kind=kind, name=name, data=data,
+                                                            delay=delay)
             if fire_at is None:
                 raise self.lost()
         self.record(Event(seq, pos, kind, name, {**data, "fire_at": fire_at}, op))
@@ -272,7 +275,7 @@ class Journal:
             for i, s in enumerate(specs):
                 s["seq"] = first + i
             body = [{**s, "id": str(s["id"]), "input": json.loads(s["input"])} for s in specs]
-            if not await store_events.start_children(conn, self.run_id, token, body):
+            if not await store_events.start_children(conn, self.tree_key, self.run_id, token, body):
                 raise self.lost()
         for s in specs:
             self.record(Event(s["seq"], s["pos"], "child_started", s["workflow"],
@@ -294,13 +297,13 @@ class Journal:
             try:
                 async with self.conn() as conn:
                     if last is None:
-                        outcome = await store_runs.finish(conn, self.run_id, token, status, result, error,
-                                                          self.settings.max_child_depth)
+                        outcome = await store_runs.finish(conn, self.tree_key, self.run_id, token, status, result,
+                                                          error, self.settings.max_child_depth)
                     else:
                         seq = self.take_seq()
                         pos, op = split_key(last.key)
                         outcome = await store_runs.finish_with_event(
-                            conn, self.run_id, token, seq=seq, pos=pos, op=op, kind=last.kind, name=last.name,
+                            conn, self.tree_key, self.run_id, token, seq=seq, pos=pos, op=op, kind=last.kind, name=last.name,
                             data=last.text, status=status, result=result, error=error,
                             max_depth=self.settings.max_child_depth)
             except BaseException:

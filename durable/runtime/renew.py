@@ -16,23 +16,27 @@ import uuid
 
 from ..observe import hooks
 from ..store import lifecycle as store_lifecycle
+from ..store.rows import in_tree
 from .host import RunView
 from .stops import ContinueAsNew
 
 log = logging.getLogger(__name__)
 
 
-def continue_as_new_id(run_id: uuid.UUID) -> uuid.UUID:
-    """The run id of a run's continue-as-new successor."""
-    return uuid.uuid5(run_id, "continue-as-new")
+def continue_as_new_id(run_id: uuid.UUID, grafted: bool = True) -> uuid.UUID:
+    """The run id of a run's continue-as-new successor (in the run's tree)."""
+    new = uuid.uuid5(run_id, "continue-as-new")
+    return in_tree(run_id, new) if grafted else new
 
 
-def retry_run_id(run_id: uuid.UUID) -> uuid.UUID:
-    """The run id of the next attempt of a failed run (durable_derived_id in SQL)."""
+def retry_run_id(run_id: uuid.UUID, grafted: bool = True) -> uuid.UUID:
+    """The run id of the next attempt of a failed run (durable_derived_id in SQL), in the
+    run's tree."""
     h = bytearray(hashlib.md5(f"{run_id}|retry".encode()).digest())
     h[6] = (h[6] & 0x0F) | 0x30
     h[8] = (h[8] & 0x0F) | 0x80
-    return uuid.UUID(bytes=bytes(h))
+    new = uuid.UUID(bytes=bytes(h))
+    return in_tree(run_id, new) if grafted else new
 
 
 async def continue_as_new(ex: RunView, can: ContinueAsNew) -> None:
@@ -40,9 +44,9 @@ async def continue_as_new(ex: RunView, can: ContinueAsNew) -> None:
     token = ex.journal.token
     if token is None:
         return
-    new_id = continue_as_new_id(ex.run_id)
+    new_id = continue_as_new_id(ex.run_id, ex.grafted)
     async with ex.journal.conn() as conn:
-        ok = await store_lifecycle.continue_as_new(conn, ex.run_id, token, new_id, can.workflow.name,
+        ok = await store_lifecycle.continue_as_new(conn, ex.tree_key, ex.run_id, token, new_id, can.workflow.name,
                                                    can.workflow.version, can.input_json)
     ex.journal.token = None
     if not ok:
@@ -53,13 +57,13 @@ async def continue_as_new(ex: RunView, can: ContinueAsNew) -> None:
     hooks.emit("run.started", run_id=new_id, workflow=can.workflow.name, queue=ex.queue,
                parent_run_id=ex.parent_id)
     ex.host.outcome_changed(ex.run_id)
-    ex.host.claim_soon(new_id, ex.queue)
+    ex.host.claim_soon(ex.tree_key, new_id, ex.queue)
 
 
 def attempt_retried(ex: RunView, error: str | None) -> None:
     """The run failed and its retry policy re-runs it as a new attempt (durable_finish
     made this run 'continued' and inserted the successor, due after the retry delay)."""
-    successor = retry_run_id(ex.run_id)
+    successor = retry_run_id(ex.run_id, ex.grafted)
     err = json.loads(error or "{}")
     log.info("run %s (attempt %d) failed with %s; its retry policy re-runs it as run %s",
              ex.run_id, ex.attempt, err.get("type"), successor,
@@ -71,4 +75,4 @@ def attempt_retried(ex: RunView, error: str | None) -> None:
     hooks.emit("run.started", run_id=successor, workflow=ex.wf.name, queue=ex.queue, parent_run_id=ex.parent_id)
     ex.host.outcome_changed(ex.run_id)  # outside waiters re-read and follow the chain
     # the successor is due after its backoff: claim it then, not at the next poll
-    ex.host.claim_soon(successor, ex.queue)
+    ex.host.claim_soon(ex.tree_key, successor, ex.queue)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from collections import OrderedDict
@@ -58,10 +60,11 @@ class RunTable:
         self.sync_steps = SyncSteps()  # threads of sync steps, so attempts never overlap here
         self._closing = False
         self.starved = False  # due runs may wait for capacity: a finished execution kicks the claimer then
-        self._timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
+        self._timers: dict[uuid.UUID, asyncio.TimerHandle] = {}  # local timers, by run id
         self._tasks: set[asyncio.Task[Any]] = set()
         self._checking = False
         self._check_again = False
+        self._orphans: dict[uuid.UUID, float] = {}  # leased to this process, executed by none: since when
 
     # --- Host -----------------------------------------------------------------------------
 
@@ -143,17 +146,17 @@ class RunTable:
             wf = next((w for w in all_workflows().values()
                        if w.name == claim.workflow and w.version == claim.version), None)
             if wf is None:  # unregistered since the claim: give it back
-                await self._release_soon(run_id, claim.lease_token)
+                await self._release_soon(claim.tree_key, run_id, claim.lease_epoch)
                 return
             history: list[Event] = []
             if claim.last_seq:
                 async with self.pool.connection() as conn:
-                    history = await store_runs.load_history(conn, run_id)
+                    history = await store_runs.load_history(conn, claim.tree_key, run_id)
             self.begin(claim, wf, history, source)
         except Exception as exc:
             log.warning("run %s: could not start its execution (%s); giving its lease back", run_id, exc,
                         extra={"run_id": str(run_id), "workflow": claim.workflow})
-            self.spawn(self._release_soon(run_id, claim.lease_token))
+            self.spawn(self._release_soon(claim.tree_key, run_id, claim.lease_epoch))
         finally:
             self.loading.discard(run_id)
 
@@ -189,46 +192,47 @@ class RunTable:
             _, old = self.parked.popitem(last=False)
             old.stop(Evicted())
         if due_now:
-            self.spawn(self.claim_one(ex.run_id, "local"))
+            self.spawn(self.claim_one(ex.tree_key, ex.run_id, "local"))
         elif fire_at is not None:
-            self._arm(ex.run_id, fire_at - db_now)
+            self._arm(ex.tree_key, ex.run_id, fire_at - db_now)
         self._kick_claimer()
         try:
             return await fut
         finally:
             ex.park_future = None
 
-    def _arm(self, run_id: uuid.UUID, delay: float, tries: int = 0) -> None:
+    def _arm(self, tree_key: int, run_id: uuid.UUID, delay: float, tries: int = 0) -> None:
         """Claim ``run_id`` here after ``delay`` seconds (its local timer; one per run)."""
         old = self._timers.pop(run_id, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[run_id] = loop.call_later(max(0.0, delay), self._timer_fired, run_id, tries)
+        self._timers[run_id] = loop.call_later(max(0.0, delay), self._timer_fired, tree_key, run_id, tries)
 
-    def _timer_fired(self, run_id: uuid.UUID, tries: int = 0) -> None:
+    def _timer_fired(self, tree_key: int, run_id: uuid.UUID, tries: int = 0) -> None:
         self._timers.pop(run_id, None)
-        self.spawn(self.claim_one(run_id, "local", tries))
+        self.spawn(self.claim_one(tree_key, run_id, "local", tries))
 
-    def claim_soon(self, run_id: uuid.UUID, queue: str, delay: float | None = None) -> None:
+    def claim_soon(self, tree_key: int, run_id: uuid.UUID, queue: str, delay: float | None = None) -> None:
         """A run this process created is due later (a delayed start, a retry attempt's
         backoff, a continue-as-new successor): claim it when it is due rather than at the
         next poll."""
         if not self.settings.execute or self._closing or queue not in self.settings.queues:
             return
         if delay is not None:
-            self._arm(run_id, delay)
+            self._arm(tree_key, run_id, delay)
         else:
-            self.spawn(self.claim_one(run_id, "local"))  # not due yet: it arms its timer
+            self.spawn(self.claim_one(tree_key, run_id, "local"))  # not due yet: it arms its timer
 
-    async def claim_one(self, run_id: uuid.UUID, source: str, tries: int = 0) -> bool:
+    async def claim_one(self, tree_key: int, run_id: uuid.UUID, source: str, tries: int = 0) -> bool:
         if self._closing or not self.settings.execute:
             return False
         try:
             async with self.pool.connection() as conn:
-                claim = await store_runs.claim_one(conn, id=run_id, workflows=self.workflow_keys(),
-                                                   owner=self.owner, ttl=self.settings.lease_ttl_s)
-                state = await store_runs.due_in(conn, run_id) if claim is None else None
+                got = await store_runs.claim(conn, [(tree_key, run_id)], workflows=self.workflow_keys(),
+                                             owner=self.owner, grace=self.settings.sticky_grace_s)
+                claim = got[0] if got else None
+                state = await store_runs.due_in(conn, tree_key, run_id) if claim is None else None
         except Exception as exc:
             log.warning("run %s: claim failed (%s); the poll will retry", run_id, exc, extra={"run_id": str(run_id)})
             return False
@@ -236,9 +240,9 @@ class RunTable:
             if state is not None and state.status in ("pending", "suspended") and state.due_in_s is not None \
                     and not self._closing:
                 if state.due_in_s > 0:  # not due yet by the database clock: when it is
-                    self._arm(run_id, state.due_in_s + 0.002)
+                    self._arm(tree_key, run_id, state.due_in_s + 0.002)
                 elif tries < _LOCAL_RETRIES:  # due, but its row was locked for a moment (a sender, a wake)
-                    self._arm(run_id, 0.02, tries + 1)
+                    self._arm(tree_key, run_id, 0.02, tries + 1)
             return False
         hooks.emit("claim.batch", count=1, source=source)
         self.on_claimed(claim, source)
@@ -249,15 +253,17 @@ class RunTable:
         ex = self.active.get(run_id)
         if ex is not None:
             ex.kick()  # running here: re-evaluate its waits
-        elif run_id in self.parked:
-            self.spawn(self.claim_one(run_id, "notify"))
+            return
+        parked = self.parked.get(run_id)
+        if parked is not None:
+            self.spawn(self.claim_one(parked.tree_key, run_id, "notify"))
         elif not owner or owner == self.owner:
             self._kick_claimer()
 
     def wake_all_parked(self) -> None:
         """The clock moved (tests): parked runs with local timers look again now."""
-        for run_id in list(self.parked):
-            self.spawn(self.claim_one(run_id, "local"))
+        for ex in list(self.parked.values()):
+            self.spawn(self.claim_one(ex.tree_key, ex.run_id, "local"))
 
     # --- giving back ----------------------------------------------------------------------
 
@@ -281,9 +287,9 @@ class RunTable:
                     pending, first_seq = journal.take_pending()
         except TimeoutError:  # a write hangs on a dead connection: the lease expires instead
             return
-        await self._release_soon(ex.run_id, token, pending, first_seq)
+        await self._release_soon(ex.tree_key, ex.run_id, token, pending, first_seq)
 
-    async def _release_soon(self, run_id: uuid.UUID, token: int, pending: list[Pending] | None = None,
+    async def _release_soon(self, tree_key: int, run_id: uuid.UUID, token: int, pending: list[Pending] | None = None,
                             first_seq: int = 0) -> None:
         """Release a lease, first journaling the run's buffered outcomes (a finished step
         must not run again), retrying with backoff while the database is unreachable; gives
@@ -295,15 +301,15 @@ class RunTable:
             try:
                 async with self._pool.connection() as conn:
                     try:
-                        written = await store_events.append_pending(conn, run_id, token, first_seq, rest)
+                        written = await store_events.append_pending(conn, tree_key, run_id, token, first_seq, rest)
                     except SeqTaken:
                         # an earlier write committed but its answer was lost (a server
                         # restart, a cancelled statement): write what is not there yet
-                        done, first_seq = await store_events.written_since(conn, run_id, first_seq, rest)
+                        done, first_seq = await store_events.written_since(conn, tree_key, run_id, first_seq, rest)
                         rest = rest[done:]
                         continue
                     if written:
-                        await store_runs.release(conn, run_id, token)
+                        await store_runs.release(conn, tree_key, run_id, token)
                 return
             except Exception as exc:
                 if time.monotonic() + delay >= deadline:
@@ -315,16 +321,23 @@ class RunTable:
 
     # --- stopping executions of runs that are gone ----------------------------------------
 
-    async def renew_leases(self) -> tuple[int, int]:
-        """Renew every lease held here (one statement) and stop the executions whose lease
-        is gone (cancelled, or claimed by another process after expiry). Returns (lost,
-        skipped): leases whose rows another transaction held locked are still valid and
-        are retried soon."""
+    async def renew_leases(self) -> int:
+        """Renew this process's lease on every run it holds (one row: this process's in
+        durable_workers) and stop the executions whose lease is gone (cancelled, or claimed
+        by another process after this one's lease expired). A run leased to this process
+        that nothing here executes for a whole lease TTL (its execution ended with an
+        error, or a claim committed whose answer never came back) is given back. Returns
+        how many leases were lost."""
         held = [(ex.run_id, token) for ex in list(self.active.values()) if (token := ex.journal.token) is not None]
-        if not held:
-            return 0, 0
         async with self.pool.connection() as conn:
-            seen = await store_runs.renew_leases(conn, held, self.settings.lease_ttl_s)
+            await store_runs.worker_beat(conn, owner=self.owner, host=socket.gethostname(), pid=os.getpid(),
+                                         queues=list(self.settings.queues), workflows=self.workflow_keys(),
+                                         concurrency=self.settings.concurrency, ttl=self.settings.lease_ttl_s)
+            seen = await store_runs.held_leases(conn, self.owner)
+            for run_id, tree_key in self._orphaned(seen).items():
+                if await store_runs.release_orphan(conn, tree_key, run_id, self.owner):
+                    log.warning("run %s: leased here but not executed for %.0f s; given back", run_id,
+                                self.settings.lease_ttl_s, extra={"run_id": str(run_id)})
         lost = 0
         for run_id, token in held:
             ex = self.active.get(run_id)
@@ -335,7 +348,23 @@ class RunTable:
                 hooks.emit("lease.lost", run_id=run_id, workflow=ex.wf.name)
                 ex.stop(LeaseLost())
         hooks.emit("heartbeat", leases=len(held), lost=lost)
-        return lost, sum(1 for renewed in seen.values() if not renewed)
+        return lost
+
+    def _orphaned(self, held: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+        """The runs of ``held`` that nothing here has executed for one lease TTL."""
+        now = time.monotonic()
+        mine = set(self.active) | self.loading
+        for run_id in held:
+            if run_id in mine:
+                self._orphans.pop(run_id, None)
+            else:
+                self._orphans.setdefault(run_id, now)
+        for run_id in [r for r in self._orphans if r not in held]:
+            del self._orphans[run_id]
+        due = {r: held[r] for r, since in self._orphans.items() if now - since >= self.settings.lease_ttl_s}
+        for run_id in due:
+            del self._orphans[run_id]
+        return due
 
     def check_cancelled(self) -> None:
         """Check (once, coalescing bursts of notifications) which executions here lost their run."""
@@ -381,11 +410,11 @@ class RunTable:
         if self.settings.execute and self.active:
             checks.append(self.renew_leases())
         if self.parked and self._pool is not None:
-            checks.append(self._drop_finished_parked(list(self.parked)))
+            checks.append(self._drop_finished_parked([(ex.tree_key, ex.run_id) for ex in self.parked.values()]))
         if checks:
             await asyncio.gather(*checks)
 
-    async def _drop_finished_parked(self, parked: list[uuid.UUID]) -> None:
+    async def _drop_finished_parked(self, parked: list[tuple[int, uuid.UUID]]) -> None:
         async with self.pool.connection() as conn:
             done = await store_runs.finished_among(conn, parked)
         for rid in done:
@@ -416,15 +445,16 @@ class RunTable:
         for ex in list(self.parked.values()):
             ex.stop(Shutdown())
         self.parked.clear()
-        if self._pool is not None:
-            try:
-                async with self._pool.connection() as conn:
-                    await store_runs.clear_sticky_hints(conn, self.owner)
-            except Exception as exc:
-                log.warning("could not clear sticky hints on close: %s", exc)
         tasks = [ex.task for ex in list(self.active.values()) if ex.task is not None] + list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
+        if self._pool is not None and self.settings.execute:
+            try:  # leases given back; what is still held is claimable at once, and sticky hints end
+                async with self._pool.connection() as conn:
+                    await store_runs.worker_gone(conn, self.owner)
+            except Exception as exc:
+                log.warning("could not end this process's leases on close (%s); they expire after %.0f s",
+                            exc, self.settings.lease_ttl_s)
 
     def detach(self) -> None:
         """The pool is closing: nothing here may use it any more."""

@@ -180,7 +180,7 @@ class Waits:
                 read = list(self.read)
                 self.read.clear()
                 try:
-                    got = await store_waits.unread_children(conn, self.run_id, read)
+                    got = await store_waits.unread_children(conn, self.journal.tree_key, self.run_id, read)
                 except BaseException:
                     self.read[:0] = read
                     raise
@@ -229,13 +229,13 @@ class Waits:
         assert w.name is not None
         journal = self.journal
         async with journal.conn() as conn:
-            if not await store_events.has_signal(conn, self.run_id, w.name):
+            if not await store_events.has_signal(conn, journal.tree_key, self.run_id, w.name):
                 return False
         pos, op = split_key(w.key)
         try:
             async with journal.write() as (conn, token, seq):
-                got = await store_events.consume_signal(conn, self.run_id, token, seq=seq, pos=pos, op=op,
-                                                        name=w.name)
+                got = await store_events.consume_signal(conn, journal.tree_key, self.run_id, token, seq=seq, pos=pos,
+                                                        op=op, name=w.name)
                 if got is None:
                     raise _NothingWritten()  # another waiter took it meanwhile
                 if not got.leased:

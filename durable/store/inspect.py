@@ -9,6 +9,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .connections import Conn
+from .runs import key_of
 from .rows import EventDetail, QueueDepth, RunDetail, RunFilter, RunListRow, TreeRow
 from .statements import q
 
@@ -60,20 +61,23 @@ async def list_runs(conn: Conn, f: RunFilter, limit: int) -> list[RunListRow]:
 
 
 async def show_run(conn: Conn, run_id: uuid.UUID) -> RunDetail | None:
+    key = await key_of(conn, run_id)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("show_run"), (run_id,))
+    await cur.execute(q("show_run"), {"key": key, "id": run_id})
     return cast("RunDetail | None", await cur.fetchone())
 
 
 async def show_events(conn: Conn, run_id: uuid.UUID, limit: int) -> list[EventDetail]:
+    key = await key_of(conn, run_id)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("show_events"), (run_id, limit))
+    await cur.execute(q("show_events"), {"key": key, "id": run_id, "limit": limit})
     return cast(list[EventDetail], await cur.fetchall())
 
 
 async def run_tree(conn: Conn, run_id: uuid.UUID, limit: int) -> list[TreeRow]:
+    key = await key_of(conn, run_id)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("run_tree"), {"id": run_id, "limit": limit})
+    await cur.execute(q("run_tree"), {"key": key, "id": run_id, "limit": limit})
     return cast(list[TreeRow], await cur.fetchall())
 
 

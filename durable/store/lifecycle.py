@@ -14,6 +14,7 @@ from psycopg import sql
 
 from ..errors import DurableError, RunFinishedError, RunNotFoundError
 from .connections import Conn
+from .runs import key_of
 from .rows import CancelOutcome, Expired, RunLabels
 from .statements import q
 
@@ -54,21 +55,21 @@ async def cancel(conn: Conn, run_id: uuid.UUID, *, graceful: bool, reason: str, 
     return CancelOutcome(cancelled=row[0], truncated=row[1], status_before=row[2], live_id=row[3])
 
 
-async def cancel_child(conn: Conn, parent: uuid.UUID, token: int, child: uuid.UUID, *, graceful: bool, seq: int,
-                       pos: int | None, op: str | None, max_depth: int) -> CancelOutcome | None:
+async def cancel_child(conn: Conn, tree_key: int, parent: uuid.UUID, token: int, child: uuid.UUID, *,
+                       graceful: bool, seq: int, pos: int | None, op: str | None, max_depth: int) -> CancelOutcome | None:
     """ctx.cancel_child: the cancel and the parent's child_cancel event, fenced; None when
     the parent's lease is lost (nothing written)."""
-    row = await (await conn.execute(q("cancel_child"), (parent, token, child, graceful, seq, pos, op,
+    row = await (await conn.execute(q("cancel_child"), (tree_key, parent, token, child, graceful, seq, pos, op,
                                                          max_depth))).fetchone()
     if row is None or not row[0]:
         return None
     return CancelOutcome(cancelled=row[1], truncated=row[2], status_before=row[3], live_id=child)
 
 
-async def continue_as_new(conn: Conn, run_id: uuid.UUID, token: int, successor: uuid.UUID, workflow: str,
-                          version: int, input: str) -> bool:
+async def continue_as_new(conn: Conn, tree_key: int, run_id: uuid.UUID, token: int, successor: uuid.UUID,
+                          workflow: str, version: int, input: str) -> bool:
     """End the run as 'continued' with its successor; False when the lease is lost."""
-    row = await (await conn.execute(q("continue_as_new"), (run_id, token, successor, workflow, version,
+    row = await (await conn.execute(q("continue_as_new"), (tree_key, run_id, token, successor, workflow, version,
                                                             input))).fetchone()
     return bool(row and row[0])
 
@@ -81,9 +82,10 @@ async def expire_overdue(conn: Conn, limit: int, max_depth: int) -> Expired:
     return Expired(expired=int(row[0]), next_deadline_in_s=None if row[1] is None else float(row[1]))
 
 
-async def cancelled_run_labels(conn: Conn, run_id: uuid.UUID) -> RunLabels | None:
-    """The run a hard cancel ended (the live link of the chain holding ``run_id``)."""
-    row = await (await conn.execute(q("cancelled_run_labels"), (run_id,))).fetchone()
+async def run_labels(conn: Conn, run_id: uuid.UUID) -> RunLabels | None:
+    """A run's workflow and queue."""
+    key = await key_of(conn, run_id)
+    row = await (await conn.execute(q("run_labels"), (key, run_id))).fetchone()
     return None if row is None else RunLabels(id=row[0], workflow=row[1], queue=row[2])
 
 

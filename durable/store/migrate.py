@@ -213,7 +213,52 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
             )
         applied[mig.version] = mig.checksum
         logger.info("schema %s: applied migration %04d_%s", schema, mig.version, mig.name)
+    await distribute(conn, schema)
     return max(applied)
+
+
+# On Citus every table of a tree is distributed by tree_key and co-located with the runs
+# (whole trees on one shard); the id map is a reference table (read by run id anywhere);
+# the process table is a reference table too (read by claims on the coordinator, joined by
+# the lease columns of views); durable_migrations stays on the coordinator.
+CITUS_DISTRIBUTED = ("durable_runs", "durable_events", "durable_signals", "durable_waiters", "durable_due",
+                     "durable_deadlines", "durable_outcomes")
+CITUS_REFERENCE = ("durable_run_keys", "durable_workers")
+
+
+async def is_citus(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the database runs Citus (the extension is installed in it)."""
+    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+    return await cur.fetchone() is not None
+
+
+async def distribute(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
+    """On Citus, distribute the schema's tables by tree (idempotent); returns what it
+    distributed now. On plain PostgreSQL it does nothing."""
+    if not await is_citus(conn):
+        return []
+    done: list[str] = []
+    key = _lock_key(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s", (schema,))
+        already = {r[0] for r in await cur.fetchall()}
+        for table in CITUS_DISTRIBUTED:
+            if table not in already:
+                colocate = "none" if table == "durable_runs" else f"{schema}.durable_runs"
+                await conn.execute("SELECT create_distributed_table(%s, 'tree_key', colocate_with => %s)",
+                                   (f"{schema}.{table}", colocate))
+                done.append(table)
+        for table in CITUS_REFERENCE:
+            if table not in already:
+                await conn.execute("SELECT create_reference_table(%s)", (f"{schema}.{table}",))
+                done.append(table)
+    if done:
+        logger.info("schema %s: distributed by tree on Citus: %s", schema, ", ".join(done))
+    return done
 
 
 async def schema_version(conn: psycopg.AsyncConnection[Any], schema: str) -> int | None:

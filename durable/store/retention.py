@@ -1,20 +1,17 @@
 """Retention: forget finished runs older than an age, with their journal and signals.
 
-Finished runs pile up forever unless something deletes them. :func:`gc` deletes, in
-bounded batches (one SQL statement each, ``queries.RETENTION_BATCH``), every run that
+Finished runs pile up forever unless something deletes them. :func:`gc` deletes whole run
+trees, in bounded batches (one call of ``durable_gc_trees`` each), whose every run
+(the root, its continue-as-new links, every descendant) finished before the cutoff,
+measured by the engine's clock (``durable_now()``), and on none of whose runs a live run
+waits (``ctx.wait_run``). A tree with a run still in flight (an abandoned child, say) is
+kept until that run ends and ages too.
 
-- is finished (completed, failed, cancelled, or continued) since before the cutoff,
-  measured by the engine's clock (``durable_now()``),
-- has no child left (leaves go first, so a subtree goes only once all of it qualifies),
-- belongs to a continue-as-new chain whose every link is finished before the cutoff,
-- is not awaited by a live run (``ctx.wait_run``), and
-- has no ancestor that is still pending, running or suspended (a live parent may still
-  need its children's rows).
-
-Batches walk the runs by ``(finished_at, id)`` with a keyset cursor, so each statement
-touches at most ``batch`` rows and a pass reads each old run once; a second pass picks up
-parents whose last children went in the first. Batches use ``SKIP LOCKED``, so several
-processes may collect at once. Deleting a run also frees its idempotency key.
+Batches walk the trees' root runs by ``(finished_at, id)`` with a keyset cursor (a partial
+index holds finished roots only), so each batch reads at most ``batch`` roots and a pass
+reads each old tree once; deleting a tree deletes by its key, whatever its size. A tree
+another collector holds is skipped, so several processes may collect at once. Deleting a
+run also frees its idempotency key.
 
 ``durable gc --older-than 7d`` runs it once; ``EngineSettings.retention_s`` runs it in
 the background (``durable.worker.retention``).
@@ -41,7 +38,6 @@ __all__ = ["DEFAULT_BATCH", "GcResult", "gc"]
 log = logging.getLogger("durable.retention")
 
 DEFAULT_BATCH = 500
-_MAX_PASSES = 64  # a pass that deletes nothing ends the loop long before this
 _START_TS = datetime(1, 1, 1, tzinfo=UTC)
 _START_ID = uuid.UUID(int=0)
 
@@ -102,34 +98,28 @@ async def _collect(conn: Any, age: float, batch: int, max_batches: int | None, d
 
 async def _passes(conn: Any, age: float, batch: int, max_batches: int | None, result: GcResult,
                   per_batch_tx: bool) -> None:
-    while result.passes < _MAX_PASSES:
-        result.passes += 1
-        after_ts, after_id = _START_TS, _START_ID
-        deleted = with_children = 0
-        while True:
-            if max_batches is not None and result.batches >= max_batches:
-                return
-            params = {"age": age, "after_ts": after_ts, "after_id": after_id, "batch": batch}
-            if per_batch_tx:
-                async with conn.transaction():
-                    b = await _batch(conn, params)
-            else:
-                b = await _batch(conn, params)
-            result.batches += 1
-            result.runs += b.runs
-            result.events += b.events
-            result.signals += b.signals
-            deleted += b.runs
-            with_children += b.with_children
-            if b.after_ts is None or b.after_id is None or b.scanned < batch:
-                break
-            after_ts, after_id = b.after_ts, b.after_id
-        # parents whose last children went in this pass qualify in the next one
-        if not deleted or not with_children:
+    """One pass over the finished roots (a tree is deleted whole: nothing to come back for)."""
+    result.passes = 1
+    after_ts, after_id = _START_TS, _START_ID
+    while True:
+        if max_batches is not None and result.batches >= max_batches:
             return
+        params = {"age": age, "after_ts": after_ts, "after_id": after_id, "batch": batch}
+        if per_batch_tx:
+            async with conn.transaction():
+                b = await _batch(conn, params)
+        else:
+            b = await _batch(conn, params)
+        result.batches += 1
+        result.runs += b.runs
+        result.events += b.events
+        result.signals += b.signals
+        if b.after_ts is None or b.after_id is None or b.scanned < batch:
+            return
+        after_ts, after_id = b.after_ts, b.after_id
 
 
 async def _batch(conn: Any, params: dict[str, Any]) -> GcBatch:
     row = await (await conn.execute(q("retention_batch"), params)).fetchone()
-    return GcBatch(after_ts=row[0], after_id=row[1], scanned=row[2], with_children=row[3], runs=row[4],
+    return GcBatch(after_ts=row[0], after_id=row[1], scanned=row[2], kept=row[3], runs=row[4],
                    events=row[5], signals=row[6])

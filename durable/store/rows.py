@@ -26,6 +26,19 @@ def split_key(key: Key | None) -> tuple[int | None, str | None]:
     return key, None
 
 
+def tree_key_of(run_id: uuid.UUID) -> int:
+    """The tree key an id carries: its first 8 bytes as a signed bigint (durable_tree_key in
+    SQL). A root run's id is its tree's; every id created in a tree from schema version 7 on
+    carries it too (:func:`in_tree`)."""
+    return int.from_bytes(run_id.bytes[:8], "big", signed=True)
+
+
+def in_tree(root_id: uuid.UUID, run_id: uuid.UUID) -> uuid.UUID:
+    """``run_id`` moved into the tree of ``root_id``: the root's first 8 bytes, then
+    ``run_id``'s last 8 (durable_in_tree in SQL), so the id says which tree it is in."""
+    return uuid.UUID(bytes=root_id.bytes[:8] + run_id.bytes[8:])
+
+
 @dataclass(slots=True)
 class Event:
     """One journal event of a run."""
@@ -57,18 +70,20 @@ class Pending:
 class Claim:
     """A run this process now holds the lease of (a claim, or a start already leased)."""
 
+    tree_key: int
     id: uuid.UUID
     root_id: uuid.UUID
     workflow: str
     version: int
     queue: str
     input: Any
-    lease_token: int
+    lease_epoch: int                     # the lease epoch this claim holds (fences every write)
     parent_id: uuid.UUID | None = None
     chain_root_id: uuid.UUID | None = None
     attempt: int = 1
     depth: int = 0
     cancel_requested: bool = False
+    grafted: bool = True                 # ids of its tree carry the root's prefix (trees made since schema 7)
     prev_status: str = "pending"
     wake_latency_s: float | None = None  # the run was due → claimed (database clock)
     last_seq: int = 0                    # the journal's last seq (0: nothing to replay)
@@ -86,7 +101,7 @@ class Started:
 
     id: uuid.UUID
     status: str
-    lease_token: int | None
+    lease_epoch: int | None
     due_in_s: float | None  # seconds until a delayed start is due
 
 
@@ -161,10 +176,11 @@ class ChainState:
 
 @dataclass(frozen=True, slots=True)
 class RunTarget:
-    """A run another run waits on: its workflow and continue-as-new chain."""
+    """A run another run waits on: its workflow, continue-as-new chain and tree."""
 
     workflow: str
     chain_root_id: uuid.UUID
+    tree_key: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +245,7 @@ class RunInfo:
     attempt: int
     depth: int
     lease_owner: str | None
-    lease_token: int | None
+    lease_epoch: int
     lease_expires_at: datetime | None
     next_wakeup_at: datetime | None
     cancel_requested: bool
@@ -245,7 +261,7 @@ class GcBatch:
     after_ts: datetime | None
     after_id: uuid.UUID | None
     scanned: int
-    with_children: int
+    kept: int          # trees in the window kept (a run in them not finished long enough, or awaited)
     runs: int
     events: int
     signals: int
@@ -287,7 +303,7 @@ class RunDetail(TypedDict):
     parent_close_policy: str
     idempotency_key: str | None
     lease_owner: str | None
-    lease_token: int | None
+    lease_epoch: int
     lease_expires_at: datetime | None
     next_wakeup_at: datetime | None
     deadline_at: datetime | None

@@ -5,19 +5,19 @@ from __future__ import annotations
 import uuid
 
 from .connections import Conn
+from .runs import key_of
 from .rows import ChildOutcome, ChildOutcomes, RunOutcome, RunTarget, TakenChildId
 from .statements import q
 
 
-async def unread_children(conn: Conn, parent: uuid.UUID, read: list[uuid.UUID]) -> ChildOutcomes:
-    """The parent's children whose outcome it has not read, first finished first; clears
-    the unread flags of ``read`` (outcomes it has journaled since its last look)."""
-    row = await (await conn.execute(q("finished_children"), {"parent": parent, "read": read})).fetchone()
-    assert row is not None
-    children = [ChildOutcome(chain_root_id=uuid.UUID(r["chain_root_id"]), id=uuid.UUID(r["id"]), status=r["status"],
-                             result=r["result"], error=r["error"], workflow=r["workflow"],
-                             finished_at=r.get("finished_at")) for r in row[1] or ()]
-    return ChildOutcomes(cleared=int(row[0]), children=children, db_now=float(row[2]))
+async def unread_children(conn: Conn, tree_key: int, parent: uuid.UUID, read: list[uuid.UUID]) -> ChildOutcomes:
+    """The parent's children whose outcome it has not read, first finished first; the rows
+    of ``read`` (outcomes it has journaled since its last look) are deleted."""
+    cur = await conn.execute(q("finished_children"), {"key": tree_key, "parent": parent, "read": read})
+    rows = await cur.fetchall()
+    children = [ChildOutcome(chain_root_id=r[0], id=r[1], status=r[2], result=r[3], error=r[4], workflow=r[5],
+                             finished_at=r[6]) for r in rows]
+    return ChildOutcomes(cleared=len(read), children=children, db_now=float(rows[0][7]) if rows else 0.0)
 
 
 async def run_outcomes(conn: Conn, targets: list[uuid.UUID]) -> list[RunOutcome]:
@@ -27,17 +27,21 @@ async def run_outcomes(conn: Conn, targets: list[uuid.UUID]) -> list[RunOutcome]
                        finished_at=r[6], db_now=float(r[7])) for r in await cur.fetchall()]
 
 
-async def register_wait(conn: Conn, target_chain: uuid.UUID, waiter: uuid.UUID) -> None:
+async def register_wait(conn: Conn, target_chain: uuid.UUID, target_key: int, waiter: uuid.UUID,
+                        waiter_key: int) -> None:
     """``waiter`` waits on the chain ``target_chain``: any link's terminal wakes it."""
-    await conn.execute(q("register_wait"), (target_chain, waiter))
+    await conn.execute(q("register_wait"), {"target": target_chain, "target_key": target_key, "waiter": waiter,
+                                            "waiter_key": waiter_key})
 
 
 async def run_target(conn: Conn, run_id: uuid.UUID) -> RunTarget | None:
-    row = await (await conn.execute(q("run_exists"), (run_id,))).fetchone()
-    return None if row is None else RunTarget(workflow=row[0], chain_root_id=row[1])
+    """A run another run will wait on: its workflow, chain and tree (None: no such run)."""
+    key = await key_of(conn, run_id)
+    row = await (await conn.execute(q("run_exists"), {"key": key, "id": run_id})).fetchone()
+    return None if row is None else RunTarget(workflow=row[0], chain_root_id=row[1], tree_key=key)
 
 
-async def taken_child_id(conn: Conn, ids: list[uuid.UUID], parent: uuid.UUID) -> TakenChildId | None:
+async def taken_child_id(conn: Conn, tree_key: int, ids: list[uuid.UUID], parent: uuid.UUID) -> TakenChildId | None:
     """One of ``ids`` held by a run that is not a child of ``parent`` (a start that failed)."""
-    row = await (await conn.execute(q("taken_child_ids"), (ids, parent))).fetchone()
+    row = await (await conn.execute(q("taken_child_ids"), {"key": tree_key, "ids": ids, "parent": parent})).fetchone()
     return None if row is None else TakenChildId(id=row[0], workflow=row[1], parent_id=row[2])

@@ -88,8 +88,14 @@ class Claimer(BackgroundLoop):
                     self._kick.set()  # more may be due
 
     async def claim(self, limit: int) -> list[Claim]:
+        """Read which runs are claimable (lock-free, per queue in due order), then claim up to
+        ``limit`` of them, each routed to its tree (rows others hold are skipped)."""
         s = self.settings
+        workflows = self.runs.workflow_keys()
         async with self.runs.pool.connection() as conn:
-            return await store_runs.claim_due(conn, queues=list(s.queues), workflows=self.runs.workflow_keys(),
-                                              owner=self.runs.owner, grace=s.sticky_grace_s, ttl=s.lease_ttl_s,
-                                              limit=limit)
+            found = await store_runs.claimable(conn, queues=list(s.queues), workflows=workflows,
+                                               owner=self.runs.owner, grace=s.sticky_grace_s, limit=limit * 2 + 8)
+            if not found:
+                return []
+            return await store_runs.claim(conn, found[: limit * 2], workflows=workflows, owner=self.runs.owner,
+                                          grace=s.sticky_grace_s)

@@ -13,7 +13,7 @@ import pytest
 import durable
 
 import wf_children as W
-from helpers import eventually, new_engine, rows, status_of
+from helpers import child_id, eventually, new_engine, rows, status_of, tree_key
 
 
 async def children_of(db, parent) -> list[tuple]:
@@ -30,7 +30,7 @@ async def kinds(db, run_id) -> list[str]:
 
 async def test_bad_inputs_raise_typed_errors_and_write_nothing(db):
     parent = uuid.uuid4()
-    taken = uuid.uuid5(parent, "children.leaf|key|taken")
+    taken = child_id(parent, "children.leaf|key|taken")
     missing = uuid.uuid4()
     e1 = new_engine(db)
     async with e1:
@@ -85,7 +85,7 @@ async def test_replay_reaches_the_same_child_or_raises_nondeterminism(db, change
     try:
         async with new_engine(db) as e1:
             await e1.start(W.replay, id=parent)
-            child = uuid.uuid5(parent, "replayed|#0")
+            child = child_id(parent, "replayed|#0")
             await eventually(lambda: _suspended_with_child_done(db, parent, child), what="child done, parent waiting")
         if change == "workflow":
             W.MODE["child"] = "children.other"
@@ -118,14 +118,14 @@ async def _suspended_with_child_done(db, parent, child) -> bool:
 async def test_failed_child_is_caught_and_cancelled_child_is_typed(engine, db):
     h = await engine.start(W.catch)
     out = await h.result(timeout=20)
-    bad = uuid.uuid5(h.run_id, "children.leaf|key|bad")
+    bad = child_id(h.run_id, "children.leaf|key|bad")
     assert out == {"caught": ["ChildFailedError", "StepError", str(bad)],
                    "gathered": [2, "ChildFailedError", 6], "gather_raises": "StepError"}
     assert (await rows(db, "SELECT count(*) FROM durable_events WHERE run_id = %s AND kind = 'child_failed'",
                        h.run_id))[0][0] == 2
 
     h2 = await engine.start(W.await_cancel)
-    victim = uuid.uuid5(h2.run_id, "children.gated|key|victim")
+    victim = child_id(h2.run_id, "children.gated|key|victim")
     await eventually(lambda: _is(db, victim, "suspended"), what="victim waiting")
     assert await engine.cancel(victim) == 1
     assert await h2.result(timeout=20) == "ChildCancelledError:cancelled"
@@ -145,7 +145,7 @@ async def test_three_level_hierarchy_completes(engine, db):
 
 async def test_as_completed_yields_first_finished_first(engine, db):
     h = await engine.start(W.order, 3)
-    ids = [uuid.uuid5(h.run_id, f"children.gated|key|o{i}") for i in range(3)]
+    ids = [child_id(h.run_id, f"children.gated|key|o{i}") for i in range(3)]
     for i in ids:
         await eventually(lambda i=i: _is(db, i, "suspended"), what="children waiting")
     for i in (2, 0, 1):  # finish them one by one in this order
@@ -173,7 +173,7 @@ async def test_map_window_survives_a_cold_replay(db):
     the same children in the same order and never a second one."""
     async with new_engine(db) as e1:
         h = await e1.start(W.map_gated, 5)
-        kid = [uuid.uuid5(h.run_id, f"children.gated|#{i}") for i in range(5)]
+        kid = [child_id(h.run_id, f"children.gated|#{i}") for i in range(5)]
         await eventually(lambda: _all_are(db, kid[:2], "suspended"), what="first window")
         await e1.signal(kid[1], "go", 0)
         await eventually(lambda: _all_are(db, kid[2:3], "suspended"), what="window refilled")
@@ -195,14 +195,15 @@ async def _all_are(db, ids, status) -> bool:
 
 async def test_two_runs_wait_on_one_child_m_to_n(engine, db):
     p1 = await engine.start(W.parent_of_gated)
-    shared = uuid.uuid5(p1.run_id, "children.gated|key|shared")
+    shared = child_id(p1.run_id, "children.gated|key|shared")
     await eventually(lambda: _is(db, shared, "suspended"), what="shared child waiting")
     p2 = await engine.start(W.watch, str(shared))
     await eventually(lambda: _is(db, p2.run_id, "suspended"), what="watcher waiting")
     # waiting runs hold no lease and are not heartbeated
     for rid in (p1.run_id, p2.run_id):
-        assert (await rows(db, "SELECT status, lease_token, lease_expires_at FROM durable_runs WHERE id = %s",
-                           rid)) == [("suspended", None, None)]
+        assert (await rows(db, "SELECT r.status, d.leased FROM durable_runs r JOIN durable_due d "
+                               "ON d.tree_key = r.tree_key AND d.run_id = r.id WHERE r.id = %s", rid)) == [
+            ("suspended", False)]
         assert rid not in engine.runs.active
     assert await rows(db, "SELECT target_id, waiter_id FROM durable_waiters") == [(shared, p2.run_id)]
     await engine.signal(shared, "go", 1)
@@ -294,7 +295,7 @@ async def test_wait_run_on_a_run_deleted_meanwhile_fails_instead_of_hanging(engi
     conn = await db.conn()
     await conn.execute("DELETE FROM durable_events WHERE run_id = %s", (target.run_id,))
     await conn.execute("DELETE FROM durable_runs WHERE id = %s", (target.run_id,))
-    await conn.execute("SELECT durable_wake(%s)", (waiter.run_id,))
+    await conn.execute("SELECT durable_wake(%s, %s, durable_clock())", (tree_key(waiter.run_id), waiter.run_id))
     assert await waiter.result(timeout=20) == "RunNotFoundError"
 
 

@@ -146,7 +146,7 @@ async def test_show(db, engine):
     assert doc["status"] == "completed" and doc["input"] == 2 and doc["result"] == 1
     assert doc["children"] == {"completed": 2} and doc["event_count"] == len(doc["events"])
     assert [e["kind"] for e in doc["events"]][:2] == ["child_started", "child_started"]
-    assert doc["lease_token"] is None and doc["started_at"] and doc["finished_at"]
+    assert doc["lease_expires_at"] is None and doc["started_at"] and doc["finished_at"]
     human = (await run_cli(db, "show", str(fam.run_id), "--events", "1")).out
     for word in ("status", "completed", "input", "result", "timing", "children", "history", "child_started"):
         assert word in human
@@ -159,7 +159,7 @@ async def test_show(db, engine):
     box = await engine.start(wf_cli.inbox, "never")
     await settled(box, "suspended")
     shown = (await run_cli(db, "show", str(box.run_id), "--json")).json
-    assert shown["status"] == "suspended" and shown["lease_token"] is None
+    assert shown["status"] == "suspended" and shown["lease_expires_at"] is None
 
 
 async def test_tree_follows_continue_as_new(db, engine):
@@ -215,7 +215,7 @@ async def test_gc(db, engine):
     dry = (await run_cli(db, "gc", "--older-than", "0s", "--dry-run", "--json")).json
     assert dry["runs"] == 3 and dry["dry_run"]
     res = (await run_cli(db, "gc", "--older-than", "0s", "--batch", "1", "--json")).json
-    assert res["runs"] == 3 and res["events"] > 0 and res["batches"] >= 3
+    assert res["runs"] == 3 and res["events"] > 0 and res["batches"] >= 1  # the tree goes whole
     await run_cli(db, "show", str(fam.run_id), expect=3)
     human = await run_cli(db, "gc", "--older-than", "7d")
     assert human.out.startswith("deleted 0 run(s)")

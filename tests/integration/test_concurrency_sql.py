@@ -158,8 +158,9 @@ async def test_heartbeat_racing_cancel_cascades_never_deadlocks(db):
 
 
 async def test_heartbeat_is_not_blocked_by_one_locked_run(db, engine):
-    """Another transaction holds run A's row locked: a beat still renews B's lease in
-    time, and does not report A lost; once the lock goes, A renews and finishes."""
+    """Another transaction holds run A's rows locked (the run and its claim-queue row): a
+    beat still renews this process's lease (its one row in durable_workers) in time, and
+    does not report A lost; once the lock goes, both finish."""
     tag_a, tag_b = f"a-{uuid.uuid4()}", f"b-{uuid.uuid4()}"
     a = await engine.start(W.busy, tag_a)
     b = await engine.start(W.busy, tag_b)
@@ -173,15 +174,16 @@ async def test_heartbeat_is_not_blocked_by_one_locked_run(db, engine):
 
     locker = await db.conn(autocommit=False)
     await locker.execute("SELECT 1 FROM durable_runs WHERE id = %s FOR UPDATE", (a.run_id,))
+    await locker.execute("SELECT 1 FROM durable_due WHERE run_id = %s FOR UPDATE", (a.run_id,))
     try:
-        (before,), = await rows(db, "SELECT lease_expires_at FROM durable_runs WHERE id = %s", b.run_id)
+        (before,), = await rows(db, "SELECT expires_at FROM durable_workers WHERE owner = %s", engine.owner)
         await asyncio.sleep(0.05)
         try:
             lost = await asyncio.wait_for(engine.heartbeat.beat(), 2.0)
         except asyncio.TimeoutError:
             pytest.fail("heartbeat blocked behind the row lock on run A (no return within 2 s)")
-        (after,), = await rows(db, "SELECT lease_expires_at FROM durable_runs WHERE id = %s", b.run_id)
-        assert after > before, "B's lease was not renewed"
+        (after,), = await rows(db, "SELECT expires_at FROM durable_workers WHERE owner = %s", engine.owner)
+        assert after > before, "the process's lease was not renewed"
         assert lost == 0
         assert a.run_id in engine.runs.active and engine.runs.active[a.run_id].token == token_a, "A was treated as lost"
     finally:

@@ -23,7 +23,7 @@ from durable.observe import hooks
 from durable.runtime.renew import retry_run_id
 
 import wf_concurrency_waits as wf
-from helpers import eventually, rows
+from helpers import child_id, eventually, rows
 
 
 def slow_engine(db, **kw: Any) -> durable.Engine:
@@ -73,7 +73,7 @@ async def test_wait_run_on_a_later_link_of_a_chain(engine):
 
 async def test_wait_run_on_a_child_retry_attempt(engine):
     parent = await engine.start(wf.retry_wait_parent)
-    first_child = uuid.uuid5(parent.run_id, "cwait.fail_once_then_wait|#0")
+    first_child = child_id(parent.run_id, "cwait.fail_once_then_wait|#0")
     attempt2 = retry_run_id(first_child)
     async with engine.pool.connection() as conn:
         async def waiting() -> bool:
@@ -171,7 +171,7 @@ async def test_run_started_is_emitted_once_per_run_on_child_retry(engine):
     finally:
         detach()
     assert out["attempt"] == 2
-    first_child = uuid.uuid5(parent.run_id, "cwait.flaky|#0")
+    first_child = child_id(parent.run_id, "cwait.flaky|#0")
     counts = Counter(seen)
     assert counts[parent.run_id] == 1 and counts[first_child] == 1
     assert counts[retry_run_id(first_child)] == 1, f"run.started per run: {dict(counts)}"

@@ -61,7 +61,7 @@ async def test_handle_result_timeout_and_status(engine, db):
     assert isinstance(ei.value, TimeoutError) and "keeps running" in str(ei.value)
     await eventually(lambda: _status_is(other, "suspended"), what="the run to suspend")
     info = await other.info()
-    assert info.workflow == "core.wait_go" and info.input == 40 and info.lease_token is None
+    assert info.workflow == "core.wait_go" and info.input == 40 and info.lease_expires_at is None
     await other.signal("go", 2)
     assert await other.result(timeout=20) == 42
     assert await h.status() == "completed"
@@ -153,7 +153,7 @@ async def test_retry_wait_is_durable_not_in_memory(db):
         h = await e1.start(flaky_flow, spec)
         await eventually(lambda: _status_is(h, "suspended"), what="the run to suspend in its retry wait")
         info = await h.info()
-        assert info.lease_token is None and info.lease_expires_at is None
+        assert info.lease_expires_at is None
         evs = await _retry_events(db, h.run_id)
         assert [k for k, _, _ in evs] == ["step_retry"]
         assert info.next_wakeup_at.timestamp() == pytest.approx(evs[0][1]["fire_at"], abs=1e-3)

@@ -6,12 +6,13 @@ worker processes racing: tests/procs/test_core_crash_procs.py.)"""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
 
 import durable
-from durable.store.statements import SQL
+from durable.store import events as store_events
+from durable.store import runs as store_runs
+from durable.store.rows import Pending, tree_key_of
 from wf_core import MarkJob, marks_flow
 from helpers import events, eventually
 
@@ -25,72 +26,84 @@ async def _pending_run(db) -> uuid.UUID:
     return h.run_id
 
 
-def _claim_args(owner: str, ttl: float = 30.0) -> dict:
-    return {"queues": ["default"], "workflows": ["core.marks:1"], "owner": owner, "grace": 0.0,
-            "ttl": ttl, "limit": 10, "scan": 50}
+async def _alive(conn, owner: str, ttl: float = 30.0) -> None:
+    """``owner`` is a live process (its lease on what it holds lasts ``ttl`` seconds)."""
+    await store_runs.worker_beat(conn, owner=owner, host="test", pid=0, queues=["default"], workflows=[],
+                                 concurrency=1, ttl=ttl)
+
+
+async def _dead(conn, owner: str) -> None:
+    """``owner`` stopped heartbeating: its leases have expired."""
+    await conn.execute("UPDATE durable_workers SET expires_at = now() - interval '1 s' WHERE owner = %s", (owner,))
+
+
+async def _claim(conn, owner: str, run_id: uuid.UUID, wf: str = "core.marks:1"):
+    got = await store_runs.claim(conn, [(tree_key_of(run_id), run_id)], workflows=[wf], owner=owner, grace=0.0)
+    return got[0] if got else None
+
+
+async def _claimable(conn, owner: str, wf: str = "core.marks:1") -> list:
+    return await store_runs.claimable(conn, queues=["default"], workflows=[wf], owner=owner, grace=0.0, limit=10)
 
 
 async def test_concurrent_claims_one_winner(db):
     conns = [await db.conn() for _ in range(2)]
+    for i in range(2):
+        await _alive(conns[0], f"p{i}")
     for _ in range(5):
         run_id = await _pending_run(db)
-        args = {"id": run_id, "workflows": ["core.marks:1"], "ttl": 30.0}
-        got = await asyncio.gather(*(c.execute(SQL["claim_one"], {**args, "owner": f"p{i}"})
-                                     for i, c in enumerate(conns)))
-        rows = [await cur.fetchall() for cur in got]
-        assert sorted(len(r) for r in rows) == [0, 1]
-        # the batch claim does not see it either while the lease is live
-        cur = await conns[0].execute(SQL["claim_due"], _claim_args("p9"))
-        assert await cur.fetchall() == []
+        got = await asyncio.gather(*(_claim(c, f"p{i}", run_id) for i, c in enumerate(conns)))
+        assert sorted(g is not None for g in got) == [False, True]
+        # no other claimer sees it while its holder is alive
+        assert await _claimable(conns[0], "p9") == []
+        assert await _claim(conns[0], "p9", run_id) is None
 
 
 async def test_lease_loser_writes_are_fenced(db):
     run_id = await _pending_run(db)
+    key = tree_key_of(run_id)
     ca, cb = await db.conn(), await db.conn()
-    cur = await ca.execute(SQL["claim_one"], {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
-                                               "ttl": 30.0})
-    ta = (await cur.fetchone())[10]
-    assert (await ca.execute(SQL["append_event"], (1, 0, None, "step_completed", "core.mark",
-                                                          '{"attempt":1,"result":0}', run_id, ta))).rowcount == 1
+    await _alive(ca, "A")
+    await _alive(ca, "B")
+    ta = (await _claim(ca, "A", run_id)).lease_epoch
+    assert await store_events.append_event(ca, key, run_id, ta, 1, 0, "step_completed", "core.mark",
+                                           '{"attempt":1,"result":0}')
     # A stalls past its lease; B's claim of the expired lease is still uncommitted when
-    # A tries to write: A's fenced insert waits for B's row lock, then sees the new token
+    # A tries to write: A's fenced insert waits for B's row lock, then sees the new epoch
     # and writes nothing.
+    await _dead(ca, "A")
     cb_tx = await db.conn(autocommit=False)
-    await cb_tx.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
-                        (run_id,))
-    rows = await (await cb_tx.execute(SQL["claim_due"], _claim_args("B"))).fetchall()
-    assert len(rows) == 1 and rows[0][12] == "running" and rows[0][14] == 1  # prev status, last seq
-    tb = rows[0][10]
+    assert await _claimable(cb_tx, "B") == [(key, run_id)]
+    claimed = await _claim(cb_tx, "B", run_id)
+    assert claimed is not None and claimed.prev_status == "running" and claimed.last_seq == 1
+    tb = claimed.lease_epoch
     assert tb > ta
-    a_write = asyncio.ensure_future(ca.execute(SQL["append_event"], (2, 1, None, "step_completed", "core.mark",
-                                                                      '{"attempt":1,"result":10}', run_id, ta)))
+    a_write = asyncio.ensure_future(store_events.append_event(ca, key, run_id, ta, 2, 1, "step_completed",
+                                                              "core.mark", '{"attempt":1,"result":10}'))
     await asyncio.sleep(0.3)
     assert not a_write.done()  # blocked on B's claim
     await cb_tx.commit()
-    assert (await a_write).rowcount == 0  # zero rows: A lost the lease
+    assert await a_write is False  # nothing written: A lost the lease
 
     # every other write of A is fenced too
-    cur = await ca.execute(SQL["append_events"], (run_id, ta, [2], [1], [None], ["step_completed"], ["core.mark"], ["{}"]))
-    assert cur.rowcount == 0
-    cur = await ca.execute(SQL["append_timer_event"], {"seq": 2, "pos": 1, "op": None, "kind": "step_retry", "name": "core.mark",
-                                                        "data": "{}", "delay": 1.0, "id": run_id, "token": ta})
-    assert await cur.fetchone() is None
-    assert await (await ca.execute(SQL["suspend"], (None, run_id, ta))).fetchone() is None
-    cur = await ca.execute(SQL["heartbeat"], {"ttl": 30.0, "ids": [run_id], "tokens": [ta]})
-    assert await cur.fetchall() == []
-    assert (await (await ca.execute(SQL["finish_run"], (run_id, ta, "failed", None, '{"type":"X"}', 10)))
-            .fetchone())[0] is False
-    cur = await ca.execute(SQL["start_children"], (run_id, ta, json.dumps([])))
-    assert (await cur.fetchone())[0] is False
-    await ca.execute(SQL["release"], {"id": run_id, "token": ta})
+    stale = [Pending(1, "step_completed", "core.mark", "{}")]
+    assert await store_events.append_pending(ca, key, run_id, ta, 2, stale) is False
+    assert await store_events.append_timer_event(ca, key, run_id, ta, seq=2, pos=1, op=None, kind="step_retry",
+                                                 name="core.mark", data={}, delay=1.0) is None
+    assert await store_runs.suspend(ca, key, run_id, ta, None) is None
+    assert run_id not in await store_runs.held_leases(ca, "A")
+    assert await store_runs.finish(ca, key, run_id, ta, "failed", None, '{"type":"X"}', 10) == "lost"
+    assert await store_events.start_children(ca, key, run_id, ta, []) is False
+    assert await store_runs.release(ca, key, run_id, ta) is False
 
     # B goes on; the run is B's
-    assert (await cb.execute(SQL["append_event"], (2, 1, None, "step_completed", "core.mark",
-                                                          '{"attempt":1,"result":10}', run_id, tb))).rowcount == 1
+    assert await store_events.append_event(cb, key, run_id, tb, 2, 1, "step_completed", "core.mark",
+                                           '{"attempt":1,"result":10}')
     evs = await events(cb, run_id)
     assert [(e[0], e[4]["result"]) for e in evs] == [(1, 0), (2, 10)]
-    cur = await cb.execute("SELECT status, lease_owner, lease_token FROM durable_runs WHERE id = %s", (run_id,))
+    cur = await cb.execute("SELECT status, lease_owner, lease_epoch FROM durable_runs WHERE id = %s", (run_id,))
     assert await cur.fetchone() == ("running", "B", tb)
+    assert await store_runs.held_leases(cb, "B") == {run_id: key}
 
 
 _gate: dict[str, asyncio.Event] = {}  # the event is made inside the test's event loop
@@ -116,13 +129,13 @@ async def test_engine_that_lost_its_lease_stops_and_appends_nothing(db):
             h = await a.start(gated_flow)
             conn = await db.conn(autocommit=False)
             await eventually(lambda: _in_step(a, h.run_id), what="the step to start")
-            # another process takes the run over after (simulated) lease expiry
-            await conn.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
-                               (h.run_id,))
-            rows = await (await conn.execute(SQL["claim_due"], {
-                **_claim_args("B"), "workflows": ["core.crash.gated:1"]})).fetchall()
+            # another process takes the run over after (simulated) lease expiry: A's lease
+            # row looks expired, in the same transaction as B's claim
+            await _alive(conn, "B")
+            await _dead(conn, a.owner)
+            claimed = await _claim(conn, "B", h.run_id, "core.crash.gated:1")
             await conn.commit()
-            assert len(rows) == 1
+            assert claimed is not None
             _gate["ev"].set()  # A's step finishes; its journal write must be fenced
             await eventually(lambda: _ended(seen, h.run_id), what="A's execution to end")
             assert ("lease.lost", {"run_id": h.run_id, "workflow": "core.crash.gated"}) in seen
@@ -130,7 +143,7 @@ async def test_engine_that_lost_its_lease_stops_and_appends_nothing(db):
             assert not any(n == "step.completed" and f["run_id"] == h.run_id for n, f in seen)
             assert await events(conn, h.run_id) == []
             info = await h.info()
-            assert (info.status, info.lease_owner, info.lease_token) == ("running", "B", rows[0][10])
+            assert (info.status, info.lease_owner, info.lease_epoch) == ("running", "B", claimed.lease_epoch)
             assert h.run_id not in a.runs.active
     finally:
         detach()
@@ -150,21 +163,24 @@ def _ended(seen, run_id):
 
 async def test_late_failure_never_overwrites_a_completion(db):
     run_id = await _pending_run(db)
+    key = tree_key_of(run_id)
     conn = await db.conn()
-    cur = await conn.execute(SQL["claim_one"], {"id": run_id, "workflows": ["core.marks:1"], "owner": "A",
-                                                 "ttl": 30.0})
-    ta = (await cur.fetchone())[10]
-    await conn.execute("UPDATE durable_runs SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (run_id,))
-    tb = (await (await conn.execute(SQL["claim_due"], _claim_args("B"))).fetchone())[10]
-    finish = lambda token, status, result, error: conn.execute(SQL["finish_run"], (
-        run_id, token, status, result, error, 10))
-    assert (await (await finish(tb, "completed", "[0]", None)).fetchone())[0] is True
+    await _alive(conn, "A")
+    await _alive(conn, "B")
+    ta = (await _claim(conn, "A", run_id)).lease_epoch
+    await _dead(conn, "A")
+    tb = (await _claim(conn, "B", run_id)).lease_epoch
+
+    async def finish(token: int, status: str, result: str | None, error: str | None) -> str:
+        return await store_runs.finish(conn, key, run_id, token, status, result, error, 10)
+
+    assert await finish(tb, "completed", "[0]", None) == "finished"
     # the stale executor A, and B itself retrying, both try to fail the completed run
     for token in (ta, tb):
-        assert (await (await finish(token, "failed", None, '{"type":"Late"}')).fetchone())[0] is False
-        assert (await (await finish(token, "completed", "[1]", None)).fetchone())[0] is False
-    cur = await conn.execute("SELECT status, result, error, lease_token FROM durable_runs WHERE id = %s", (run_id,))
-    assert await cur.fetchone() == ("completed", [0], None, None)
+        assert await finish(token, "failed", None, '{"type":"Late"}') == "lost"
+        assert await finish(token, "completed", "[1]", None) == "lost"
+    cur = await conn.execute("SELECT status, result, error FROM durable_runs WHERE id = %s", (run_id,))
+    assert await cur.fetchone() == ("completed", [0], None)
     async with durable.Engine(db.dsn, schema=db.schema, execute=False) as client:
         assert await client.get_handle(run_id).result(timeout=5) == [0]
 
@@ -192,16 +208,17 @@ async def test_error_recording_the_outcome_leaves_the_run_to_resume(db):
     seen: list[tuple[str, dict]] = []
     detach = durable.hooks.on("execution.ended", lambda ev: seen.append((ev.name, dict(ev.fields))))
     admin = await db.conn()
-    await admin.execute("ALTER FUNCTION durable_finish_with_event(uuid, bigint, integer, integer, text, text, text, "
-                        "jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event_away")
+    await admin.execute("ALTER FUNCTION durable_finish_with_event(bigint, uuid, integer, integer, integer, text, text, "
+                        "text, jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event_away")
     try:
         async with durable.Engine(db.dsn, schema=db.schema, lease_ttl_s=1.0, poll_interval_s=0.2) as e:
             h = await e.start(broken_flow, "x")
             await eventually(lambda: _ended(seen, h.run_id), what="the execution to end")
             assert _ended(seen, h.run_id) == "error"
             assert await h.status() == "running"  # not failed: it resumes from its journal
-            await admin.execute("ALTER FUNCTION durable_finish_with_event_away(uuid, bigint, integer, integer, "
-                                "text, text, text, jsonb, text, jsonb, jsonb, integer) RENAME TO durable_finish_with_event")
+            await admin.execute("ALTER FUNCTION durable_finish_with_event_away(bigint, uuid, integer, integer, "
+                                "integer, text, text, text, jsonb, text, jsonb, jsonb, integer) "
+                                "RENAME TO durable_finish_with_event")
             assert await h.result(timeout=20) == "done x"
         assert _broken_calls["x"] == 2  # its outcome was never journaled, so the step ran again
     finally:

@@ -8,7 +8,7 @@ import asyncio
 import durable
 from durable.store.rows import Pending
 
-from helpers import eventually, execute, new_engine, rows, status_of
+from helpers import eventually, execute, new_engine, rows, status_of, tree_key
 
 CALLS: dict[str, int] = {}
 
@@ -74,16 +74,16 @@ async def test_give_back_after_a_lost_answer_writes_only_the_rest(db):
     instead of retrying the duplicate until the lease expires."""
     async with new_engine(db, execute=False) as engine:
         h = await engine.start(two_steps, "t2")
-        await execute(db, "UPDATE durable_runs SET status = 'running', lease_token = 4242, lease_owner = 'test', "
-                       "lease_expires_at = now() + interval '1 hour' WHERE id = %s", h.run_id)
+        await execute(db, "UPDATE durable_runs SET status = 'running', lease_epoch = 4242, lease_owner = 'test' "
+                       "WHERE id = %s", h.run_id)
         first = Pending(None, "note", "first", '"one"')
         second = Pending(None, "note", "second", '"two"')
         # the first of the two already committed (its answer was lost with the connection)
-        await execute(db, "INSERT INTO durable_events (run_id, seq, root_id, kind, name, data) "
-                       "SELECT id, 1, root_id, 'note', 'first', '\"one\"'::jsonb FROM durable_runs WHERE id = %s",
-                   h.run_id)
-        await asyncio.wait_for(engine.runs._release_soon(h.run_id, 4242, [first, second], 1), 4)
+        await execute(db, "INSERT INTO durable_events (tree_key, run_id, seq, root_id, kind, name, data) "
+                       "SELECT tree_key, id, 1, root_id, 'note', 'first', '\"one\"'::jsonb FROM durable_runs "
+                       "WHERE id = %s", h.run_id)
+        await asyncio.wait_for(engine.runs._release_soon(tree_key(h.run_id), h.run_id, 4242, [first, second], 1), 4)
         got = await rows(db, "SELECT seq, name FROM durable_events WHERE run_id = %s ORDER BY seq", h.run_id)
         assert got == [(1, "first"), (2, "second")]
         assert await status_of(db, h.run_id) == "suspended"
-        assert (await rows(db, "SELECT lease_token FROM durable_runs WHERE id = %s", h.run_id))[0][0] is None
+        assert (await rows(db, "SELECT lease_owner FROM durable_runs WHERE id = %s", h.run_id))[0][0] is None

@@ -8,9 +8,10 @@ import uuid
 import pytest
 
 import durable
+from durable.runtime.renew import continue_as_new_id
 
 from wf_lifecycle import ChainSpec, can_with_child, chain, chain_parent, history_hog, strict_can, wait_other
-from helpers import eventually, rows, status_of
+from helpers import eventually, rows, status_of, tree_key
 
 
 async def test_parent_awaiting_a_5_link_chain_gets_the_last_result(engine):
@@ -90,12 +91,13 @@ async def test_cancel_follows_the_chain_and_a_pending_request_is_carried(engine,
 
     # a graceful request pending when a run continues is carried to its successor
     conn = await db.conn()
-    rid, new = uuid.uuid4(), uuid.uuid4()
-    (tok,), = await rows(conn, "INSERT INTO durable_runs (id, root_id, chain_root_id, workflow, version, status, "
-                               "input, lease_owner, lease_token, cancel_requested) VALUES (%s, %s, %s, 'x', 1, "
-                               "'running', '{}', 'o', nextval('durable_lease_tokens'), true) RETURNING lease_token",
-                         rid, rid, rid)
-    (ok,), = await rows(conn, "SELECT durable_continue(%s, %s, %s, 'x', 1, '{}')", rid, tok, new)
+    rid = uuid.uuid4()
+    new = continue_as_new_id(rid)
+    (tok,), = await rows(conn, "INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, workflow, version, "
+                               "status, input, lease_owner, lease_epoch, cancel_requested) VALUES (%s, %s, %s, %s, "
+                               "'x', 1, 'running', '{}', 'o', 1, true) RETURNING lease_epoch",
+                         tree_key(rid), rid, rid, rid)
+    (ok,), = await rows(conn, "SELECT durable_continue(%s, %s, %s, %s, 'x', 1, '{}')", tree_key(rid), rid, tok, new)
     assert ok
     assert await rows(conn, "SELECT cancel_requested, chain_root_id, status FROM durable_runs WHERE id = %s",
                       new) == [(True, rid, "pending")]
@@ -150,7 +152,7 @@ async def test_unawaited_children_move_to_the_successor(engine):
                                     "AND c.status = 'suspended'", h.run_id)
         (child, parent, _), = await eventually(moved, 15, what="the child under the successor")
         (succ,), = await rows(conn, "SELECT continued_to FROM durable_runs WHERE id = %s", h.run_id)
-        assert parent == succ == uuid.uuid5(h.run_id, "continue-as-new")  # deterministic successor id
+        assert parent == succ == continue_as_new_id(h.run_id)  # deterministic successor id, in the tree
         await engine.signal(h.run_id, "finish")
         assert await h.result(timeout=10) == "done"
         # the successor's terminal transaction closed the moved child (TERMINATE)

@@ -12,11 +12,12 @@ import uuid
 import pytest
 
 import durable
+from durable.store.rows import in_tree
 from durable.observe import hooks
 from durable import CancelResult
 
 from wf_lifecycle import CALLS, TreeSpec, await_child, cancel_child_flow, parent_of_quick, sleeper, tree
-from helpers import eventually, new_engine, rows, status_of
+from helpers import eventually, new_engine, rows, status_of, tree_key
 
 IN_FLIGHT = ("pending", "running", "suspended")
 
@@ -60,10 +61,10 @@ async def test_cascade_depth_12_cancels_depth_10_and_reports_the_rest(db, caplog
             assert res.truncated == by_depth[11] + by_depth[12] == 12
             assert res.status_before in IN_FLIGHT and not res.already_finished
 
-            states = await rows(conn, "SELECT depth, status, error->>'reason', lease_token FROM durable_runs")
-            for depth, status, reason, token in states:
+            states = await rows(conn, "SELECT depth, status, error->>'reason', lease_owner FROM durable_runs")
+            for depth, status, reason, owner in states:
                 if depth <= 10:
-                    assert status == "cancelled" and token is None
+                    assert status == "cancelled" and owner is None
                     assert reason == ("cancelled" if depth == 0 else "parent_cancelled")
                 else:
                     assert status in IN_FLIGHT, (depth, status)
@@ -120,19 +121,22 @@ async def test_child_completing_while_parent_is_cancelled_sql_race(db):
     conns = [await db.conn() for _ in range(6)]
     outcomes = {"child_first": 0, "cancel_first": 0}
     for i in range(ROUNDS):
-        g, p, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        g = uuid.uuid4()
+        p, c = in_tree(g, uuid.uuid4()), in_tree(g, uuid.uuid4())
+        key = tree_key(g)
         toks = await _insert_tree(conns[0], g, p, c)
         jitter = random.random() * 0.002
-        child_done = conns[1].execute("SELECT durable_finish_run(%s, %s, 'completed', '42', NULL, 10)",
-                                      (c, toks[c]))
+        child_done = conns[1].execute("SELECT durable_finish(%s, %s, %s, 'completed', '42', NULL, 10)",
+                                      (key, c, toks[c]))
         if i % 2 == 0:
             other = conns[2].execute("SELECT * FROM durable_cancel(%s, false, 'x', 10)", (p,))
         else:  # the parent completes at the same time (TERMINATE closes the child)
-            other = conns[2].execute("SELECT durable_finish_run(%s, %s, 'completed', '1', NULL, 10)", (p, toks[p]))
-        sibling = conns[3].execute("SELECT durable_wake(%s)", (g,))
+            other = conns[2].execute("SELECT durable_finish(%s, %s, %s, 'completed', '1', NULL, 10)",
+                                     (key, p, toks[p]))
+        sibling = conns[3].execute("SELECT durable_wake(%s, %s, durable_clock())", (key, g))
         await asyncio.sleep(jitter)
         r1, r2, _ = await asyncio.gather(child_done, other, sibling)
-        finished = (await r1.fetchone())[0]
+        finished = (await r1.fetchone())[0] == "finished"
         await r2.fetchall()
         (status, result, reason), = await rows(conns[0], "SELECT status, result, error->>'reason' FROM durable_runs "
                                                          "WHERE id = %s", c)
@@ -151,12 +155,13 @@ async def test_child_completing_while_parent_is_cancelled_sql_race(db):
 async def _insert_tree(conn, g, p, c) -> dict:
     """A running grandparent -> parent -> child, each leased (as if executing)."""
     toks = {}
+    key = tree_key(g)
     for rid, parent, depth in ((g, None, 0), (p, g, 1), (c, p, 2)):
-        (tok,), = await rows(conn, "INSERT INTO durable_runs (id, root_id, parent_id, chain_root_id, workflow, "
-                                   "version, status, input, depth, lease_owner, lease_token, lease_expires_at) "
-                                   "VALUES (%s, %s, %s, %s, 'x', 1, 'running', '{}', %s, 'nobody', "
-                                   "nextval('durable_lease_tokens'), now() + interval '1 min') RETURNING lease_token",
-                             rid, g, parent, rid, depth)
+        (tok,), = await rows(conn, "INSERT INTO durable_runs (tree_key, id, root_id, parent_id, chain_root_id, "
+                                   "workflow, version, status, input, depth, lease_owner, lease_epoch) "
+                                   "VALUES (%s, %s, %s, %s, %s, 'x', 1, 'running', '{}', %s, 'nobody', 1) "
+                                   "RETURNING lease_epoch", key, rid, g, parent, rid, depth)
+        await rows(conn, "SELECT durable_set_due(%s, %s, 'default', 'x:1', NULL, 'nobody', true)", key, rid)
         toks[rid] = tok
     return toks
 

@@ -6,6 +6,7 @@ dashboard: tests/unit/test_metrics_dashboard.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -15,6 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from durable.observe import metrics
+from durable.store.connections import connect
+from durable.store.migrate import migrate
+from durable.store.rows import tree_key_of
 
 TEST_DSN = os.environ.get("DURABLE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -28,22 +32,24 @@ def _metrics_installed() -> Iterator[None]:
 
 @pytest.fixture
 def queue_schema() -> Iterator[tuple[str, Any]]:
+    """A migrated schema whose clock stands still (durable_now() is fixed)."""
     psycopg = pytest.importorskip("psycopg")
     try:
         conn = psycopg.connect(TEST_DSN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
         pytest.skip(f"test database unavailable: {exc}")
     schema = f"durable_mtest_{uuid.uuid4().hex[:8]}"
-    conn.execute(f"CREATE SCHEMA {schema}")
+
+    async def migrated() -> None:
+        aconn = await connect(TEST_DSN, schema=schema, timeout=10)
+        try:
+            await migrate(aconn, schema)
+        finally:
+            await aconn.close()
+
+    asyncio.run(migrated())
     conn.execute(f"SET search_path TO {schema}")
-    conn.execute("""
-        CREATE TABLE durable_runs (
-            id uuid PRIMARY KEY, queue text NOT NULL, status text NOT NULL,
-            next_wakeup_at timestamptz)
-    """)
-    conn.execute("""CREATE INDEX durable_runs_due_idx ON durable_runs (queue, next_wakeup_at)
-                    WHERE status IN ('pending', 'suspended')""")
-    conn.execute("""CREATE FUNCTION durable_now() RETURNS timestamptz LANGUAGE sql STABLE
+    conn.execute("""CREATE OR REPLACE FUNCTION durable_now() RETURNS timestamptz LANGUAGE sql STABLE
                     AS $$ SELECT '2030-01-01 00:00:00+00'::timestamptz $$""")
     try:
         yield schema, conn
@@ -63,17 +69,20 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
 def test_queue_collector_reads_database(queue_schema: tuple[str, Any],
                                         caplog: pytest.LogCaptureFixture) -> None:
     schema, conn = queue_schema
+    # every run in flight has one row in the claim queue: when it is due, or that it is leased
     rows = [
-        ("q1", "pending", "-10 seconds"), ("q1", "pending", "-5 seconds"),
-        ("q1", "suspended", "-1 second"), ("q1", "suspended", "60 seconds"),
-        ("q1", "suspended", None), ("q1", "completed", "-100 seconds"),
-        ("q1", "running", "-100 seconds"), ("q2", "pending", "30 seconds"),
+        ("q1", "-10 seconds", False), ("q1", "-5 seconds", False),     # pending, due: ready
+        ("q1", "-1 second", False),                                     # suspended, woken: ready
+        ("q1", "60 seconds", False), ("q1", None, False),               # suspended: a timer, an event
+        ("q1", None, True),                                             # running (leased)
+        ("q2", "30 seconds", False),                                    # a delayed start
     ]
-    for queue, status, offset in rows:
+    for queue, offset, leased in rows:
+        run_id = uuid.uuid4()
         conn.execute(
-            "INSERT INTO durable_runs VALUES (%s, %s, %s, "
-            "CASE WHEN %s::interval IS NULL THEN NULL ELSE durable_now() + %s::interval END)",
-            (uuid.uuid4(), queue, status, offset, offset),
+            "INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at, leased) VALUES (%s, %s, %s, 'x:1', "
+            "CASE WHEN %s::interval IS NULL THEN NULL ELSE durable_now() + %s::interval END, %s)",
+            (tree_key_of(run_id), run_id, queue, offset, offset, leased),
         )
     registry = CollectorRegistry()
     collector = metrics.register_queue_collector(TEST_DSN, schema, registry=registry)
@@ -89,7 +98,7 @@ def test_queue_collector_reads_database(queue_schema: tuple[str, Any],
         assert names == {f.name for f in collector.describe()}
 
         # A drained queue keeps reporting 0 instead of disappearing.
-        conn.execute("DELETE FROM durable_runs WHERE queue = 'q1'")
+        conn.execute("DELETE FROM durable_due WHERE queue = 'q1'")
         got = _samples(registry)
         assert got[("durable_queue_depth", "q1")] == 0
         assert got[("durable_runs_waiting", "q1")] == 0
@@ -99,13 +108,13 @@ def test_queue_collector_reads_database(queue_schema: tuple[str, Any],
         assert _samples(registry)[("durable_queue_depth", "q2")] == 0
 
         # A database error yields nothing (and a warning), never a failed scrape ...
-        conn.execute("ALTER TABLE durable_runs RENAME TO durable_runs_gone")
+        conn.execute("ALTER TABLE durable_due RENAME TO durable_due_gone")
         caplog.set_level(logging.WARNING, logger="durable.metrics")
         assert _samples(registry) == {}
         assert b"durable_queue_depth" not in metrics.metrics_text(registry)
         assert any("queue metrics unavailable" in r.getMessage() for r in caplog.records)
         # ... and the collector reconnects once the database is fine again.
-        conn.execute("ALTER TABLE durable_runs_gone RENAME TO durable_runs")
+        conn.execute("ALTER TABLE durable_due_gone RENAME TO durable_due")
         assert _samples(registry)[("durable_queue_depth", "q2")] == 0
     finally:
         metrics.unregister_queue_collector(collector, registry=registry)

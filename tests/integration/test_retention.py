@@ -1,6 +1,7 @@
-"""Retention (durable gc): deletes exactly the finished runs it should, in bounded
-batches, never one a live run may still need; also runs in the background. (Parsing
-durations: tests/unit/test_durations.py.)"""
+"""Retention (durable gc): deletes exactly the finished run trees it should (whole trees:
+the root, its continue-as-new links, every descendant), in bounded batches, never one a
+live run may still need; also runs in the background. (Parsing durations:
+tests/unit/test_durations.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from durable.observe import hooks
 from durable.errors import ConfigurationError
 from durable.store.retention import gc
 from durable.testing import TimeControl
-from helpers import count
+from durable.store.rows import in_tree
+from helpers import count, tree_key
 
 OLD, OLDER, YOUNG = 7200, 7300, 600  # seconds since finishing; the cutoff is 3600
 
@@ -33,22 +35,24 @@ class Forest:
 
     async def add(self, expect: str, *, parent=None, status="completed", age=OLD, chain=None, rid=None,
                   continued_to=None, signals=0) -> uuid.UUID:
-        rid = rid or uuid.uuid4()
-        root = self.roots[parent] if parent else rid
+        tree_root = self.roots[parent] if parent else self.roots[chain] if chain else None
+        rid = rid or (in_tree(tree_root, uuid.uuid4()) if tree_root else uuid.uuid4())
+        root = tree_root or rid
         self.roots[rid] = root
         self.depth[rid] = self.depth[parent] + 1 if parent else 0
         terminal = status in ("completed", "failed", "cancelled", "continued")
+        key = tree_key(root)
         await self.conn.execute(
-            "INSERT INTO durable_runs (id, root_id, parent_id, chain_root_id, continued_to, workflow, version, "
-            "status, input, depth, finished_at) VALUES (%s, %s, %s, %s, %s, 'forest', 1, %s, 'null', %s, "
-            "CASE WHEN %s THEN durable_now() - make_interval(secs => %s) END)",
-            (rid, root, parent, chain or rid, continued_to, status, self.depth[rid], terminal, age))
+            "INSERT INTO durable_runs (tree_key, id, root_id, parent_id, chain_root_id, continued_to, workflow, "
+            "version, status, input, depth, finished_at) VALUES (%s, %s, %s, %s, %s, %s, 'forest', 1, %s, 'null', "
+            "%s, CASE WHEN %s THEN durable_now() - make_interval(secs => %s) END)",
+            (key, rid, root, parent, chain or rid, continued_to, status, self.depth[rid], terminal, age))
         await self.conn.execute(
-            "INSERT INTO durable_events (run_id, seq, root_id, pos, kind) VALUES (%s, 1, %s, 0, 'x'), (%s, 2, %s, 1, 'y')",
-            (rid, root, rid, root))
+            "INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, kind) "
+            "VALUES (%s, %s, 1, %s, 0, 'x'), (%s, %s, 2, %s, 1, 'y')", (key, rid, root, key, rid, root))
         for _ in range(signals):
-            await self.conn.execute("INSERT INTO durable_signals (run_id, root_id, name) VALUES (%s, %s, 's')",
-                                    (rid, root))
+            await self.conn.execute("INSERT INTO durable_signals (tree_key, run_id, root_id, name) "
+                                    "VALUES (%s, %s, %s, 's')", (key, rid, root))
         (self.keep if expect == "keep" else self.gone).add(rid)
         if expect == "gone":
             self.signals_gone += signals
@@ -57,7 +61,7 @@ class Forest:
 
 async def build_forest(f: Forest) -> dict[str, uuid.UUID]:
     ids = {}
-    # a finished tree, parents finished before their children: all of it goes (over 2 passes)
+    # a finished tree, parents finished before their children: all of it goes
     r1 = ids["done_root"] = await f.add("gone", age=OLDER, signals=2)
     c11 = await f.add("gone", parent=r1, signals=1)
     await f.add("gone", parent=r1)
@@ -81,22 +85,25 @@ async def build_forest(f: Forest) -> dict[str, uuid.UUID]:
     # a young child keeps its old parent
     r4 = await f.add("keep")
     await f.add("keep", parent=r4, age=YOUNG)
-    # continue-as-new: a chain with a live link stays whole
-    c5b = uuid.uuid4()
-    c5 = ids["continued_live"] = await f.add("keep", status="continued", continued_to=c5b)
+    # continue-as-new: a chain with a live link stays whole (its links are one tree)
+    c5 = ids["continued_live"] = uuid.uuid4()
+    c5b = in_tree(c5, uuid.uuid4())
+    await f.add("keep", rid=c5, status="continued", continued_to=c5b)
     await f.add("keep", rid=c5b, chain=c5, status="running")
     # a chain finished long ago goes, with the children of its first link
-    d6b = uuid.uuid4()
-    d6 = await f.add("gone", status="continued", continued_to=d6b, age=OLDER)
+    d6 = uuid.uuid4()
+    d6b = in_tree(d6, uuid.uuid4())
+    await f.add("gone", rid=d6, status="continued", continued_to=d6b, age=OLDER)
     await f.add("gone", parent=d6, age=OLDER)
     await f.add("gone", rid=d6b, chain=d6)
     # a chain whose last link finished recently stays whole
-    e7b = uuid.uuid4()
-    e7 = await f.add("keep", status="continued", continued_to=e7b)
+    e7 = uuid.uuid4()
+    e7b = in_tree(e7, uuid.uuid4())
+    await f.add("keep", rid=e7, status="continued", continued_to=e7b)
     await f.add("keep", rid=e7b, chain=e7, age=YOUNG)
     # a child chain under a finished parent goes with the parent
     p11 = await f.add("gone", age=OLD - 100)
-    k1b = uuid.uuid4()
+    k1b = in_tree(p11, uuid.uuid4())
     k1 = await f.add("gone", parent=p11, status="continued", continued_to=k1b)
     await f.add("gone", parent=p11, rid=k1b, chain=k1)
     # M:N: a run a live run waits on stays; one only finished runs waited on goes
@@ -104,7 +111,9 @@ async def build_forest(f: Forest) -> dict[str, uuid.UUID]:
     w = ids["waiter"] = await f.add("keep", status="suspended")
     y = ids["awaited_done"] = await f.add("gone")
     z = await f.add("gone")
-    await f.conn.execute("INSERT INTO durable_waiters (target_id, waiter_id) VALUES (%s, %s), (%s, %s)", (x, w, y, z))
+    await f.conn.execute("INSERT INTO durable_waiters (tree_key, target_id, waiter_id, waiter_key) "
+                         "VALUES (%s, %s, %s, %s), (%s, %s, %s, %s)",
+                         (tree_key(x), x, w, tree_key(w), tree_key(y), y, z, tree_key(z)))
     # plain finished runs of every terminal status
     await f.add("gone", status="failed")
     await f.add("gone", status="cancelled", signals=1)
@@ -126,7 +135,7 @@ async def test_gc_deletes_exactly_what_it_should_on_a_mixed_forest(db):
     remaining = {r[0] for r in await (await conn.execute("SELECT id FROM durable_runs")).fetchall()}
     assert remaining == f.keep
     assert res.runs == len(f.gone) and res.events == 2 * len(f.gone) and res.signals == f.signals_gone
-    assert res.batches > 3 and res.passes >= 2  # bounded batches; parents went after their children
+    assert res.batches > 3 and res.passes == 1  # bounded batches; one pass, each tree deleted whole
     assert await count(conn, "durable_events") == 2 * len(f.keep)
     assert await count(conn, "durable_signals") == 0
     waiters = await (await conn.execute("SELECT target_id, waiter_id FROM durable_waiters")).fetchall()
@@ -170,19 +179,19 @@ async def test_gc_on_real_runs_keeps_what_a_live_parent_needs(engine):
     async with TimeControl(engine) as clock:
         await clock.advance(2 * 3600)
         res = await gc(engine.pool, 3600)
-        assert res.runs == 4  # the finished family; the waiting parent's children stay
+        assert res.runs == 4  # the finished family; the waiting parent's tree stays
         with pytest.raises(durable.RunNotFoundError):
             await done.info()
         for kid in kids:
             assert (await engine.get_handle(kid).info()).status == "completed"
         await waiting.signal("go", "now")
         assert await waiting.result(timeout=20) == {"sum": 1, "go": "now"}
-        # the parent just finished (not old yet); its children finished long ago and, with
-        # no live ancestor left, go now
-        assert (await gc(engine.pool, 3600)).runs == 2
+        # the parent just finished (not old yet): its tree stays whole, though its children
+        # finished long ago; once the parent is old too, the tree goes
+        assert (await gc(engine.pool, 3600)).runs == 0
         assert (await waiting.info()).status == "completed"
         await clock.advance(2 * 3600)
-        assert (await gc(engine.pool, 3600)).runs == 1
+        assert (await gc(engine.pool, 3600)).runs == 3
     async with engine.pool.connection() as conn:
         assert await count(conn, "durable_events") == 0
 

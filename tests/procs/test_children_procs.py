@@ -17,11 +17,13 @@ import durable.worker.listener as listener_mod
 from durable.observe import hooks
 
 import wf_children as W
+import helpers
 from helpers import eventually, new_engine, rows, status_of
 
 
 def child_id(parent, key: str, wf: str = "children.kid") -> uuid.UUID:
-    return uuid.uuid5(parent, f"{wf}|key|{key}")
+    """The id a root ``parent`` gives its keyed child (grafted into the parent's tree)."""
+    return helpers.child_id(parent, f"{wf}|key|{key}")
 
 
 async def test_fanout_100_children_run_by_another_process(engine, db, worker_procs):

@@ -1,6 +1,6 @@
 """Crashes and races across worker processes (tests/support/worker_proc.py) against real
 PostgreSQL: SIGKILL between steps (the run resumes in another process, every step ran
-once, the dead holder's fencing token is worthless), and two processes racing for the
+once, the dead holder's lease epoch is worthless), and two processes racing for the
 same runs. (The in-process races: tests/integration/test_core_crash.py.)"""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import signal
 from collections import Counter
 
 import durable
-from durable.store.statements import SQL
+from durable.store.events import append_event
 from wf_core import MarkJob, marks_flow, read_marks
-from helpers import events, eventually
+from helpers import events, eventually, tree_key
 
 
 # --- a worker killed between steps --------------------------------------------------------
@@ -33,7 +33,7 @@ async def test_sigkill_between_steps_resumes_in_another_process(db, worker_procs
         a.wait(10)
         info = await h.info()
         assert info.status == "running" and info.lease_owner == a.owner  # a dead holder's lease
-        dead_token = info.lease_token
+        dead_epoch = info.lease_epoch
         assert read_marks(path) == [(0, a.pid), (1, a.pid)]
 
         open(flag, "w").close()
@@ -49,9 +49,9 @@ async def test_sigkill_between_steps_resumes_in_another_process(db, worker_procs
         (2, "step_completed", "core.gate"), (3, "step_completed", "core.mark"),
         (4, "step_completed", "core.mark")]
     assert [e[4]["result"] for e in evs] == [0, 10, True, 20, 30]
-    # B claimed with a new fencing token; the dead process's token is worthless now
-    cur = await conn.execute(SQL["append_event"], (99, 99, None, "step_completed", "x", "{}", h.run_id, dead_token))
-    assert cur.rowcount == 0
+    # B claimed with a new lease epoch; the dead process's epoch is worthless now
+    assert not await append_event(conn, tree_key(h.run_id), h.run_id, dead_epoch, 99, None, "step_completed", "x",
+                                  "{}")
 
 
 # --- two processes racing ---------------------------------------------------------------------

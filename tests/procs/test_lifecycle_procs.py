@@ -11,10 +11,10 @@ import asyncio
 import pytest
 
 import durable
-from durable.store.statements import SQL
+from durable.store.events import append_event
 
 from wf_lifecycle import SpawnSpec, busy_tagged, sleeper, spawner
-from helpers import eventually, new_engine, rows
+from helpers import eventually, new_engine, rows, tree_key
 
 
 async def _suspended(h) -> bool:
@@ -28,7 +28,7 @@ async def test_executors_in_another_process_stop_and_cannot_write(db, worker_pro
     """Runs blocked in hour-long steps in a worker process (which heartbeats only every
     20 s) are stopped there within the bound after a cancel from this process: told by
     the notification, not by their next step (each step leaves a file when its
-    execution stops it). Their old lease tokens can no longer append anything."""
+    execution stops it). Their old lease epochs can no longer append anything."""
     monkeypatch.setenv("LC_STOP_DIR", str(tmp_path))
     worker_procs("wf_lifecycle", "--lease-ttl", "60")
     async with new_engine(db, execute=False) as client:
@@ -37,7 +37,7 @@ async def test_executors_in_another_process_stop_and_cannot_write(db, worker_pro
         conn = await db.conn()
         await eventually(lambda: _all_status(conn, [h.run_id for h in handles], "running"), 20,
                          what="the worker to execute the runs")
-        tokens = dict(await rows(conn, "SELECT id, lease_token FROM durable_runs"))
+        epochs = dict(await rows(conn, "SELECT id, lease_epoch FROM durable_runs"))
         assert not list(tmp_path.iterdir())
         for h in handles:
             assert await h.cancel() == 1
@@ -47,9 +47,9 @@ async def test_executors_in_another_process_stop_and_cannot_write(db, worker_pro
             with pytest.raises(durable.RunCancelledError) as err:
                 await h.result(timeout=5)
             assert err.value.reason == "cancelled"
-        for run_id, token in tokens.items():
-            cur = await conn.execute(SQL["append_event"], (1, 0, None, "step_completed", "stoppable", "{}", run_id, token))
-            assert cur.rowcount == 0
+        for run_id, epoch in epochs.items():
+            assert not await append_event(conn, tree_key(run_id), run_id, epoch, 1, None, "step_completed",
+                                          "stoppable", "{}")
         (n,), = await rows(conn, "SELECT count(*) FROM durable_events")
         assert n == 0
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import durable
+from durable.store.rows import in_tree, tree_key_of
 
 SUPPORT = Path(__file__).resolve().parent
 TESTS = SUPPORT.parent
@@ -95,3 +97,18 @@ def new_engine(db: Any, **kw: Any) -> durable.Engine:
     opts: dict[str, Any] = dict(schema=db.schema, poll_interval_s=0.2, lease_ttl_s=5.0, sticky_grace_s=0.5)
     opts.update(kw)
     return durable.Engine(db.dsn, **opts)
+
+
+# --- run ids ---------------------------------------------------------------------------------
+
+
+def child_id(parent: Any, ident: str, root: Any = None) -> Any:
+    """The id a parent gives its child for call-site ident ``ident`` ("site|key|K" or
+    "site|#N"): uuid5 of the parent and the ident, in the tree of ``root`` (the parent
+    itself when it is a root)."""
+    return in_tree(root or parent, uuid.uuid5(parent, ident))
+
+
+def tree_key(run_id: Any) -> int:
+    """The tree key a run id carries (its tree's first 8 bytes)."""
+    return tree_key_of(run_id)

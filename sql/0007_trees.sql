@@ -1,0 +1,1391 @@
+-- durable schema, version 7: keys by tree, writes that stay HOT, flat costs, one lock order.
+--
+-- Every table is keyed by tree first: tree_key (a bigint, the first 8 bytes of the tree's
+-- root run id) leads every primary and unique key, and the run ids of a tree created from
+-- now on carry the root's first 8 bytes, so any id says which tree (and, on Citus, which
+-- shard) it belongs to. Runs created before this version keep their ids: durable_run_keys
+-- maps those that do not carry their tree's prefix (durable_key_of reads it).
+--
+-- The columns that change often are in no index of durable_runs, so its updates are HOT:
+--   * every run in flight (pending, running, suspended) has one row in durable_due, the
+--     queue every claim reads: a waiting run's due time (NULL while it waits for an event),
+--     or, while it runs, the process holding its lease, whose liveness is its row in
+--     durable_workers (one heartbeat per process, not per run);
+--   * a finished child whose outcome its parent has not read is a row of durable_outcomes;
+--   * a run with an execution timeout is a row of durable_deadlines until it ends.
+-- durable_runs.next_wakeup_at stays the wake marker of the run (unindexed): a wake that
+-- arrives while the run executes is seen when it suspends.
+--
+-- THE LOCK ORDER (every multi-row transaction follows it):
+--   1. tree ancestors before descendants (a run's parent before the run, a run before its
+--      children, generation by generation); within one level, by id;
+--   2. the first lock a transaction takes on a row is the strongest it will need on it;
+--   3. a run's row before its rows in durable_due, durable_deadlines, durable_outcomes;
+--   4. runs woken at the end of a transaction (parents, cross-run waiters) come after every
+--      lock of the tree being changed, parent first, then waiters by id;
+--   5. background statements over many runs (claims, the timeout sweep, retention, the
+--      lease check) never wait for a row lock: SKIP LOCKED, or a lock-free read followed by
+--      per-run statements that skip a row another transaction holds.
+--
+-- Time and notifications: statements on tables get the time as a value (computed once per
+-- transaction, never by a volatile function inside them) and notifications are statements
+-- of their own (a distributed PostgreSQL runs a statement that reads a distributed table
+-- on a worker, where no LISTEN hears it).
+
+-- --- keys ---------------------------------------------------------------------------------
+
+-- The tree key of an id that carries its tree's prefix: its first 8 bytes as a bigint.
+CREATE FUNCTION durable_tree_key(p_id uuid) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ('x' || substr(replace(p_id::text, '-', ''), 1, 16))::bit(64)::bigint
+$$;
+
+-- An id in the tree of p_root: p_root's first 8 bytes, then p_id's last 8.
+CREATE FUNCTION durable_in_tree(p_root uuid, p_id uuid) RETURNS uuid
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (substr(replace(p_root::text, '-', ''), 1, 16) || substr(replace(p_id::text, '-', ''), 17, 16))::uuid
+$$;
+
+-- --- the functions of versions 1-6 (replaced below, keyed by tree) ---------------------
+
+DROP FUNCTION durable_finish_with_event(uuid, bigint, integer, integer, text, text, text, jsonb, text, jsonb, jsonb,
+                                        integer);
+DROP FUNCTION durable_finish_run(uuid, bigint, text, jsonb, jsonb, integer);
+DROP FUNCTION durable_finish(uuid, bigint, text, jsonb, jsonb, integer);
+DROP FUNCTION durable_continue(uuid, bigint, uuid, text, integer, jsonb);
+DROP FUNCTION durable_lock_live(uuid, bigint);
+DROP FUNCTION durable_renew(uuid, uuid, text, integer, jsonb, integer, double precision, jsonb, text, boolean, integer);
+DROP FUNCTION durable_expire_runs(integer, integer);
+DROP FUNCTION durable_cancel_child(uuid, bigint, uuid, boolean, integer, integer, text, integer);
+DROP FUNCTION durable_cancel(uuid, boolean, text, integer, boolean);
+DROP FUNCTION durable_close_children(uuid, integer);
+DROP FUNCTION durable_cascade(uuid[], text, text, integer, text, jsonb);
+DROP FUNCTION durable_send_signal(uuid, text, jsonb, text);
+DROP FUNCTION durable_start_children(uuid, bigint, jsonb);
+DROP FUNCTION durable_request_cancel(uuid[]);
+DROP FUNCTION durable_after_terminal(uuid, uuid, boolean);
+DROP FUNCTION durable_wake_waiters(uuid[]);
+DROP FUNCTION durable_wake(uuid);
+DROP FUNCTION durable_derived_id(uuid, text);
+
+-- A run id derived from another (a retry attempt): a name-based uuid of the old id and a
+-- label, in the old run's tree when p_graft (runs of trees created from this version on).
+CREATE FUNCTION durable_derived_id(p_id uuid, p_label text, p_graft boolean) RETURNS uuid
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_graft THEN durable_in_tree(p_id, v.id) ELSE v.id END
+      FROM (SELECT overlay(overlay(md5(p_id::text || '|' || p_label) PLACING '3' FROM 13 FOR 1)
+                           PLACING '8' FROM 17 FOR 1)::uuid AS id) v
+$$;
+
+-- --- tables ---------------------------------------------------------------------------------
+
+ALTER TABLE durable_runs ADD COLUMN tree_key bigint;
+ALTER TABLE durable_runs ADD COLUMN lease_epoch integer NOT NULL DEFAULT 0;
+-- ids of this run's tree carry the root's prefix (false: a tree created before version 7)
+ALTER TABLE durable_runs ADD COLUMN grafted boolean NOT NULL DEFAULT true;
+UPDATE durable_runs SET tree_key = durable_tree_key(root_id), grafted = false,
+                        lease_epoch = CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END;
+ALTER TABLE durable_runs ALTER COLUMN tree_key SET NOT NULL;
+
+-- runs whose id does not carry their tree's prefix (created before version 7)
+CREATE TABLE durable_run_keys (
+    id       uuid PRIMARY KEY,
+    tree_key bigint NOT NULL
+);
+INSERT INTO durable_run_keys (id, tree_key)
+SELECT id, tree_key FROM durable_runs WHERE durable_tree_key(id) <> tree_key;
+
+ALTER TABLE durable_events ADD COLUMN tree_key bigint;
+UPDATE durable_events SET tree_key = durable_tree_key(root_id);
+ALTER TABLE durable_events ALTER COLUMN tree_key SET NOT NULL;
+
+ALTER TABLE durable_signals ADD COLUMN tree_key bigint;
+UPDATE durable_signals SET tree_key = durable_tree_key(root_id);
+ALTER TABLE durable_signals ALTER COLUMN tree_key SET NOT NULL;
+
+-- cross-run waits, kept in the target's tree (its terminal transaction reads them)
+ALTER TABLE durable_waiters ADD COLUMN tree_key bigint;
+ALTER TABLE durable_waiters ADD COLUMN waiter_key bigint;
+UPDATE durable_waiters w SET tree_key = t.tree_key, waiter_key = x.tree_key
+  FROM durable_runs t, durable_runs x WHERE t.id = w.target_id AND x.id = w.waiter_id;
+DELETE FROM durable_waiters WHERE tree_key IS NULL OR waiter_key IS NULL;
+ALTER TABLE durable_waiters ALTER COLUMN tree_key SET NOT NULL;
+ALTER TABLE durable_waiters ALTER COLUMN waiter_key SET NOT NULL;
+
+-- keys: the tree first
+ALTER TABLE durable_events DROP CONSTRAINT durable_events_pkey;
+ALTER TABLE durable_events ADD CONSTRAINT durable_events_pkey PRIMARY KEY (tree_key, run_id, seq);
+ALTER TABLE durable_signals DROP CONSTRAINT durable_signals_pkey;
+ALTER TABLE durable_signals ADD CONSTRAINT durable_signals_pkey PRIMARY KEY (tree_key, id);
+ALTER TABLE durable_waiters DROP CONSTRAINT durable_waiters_pkey;
+ALTER TABLE durable_waiters ADD CONSTRAINT durable_waiters_pkey PRIMARY KEY (tree_key, target_id, waiter_id);
+ALTER TABLE durable_runs DROP CONSTRAINT durable_runs_pkey;
+ALTER TABLE durable_runs ADD CONSTRAINT durable_runs_pkey PRIMARY KEY (tree_key, id);
+
+-- every run in flight: when it is due, or who holds its lease (the claim queue)
+CREATE TABLE durable_due (
+    tree_key bigint NOT NULL,
+    run_id   uuid NOT NULL,
+    queue    text NOT NULL,
+    workflow text NOT NULL,            -- name:version, what a claimer must be able to run
+    due_at   timestamptz,              -- a waiting run's due time (NULL: leased, or waiting for an event)
+    owner    text,                     -- the lease holder, or a waiting run's sticky owner
+    leased   boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tree_key, run_id)
+) WITH (fillfactor = 70);
+CREATE INDEX durable_due_waiting_idx ON durable_due (queue, due_at) WHERE NOT leased;
+CREATE INDEX durable_due_leased_idx ON durable_due (owner) WHERE leased;
+INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at, owner, leased)
+SELECT tree_key, id, queue, workflow || ':' || version,
+       CASE WHEN status = 'running' THEN NULL ELSE next_wakeup_at END,
+       lease_owner, status = 'running'
+  FROM durable_runs
+ WHERE status IN ('pending', 'running', 'suspended');
+
+-- one row per process that executes runs: its lease on every run it holds
+CREATE TABLE durable_workers (
+    owner       text PRIMARY KEY,
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    queues      text[] NOT NULL,
+    workflows   text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+-- the holders of leases taken before version 7: alive for one more minute
+INSERT INTO durable_workers (owner, host, pid, queues, workflows, concurrency, expires_at)
+SELECT DISTINCT lease_owner, split_part(lease_owner, ':', 1), 0, '{}'::text[], '{}'::text[], 0,
+       now() + interval '1 minute'
+  FROM durable_runs WHERE status = 'running' AND lease_owner IS NOT NULL
+ON CONFLICT DO NOTHING;
+
+-- runs with an execution timeout, until they end
+CREATE TABLE durable_deadlines (
+    tree_key    bigint NOT NULL,
+    run_id      uuid NOT NULL,
+    deadline_at timestamptz NOT NULL,
+    PRIMARY KEY (tree_key, run_id)
+);
+CREATE INDEX durable_deadlines_at_idx ON durable_deadlines (deadline_at);
+INSERT INTO durable_deadlines (tree_key, run_id, deadline_at)
+SELECT tree_key, id, deadline_at FROM durable_runs
+ WHERE deadline_at IS NOT NULL AND status IN ('pending', 'running', 'suspended');
+
+-- finished children whose outcome their parent has not journaled yet (fan-in)
+CREATE TABLE durable_outcomes (
+    tree_key    bigint NOT NULL,
+    parent_id   uuid NOT NULL,
+    run_id      uuid NOT NULL,         -- the child's final run (after continue-as-new, retries)
+    finished_at timestamptz NOT NULL,
+    PRIMARY KEY (tree_key, parent_id, run_id)
+);
+INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at)
+SELECT c.tree_key, c.parent_id, c.id, c.finished_at FROM durable_runs c
+ WHERE c.outcome_unread AND c.finished_at IS NOT NULL;
+
+DROP TRIGGER durable_runs_flag_unread ON durable_runs;
+DROP TRIGGER durable_runs_clear_unread ON durable_runs;
+DROP FUNCTION durable_flag_unread();
+DROP FUNCTION durable_clear_unread();
+
+-- indexes of durable_runs: immutable columns only (updates stay HOT), the tree first
+DROP INDEX durable_runs_due_idx;
+DROP INDEX durable_runs_lease_expiry_idx;
+DROP INDEX durable_runs_children_idx;
+DROP INDEX durable_runs_unread_children_idx;
+DROP INDEX durable_runs_chain_idx;
+DROP INDEX durable_runs_root_idx;
+DROP INDEX durable_runs_idempotency_uniq;
+DROP INDEX durable_runs_retention_idx;
+DROP INDEX durable_runs_deadline_idx;
+CREATE INDEX durable_runs_children_idx ON durable_runs (tree_key, parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX durable_runs_chain_idx ON durable_runs (tree_key, chain_root_id);
+CREATE UNIQUE INDEX durable_runs_idempotency_uniq ON durable_runs (tree_key, workflow, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX durable_runs_created_idx ON durable_runs (created_at);
+-- retention: trees by when their root finished (a root's terminal update is its one non-HOT one)
+CREATE INDEX durable_runs_finished_roots_idx ON durable_runs (finished_at)
+    WHERE parent_id IS NULL AND finished_at IS NOT NULL;
+
+DROP INDEX durable_signals_delivery_uniq;
+DROP INDEX durable_signals_unconsumed_idx;
+DROP INDEX durable_signals_run_idx;
+CREATE UNIQUE INDEX durable_signals_delivery_uniq ON durable_signals (tree_key, run_id, delivery_id)
+    WHERE delivery_id IS NOT NULL;
+CREATE INDEX durable_signals_unconsumed_idx ON durable_signals (tree_key, run_id, name, id)
+    WHERE consumed_seq IS NULL;
+CREATE INDEX durable_signals_run_idx ON durable_signals (tree_key, run_id);
+
+ALTER TABLE durable_runs DROP COLUMN outcome_unread;
+ALTER TABLE durable_runs DROP COLUMN finish_xid;
+ALTER TABLE durable_runs DROP COLUMN lease_token;
+ALTER TABLE durable_runs DROP COLUMN lease_expires_at;
+ALTER TABLE durable_runs SET (fillfactor = 85);
+DROP SEQUENCE durable_lease_tokens;
+
+-- a queue table: vacuum and analyze it often, whatever its size
+ALTER TABLE durable_runs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02,
+                              autovacuum_vacuum_insert_scale_factor = 0.05);
+ALTER TABLE durable_due SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+                             autovacuum_analyze_scale_factor = 0.01);
+ALTER TABLE durable_outcomes SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE durable_deadlines SET (autovacuum_vacuum_scale_factor = 0.02);
+
+-- --- time, keys, wakes ------------------------------------------------------------------------
+
+-- The engine's clock at this moment (durable_now() moves with time control; this adds the
+-- time since the transaction started). Functions read it once into a variable.
+CREATE FUNCTION durable_clock() RETURNS timestamptz
+    LANGUAGE sql VOLATILE AS $$ SELECT durable_now() + (clock_timestamp() - now()) $$;
+
+-- Which tree a run id belongs to: its prefix, or the map of runs created before version 7.
+-- (PL/pgSQL rather than SQL functions wherever a table is read or written: Citus plans
+-- the statements of SQL functions with parameters as it cannot distribute them)
+CREATE FUNCTION durable_key_of(p_id uuid) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_key bigint;
+BEGIN
+    SELECT k.tree_key INTO v_key FROM durable_run_keys k WHERE k.id = p_id;
+    RETURN coalesce(v_key, durable_tree_key(p_id));
+END
+$$;
+
+-- Wake a started run (running or suspended; a pending run waits for its start time): make it
+-- due at p_at unless it is due already, and notify '<run>|<sticky owner>'. A burst of wakes
+-- costs one row write and one notification: "due already" is judged by the clock p_at the
+-- waking transaction read, so a wake that committed first while this one waited for the row
+-- (stamped with its own, earlier clock) counts.
+CREATE FUNCTION durable_wake(p_key bigint, p_id uuid, p_at timestamptz) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_stamp timestamptz := durable_now();
+    v_run record;
+BEGIN
+    UPDATE durable_runs
+       SET next_wakeup_at = v_stamp
+     WHERE tree_key = p_key AND id = p_id
+       AND status IN ('running', 'suspended')
+       AND (next_wakeup_at IS NULL OR next_wakeup_at > p_at)
+    RETURNING status, queue, workflow, version, lease_owner INTO v_run;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF v_run.status = 'suspended' THEN
+        INSERT INTO durable_due AS d (tree_key, run_id, queue, workflow, due_at, owner, leased)
+        VALUES (p_key, p_id, v_run.queue, v_run.workflow || ':' || v_run.version, v_stamp, v_run.lease_owner, false)
+        ON CONFLICT (tree_key, run_id) DO UPDATE SET due_at = least(d.due_at, EXCLUDED.due_at) WHERE NOT d.leased;
+        -- (least ignores NULL: a run waiting for an event becomes due now)
+    END IF;
+    PERFORM pg_notify(durable_channel(), p_id::text || '|' || coalesce(v_run.lease_owner, ''));
+    RETURN true;
+END
+$$;
+
+-- After a run ended (finished, cancelled, timed out): its outcome waits for its parent to
+-- read it, the parent is woken, then every run waiting on its chain (M:N, by waiter id),
+-- then outside callers watching it.
+CREATE FUNCTION durable_after_terminal(p_key bigint, p_id uuid, p_parent uuid, p_chain uuid, p_notify_done boolean,
+                                       p_finished timestamptz)
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_at timestamptz := durable_clock();
+    v_waiter record;
+BEGIN
+    IF p_parent IS NOT NULL THEN
+        INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at)
+        VALUES (p_key, p_parent, p_id, p_finished) ON CONFLICT DO NOTHING;
+        PERFORM durable_wake(p_key, p_parent, v_at);
+    END IF;
+    FOR v_waiter IN SELECT w.waiter_key, w.waiter_id FROM durable_waiters w
+                     WHERE w.tree_key = p_key AND w.target_id = p_chain ORDER BY w.waiter_id LOOP
+        PERFORM durable_wake(v_waiter.waiter_key, v_waiter.waiter_id, v_at);
+    END LOOP;
+    IF p_notify_done THEN
+        PERFORM pg_notify(durable_channel(), 'done|' || p_id::text);
+    END IF;
+END
+$$;
+
+-- A run's row in the claim queue: due at p_due (waiting), or leased to p_owner.
+CREATE FUNCTION durable_set_due(p_key bigint, p_id uuid, p_queue text, p_workflow text, p_due timestamptz,
+                                p_owner text, p_leased boolean)
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at, owner, leased)
+    VALUES (p_key, p_id, p_queue, p_workflow, p_due, p_owner, p_leased)
+    ON CONFLICT (tree_key, run_id) DO UPDATE
+       SET queue = EXCLUDED.queue, workflow = EXCLUDED.workflow, due_at = EXCLUDED.due_at,
+           owner = EXCLUDED.owner, leased = EXCLUDED.leased;
+END
+$$;
+
+-- --- starting runs ----------------------------------------------------------------------------
+
+-- A top-level run (its id is its tree's root). p_leased: inserted already leased to
+-- p_owner, the process that executes it, so no other process claims it in between.
+-- Returns nothing when the id is taken.
+CREATE FUNCTION durable_start_run(p_id uuid, p_workflow text, p_version integer, p_queue text, p_leased boolean,
+                                  p_input jsonb, p_key text, p_timeout double precision, p_owner text,
+                                  p_start_at timestamptz)
+    RETURNS TABLE (id uuid, status text, lease_epoch integer, due_in_s double precision)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint := durable_tree_key(p_id);
+    v_now timestamptz := durable_now();
+    v_due timestamptz := coalesce(p_start_at, v_now);
+    v_deadline timestamptz := v_now + make_interval(secs => p_timeout);
+BEGIN
+    IF EXISTS (SELECT 1 FROM durable_run_keys k WHERE k.id = p_id) THEN
+        RETURN;  -- the id of a run created before version 7
+    END IF;
+    INSERT INTO durable_runs AS r (tree_key, id, root_id, chain_root_id, workflow, version, queue, status, input,
+                                   idempotency_key, execution_timeout_s, deadline_at, lease_owner, lease_epoch,
+                                   next_wakeup_at, started_at)
+    VALUES (v_key, p_id, p_id, p_id, p_workflow, p_version, p_queue,
+            CASE WHEN p_leased THEN 'running' ELSE 'pending' END, p_input, p_key, p_timeout, v_deadline,
+            CASE WHEN p_leased THEN p_owner END, CASE WHEN p_leased THEN 1 ELSE 0 END,
+            CASE WHEN p_leased THEN NULL ELSE v_due END, CASE WHEN p_leased THEN v_now END)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM durable_set_due(v_key, p_id, p_queue, p_workflow || ':' || p_version,
+                            CASE WHEN p_leased THEN NULL ELSE v_due END, CASE WHEN p_leased THEN p_owner END, p_leased);
+    IF p_timeout IS NOT NULL THEN
+        INSERT INTO durable_deadlines (tree_key, run_id, deadline_at) VALUES (v_key, p_id, v_deadline);
+    END IF;
+    IF NOT p_leased AND v_due <= v_now THEN
+        PERFORM pg_notify(durable_channel(), 'new|' || p_queue);
+    END IF;
+    RETURN QUERY SELECT p_id, CASE WHEN p_leased THEN 'running' ELSE 'pending' END,
+                        CASE WHEN p_leased THEN 1 ELSE 0 END, extract(epoch FROM v_due - v_now)::float8;
+END
+$$;
+
+-- Start children under the parent's lease, with their child_started events, in one
+-- transaction. p_children is a JSON array of
+-- {id, workflow, version, queue, input, pos, op, seq, policy, timeout, retry, hash, max_depth}.
+-- Raises DU001 when a child id is taken by a run that is not this parent's child of that
+-- workflow, DU002 past the depth bound. Returns false when the lease was lost.
+CREATE FUNCTION durable_start_children(p_key bigint, p_parent uuid, p_epoch integer, p_children jsonb)
+    RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_parent durable_runs%ROWTYPE;
+    v_max_depth integer := coalesce((p_children -> 0 ->> 'max_depth')::int, 10);
+    v_now timestamptz := durable_now();
+    v_conflict record;
+    v_queues text[];
+BEGIN
+    SELECT * INTO v_parent FROM durable_runs
+     WHERE tree_key = p_key AND id = p_parent AND lease_epoch = p_epoch AND status = 'running' FOR SHARE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF v_parent.depth + 1 > v_max_depth THEN
+        RAISE EXCEPTION USING ERRCODE = 'DU002',
+            MESSAGE = format('starting a child of run %s would make the tree %s levels deep, over max_child_depth=%s',
+                             p_parent, v_parent.depth + 1, v_max_depth);
+    END IF;
+    FOR v_conflict IN
+        SELECT r.id, r.workflow, r.parent_id
+          FROM jsonb_to_recordset(p_children) AS c(id uuid, workflow text)
+          JOIN durable_runs r ON r.tree_key = p_key AND r.id = c.id
+         WHERE r.parent_id IS DISTINCT FROM p_parent OR r.workflow <> c.workflow
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = 'DU001',
+            MESSAGE = format('child id %s is already taken by run of workflow %s (parent %s)',
+                             v_conflict.id, v_conflict.workflow, coalesce(v_conflict.parent_id::text, 'none'));
+    END LOOP;
+    WITH ins AS (
+        INSERT INTO durable_runs (tree_key, id, root_id, parent_id, parent_pos, chain_root_id, workflow, version,
+                                  queue, status, input, depth, retry_policy, parent_close_policy,
+                                  execution_timeout_s, deadline_at, next_wakeup_at, grafted)
+        SELECT p_key, c.id, v_parent.root_id, p_parent, c.pos, c.id, c.workflow, c.version, c.queue, 'pending',
+               coalesce(c.input, 'null'::jsonb), v_parent.depth + 1, c.retry, coalesce(c.policy, 'terminate'),
+               c.timeout, v_now + make_interval(secs => c.timeout), v_now, v_parent.grafted
+          FROM jsonb_to_recordset(p_children) AS c(id uuid, workflow text, version int, queue text,
+                                                    input jsonb, pos int, retry jsonb, policy text,
+                                                    timeout float8)
+         ORDER BY c.id
+        ON CONFLICT DO NOTHING
+        RETURNING id, queue, workflow, version, execution_timeout_s, deadline_at
+    ), due AS (
+        INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at)
+        SELECT p_key, ins.id, ins.queue, ins.workflow || ':' || ins.version, v_now FROM ins
+        RETURNING 1
+    ), deadlines AS (
+        INSERT INTO durable_deadlines (tree_key, run_id, deadline_at)
+        SELECT p_key, ins.id, ins.deadline_at FROM ins WHERE ins.execution_timeout_s IS NOT NULL
+        RETURNING 1
+    )
+    SELECT coalesce(array_agg(DISTINCT ins.queue), '{}') INTO v_queues FROM ins;
+    IF NOT v_parent.grafted THEN  -- a tree created before version 7: its new ids need the map
+        INSERT INTO durable_run_keys (id, tree_key)
+        SELECT c.id, p_key FROM jsonb_to_recordset(p_children) AS c(id uuid) ON CONFLICT DO NOTHING;
+    END IF;
+    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+    SELECT p_key, p_parent, c.seq, v_parent.root_id, c.pos, c.op, 'child_started', c.workflow,
+           jsonb_build_object('child_id', c.id, 'hash', c.hash)
+      FROM jsonb_to_recordset(p_children) AS c(id uuid, workflow text, pos int, op text, seq int, hash text);
+    PERFORM pg_notify(durable_channel(), 'new|' || q) FROM unnest(v_queues) q;
+    RETURN true;
+END
+$$;
+
+-- --- claiming, suspending, giving back ------------------------------------------------------
+
+-- Runs a claimer may take now (a lock-free read; durable_claim takes them one by one):
+-- per queue, the due waiting runs in due order (a woken run that another live process
+-- parked is left to it for p_grace seconds), then the runs of processes whose lease (their
+-- durable_workers row) expired. Only workflow versions in p_workflows.
+CREATE FUNCTION durable_claimable(p_queues text[], p_workflows text[], p_owner text, p_grace double precision,
+                                  p_limit integer)
+    RETURNS TABLE (tree_key bigint, run_id uuid)
+    LANGUAGE plpgsql
+    -- the per-queue reads below must be ordered index scans that stop after p_limit rows,
+    -- whatever the statistics say (a table nobody analyzed looks tiny: the planner would read
+    -- and sort every due row); with sorting priced out the ordered index scan is the plan
+    SET enable_sort = off
+    AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_sticky timestamptz := v_now - make_interval(secs => p_grace);
+    v_queue text;
+    v_dead text[];
+    v_alive text[];
+BEGIN
+    SELECT coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at < clock_timestamp()), '{}'),
+           coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at >= clock_timestamp()), '{}')
+      INTO v_dead, v_alive FROM durable_workers w;
+    FOREACH v_queue IN ARRAY p_queues LOOP
+        RETURN QUERY
+            SELECT d.tree_key, d.run_id FROM durable_due d
+             WHERE NOT d.leased AND d.queue = v_queue AND d.due_at <= v_now AND d.workflow = ANY(p_workflows)
+               AND (d.owner IS NULL OR d.owner = p_owner OR d.due_at <= v_sticky OR NOT d.owner = ANY(v_alive))
+             ORDER BY d.due_at LIMIT p_limit;
+    END LOOP;
+    IF cardinality(v_dead) > 0 THEN
+        RETURN QUERY
+            SELECT d.tree_key, d.run_id FROM durable_due d
+             WHERE d.leased AND d.owner = ANY(v_dead) AND d.queue = ANY(p_queues) AND d.workflow = ANY(p_workflows)
+             LIMIT p_limit;
+    END IF;
+END
+$$;
+
+-- Claim runs for p_owner (each routed to its tree, one transaction): a waiting run that is
+-- due, or a running run whose holder's lease expired (its worker row is gone or old). A row
+-- another transaction holds is skipped (it is taken next round). Each claim is a new lease
+-- epoch: the previous holder's fenced writes fail from now on.
+CREATE FUNCTION durable_claim(p_keys bigint[], p_ids uuid[], p_owner text, p_workflows text[],
+                              p_grace double precision)
+    RETURNS TABLE (tree_key bigint, id uuid, root_id uuid, parent_id uuid, chain_root_id uuid, workflow text,
+                   version integer, queue text, input jsonb, attempt integer, depth integer, lease_epoch integer,
+                   cancel_requested boolean, grafted boolean, prev_status text, wake_latency_s double precision,
+                   last_seq integer, deadline_in_s double precision)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_clock timestamptz := durable_clock();
+    v_run durable_runs%ROWTYPE;
+    v_due timestamptz;
+    v_prev text;
+    v_last integer;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        SELECT * INTO v_run FROM durable_runs r
+         WHERE r.tree_key = p_keys[i] AND r.id = p_ids[i] FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        CONTINUE WHEN NOT (v_run.workflow || ':' || v_run.version) = ANY(p_workflows);
+        IF v_run.status IN ('pending', 'suspended') THEN
+            CONTINUE WHEN v_run.next_wakeup_at IS NULL OR v_run.next_wakeup_at > v_now;
+            CONTINUE WHEN v_run.lease_owner IS NOT NULL AND v_run.lease_owner <> p_owner
+                      AND v_run.next_wakeup_at > v_now - make_interval(secs => p_grace)
+                      AND EXISTS (SELECT 1 FROM durable_workers w
+                                   WHERE w.owner = v_run.lease_owner AND w.expires_at >= clock_timestamp());
+            v_due := v_run.next_wakeup_at;
+        ELSIF v_run.status = 'running' THEN
+            SELECT w.expires_at INTO v_due FROM durable_workers w WHERE w.owner = v_run.lease_owner;
+            CONTINUE WHEN FOUND AND v_due >= clock_timestamp();  -- its holder is alive
+            v_due := coalesce(v_due, v_now);
+        ELSE
+            CONTINUE;
+        END IF;
+        v_prev := v_run.status;
+        UPDATE durable_runs r
+           SET status = 'running', lease_owner = p_owner, lease_epoch = r.lease_epoch + 1, next_wakeup_at = NULL,
+               started_at = coalesce(r.started_at, v_now)
+         WHERE r.tree_key = p_keys[i] AND r.id = p_ids[i]
+        RETURNING r.* INTO v_run;
+        PERFORM durable_set_due(v_run.tree_key, v_run.id, v_run.queue, v_run.workflow || ':' || v_run.version,
+                                NULL, p_owner, true);
+        v_last := 0;
+        IF v_prev <> 'pending' THEN
+            SELECT coalesce(max(e.seq), 0) INTO v_last FROM durable_events e
+             WHERE e.tree_key = v_run.tree_key AND e.run_id = v_run.id;
+        END IF;
+        RETURN QUERY SELECT v_run.tree_key, v_run.id, v_run.root_id, v_run.parent_id, v_run.chain_root_id,
+                            v_run.workflow, v_run.version, v_run.queue, v_run.input, v_run.attempt, v_run.depth,
+                            v_run.lease_epoch, v_run.cancel_requested, v_run.grafted, v_prev,
+                            extract(epoch FROM v_clock - v_due)::float8, v_last,
+                            extract(epoch FROM v_run.deadline_at - v_now)::float8;
+    END LOOP;
+END
+$$;
+
+-- Suspend a running run: its lease is released, its owner kept as a sticky hint, a wake
+-- that arrived while it ran is kept, and it is due at its earliest timer (p_fire_at) if
+-- that comes first. Returns (due_now, db_now epoch seconds); nothing when the lease was lost.
+CREATE FUNCTION durable_suspend(p_key bigint, p_id uuid, p_epoch integer, p_fire_at timestamptz)
+    RETURNS TABLE (due_now boolean, db_now double precision)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_run record;
+BEGIN
+    UPDATE durable_runs
+       SET status = 'suspended', next_wakeup_at = least(next_wakeup_at, p_fire_at)
+     WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running'
+    RETURNING next_wakeup_at, queue, workflow, version, lease_owner INTO v_run;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM durable_set_due(p_key, p_id, v_run.queue, v_run.workflow || ':' || v_run.version,
+                            v_run.next_wakeup_at, v_run.lease_owner, false);
+    RETURN QUERY SELECT coalesce(v_run.next_wakeup_at <= v_now, false), extract(epoch FROM v_now)::float8;
+END
+$$;
+
+-- Give a run back now (graceful shutdown, eviction, a database error): due at once for any
+-- process; claimers are told.
+CREATE FUNCTION durable_release(p_key bigint, p_id uuid, p_epoch integer) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_run record;
+BEGIN
+    UPDATE durable_runs r
+       SET status = CASE WHEN EXISTS (SELECT 1 FROM durable_events e WHERE e.tree_key = p_key AND e.run_id = p_id)
+                         THEN 'suspended' ELSE 'pending' END,
+           lease_owner = NULL, next_wakeup_at = v_now
+     WHERE r.tree_key = p_key AND r.id = p_id AND r.lease_epoch = p_epoch AND r.status = 'running'
+    RETURNING r.queue, r.workflow, r.version INTO v_run;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM durable_set_due(p_key, p_id, v_run.queue, v_run.workflow || ':' || v_run.version, v_now, NULL, false);
+    PERFORM pg_notify(durable_channel(), 'new|' || v_run.queue);
+    RETURN true;
+END
+$$;
+
+-- --- journal writes (fenced by the lease epoch) -----------------------------------------------
+
+-- Append events to a run's journal while p_epoch holds its lease (FOR SHARE: a concurrent
+-- cancel or re-claim waits for this commit, or this sees it and writes nothing).
+CREATE FUNCTION durable_append(p_key bigint, p_id uuid, p_epoch integer, p_seqs integer[], p_pos integer[],
+                               p_ops text[], p_kinds text[], p_names text[], p_data jsonb[])
+    RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_root uuid;
+BEGIN
+    SELECT root_id INTO v_root FROM durable_runs
+     WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running' FOR SHARE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+    SELECT p_key, p_id, e.seq, v_root, e.pos, e.op, e.kind, e.name, e.data
+      FROM unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data);
+    RETURN true;
+END
+$$;
+
+-- A timer event (a sleep, a retry wait, a signal timeout): its fire time (epoch seconds,
+-- returned) is the engine's clock plus p_delay. NULL when the lease was lost.
+CREATE FUNCTION durable_append_timer(p_key bigint, p_id uuid, p_epoch integer, p_seq integer, p_pos integer,
+                                     p_op text, p_kind text, p_name text, p_data jsonb, p_delay double precision)
+    RETURNS double precision
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_fire double precision := extract(epoch FROM durable_now() + make_interval(secs => p_delay))::float8;
+BEGIN
+    IF NOT durable_append(p_key, p_id, p_epoch, ARRAY[p_seq], ARRAY[p_pos], ARRAY[p_op], ARRAY[p_kind],
+                          ARRAY[p_name], ARRAY[p_data || jsonb_build_object('fire_at', v_fire)]) THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_fire;
+END
+$$;
+
+-- Take the oldest unconsumed signal called p_name and journal it as p_seq, under the lease.
+-- Nothing when there is none; leased = false when the lease was lost.
+CREATE FUNCTION durable_consume_signal(p_key bigint, p_id uuid, p_epoch integer, p_seq integer, p_pos integer,
+                                       p_op text, p_name text)
+    RETURNS TABLE (leased boolean, payload jsonb, signal_id bigint)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_root uuid;
+    v_sig record;
+BEGIN
+    SELECT root_id INTO v_root FROM durable_runs
+     WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running' FOR SHARE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, NULL::jsonb, NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT s.id, s.payload INTO v_sig FROM durable_signals s
+     WHERE s.tree_key = p_key AND s.run_id = p_id AND s.name = p_name AND s.consumed_seq IS NULL
+     ORDER BY s.id LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE durable_signals SET consumed_seq = p_seq WHERE tree_key = p_key AND id = v_sig.id;
+    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+    VALUES (p_key, p_id, p_seq, v_root, p_pos, p_op, 'signal_received', p_name,
+            jsonb_build_object('payload', v_sig.payload, 'signal_id', v_sig.id));
+    RETURN QUERY SELECT true, v_sig.payload, v_sig.id;
+END
+$$;
+
+-- The parent's unread child outcomes, first finished first, each with the child's final
+-- state; the rows of outcomes it has journaled since its last look (p_read) are deleted.
+CREATE FUNCTION durable_read_outcomes(p_key bigint, p_parent uuid, p_read uuid[])
+    RETURNS TABLE (chain_root_id uuid, id uuid, status text, result jsonb, error jsonb, workflow text,
+                   finished_at double precision, db_now double precision)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now double precision := extract(epoch FROM durable_clock())::float8;
+BEGIN
+    IF cardinality(p_read) > 0 THEN
+        DELETE FROM durable_outcomes o WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.run_id = ANY(p_read);
+    END IF;
+    RETURN QUERY
+        SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow,
+               extract(epoch FROM o.finished_at)::float8, v_now
+          FROM durable_outcomes o
+          JOIN durable_runs r ON r.tree_key = o.tree_key AND r.id = o.run_id
+         WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.run_id <> ALL(p_read)
+         ORDER BY o.finished_at, o.run_id;
+END
+$$;
+
+-- The terminal states of the chains p_targets waits on (M:N, each in its own tree), or
+-- 'missing' for a chain that no longer exists (deleted by retention).
+CREATE FUNCTION durable_run_outcomes(p_targets uuid[])
+    RETURNS TABLE (target uuid, id uuid, status text, result jsonb, error jsonb, workflow text,
+                   finished_at double precision, db_now double precision)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now double precision := extract(epoch FROM durable_clock())::float8;
+    v_target uuid;
+    v_key bigint;
+BEGIN
+    FOREACH v_target IN ARRAY p_targets LOOP
+        v_key := durable_key_of(v_target);
+        RETURN QUERY
+            SELECT v_target, r.id, r.status, r.result, r.error, r.workflow,
+                   extract(epoch FROM r.finished_at)::float8, v_now
+              FROM durable_runs r
+             WHERE r.tree_key = v_key AND r.chain_root_id = v_target AND r.status IN ('completed', 'failed', 'cancelled');
+        IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM durable_runs r WHERE r.tree_key = v_key AND r.chain_root_id = v_target) THEN
+            RETURN QUERY SELECT v_target, v_target, 'missing'::text, NULL::jsonb, NULL::jsonb, NULL::text,
+                                NULL::float8, v_now;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- --- ending and renewing runs -----------------------------------------------------------------
+
+-- The lock order of every transaction that ends or renews a run: its parent FOR KEY SHARE
+-- (siblings finishing at once do not queue behind each other), then the run FOR UPDATE,
+-- fenced by the lease epoch. Returns the run's row; id IS NULL when the lease was lost.
+CREATE FUNCTION durable_lock_live(p_key bigint, p_id uuid, p_epoch integer) RETURNS durable_runs
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_parent uuid;
+    v_run durable_runs%ROWTYPE;
+BEGIN
+    SELECT parent_id INTO v_parent FROM durable_runs WHERE tree_key = p_key AND id = p_id;
+    IF v_parent IS NOT NULL THEN
+        PERFORM 1 FROM durable_runs WHERE tree_key = p_key AND id = v_parent FOR KEY SHARE;
+    END IF;
+    SELECT * INTO v_run FROM durable_runs
+     WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running' FOR UPDATE;
+    RETURN v_run;
+END
+$$;
+
+-- Ask runs (locked by the caller) to cancel themselves: the flag, a wake, a notification.
+CREATE FUNCTION durable_request_cancel(p_key bigint, p_ids uuid[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_at timestamptz := durable_clock();
+BEGIN
+    IF cardinality(p_ids) = 0 THEN
+        RETURN;
+    END IF;
+    UPDATE durable_runs SET cancel_requested = true WHERE tree_key = p_key AND id = ANY(p_ids);
+    PERFORM durable_wake(p_key, a, v_at) FROM (SELECT a FROM unnest(p_ids) a ORDER BY a) s;
+    PERFORM pg_notify(durable_channel(), 'cancel|' || a::text) FROM unnest(p_ids) a;
+END
+$$;
+
+-- End the (locked) runs p_ids of tree p_key with p_status and, generation by generation,
+-- cancel their in-flight descendants by each child's parent-close policy: 'terminate'
+-- cancels it (and its subtree), 'request_cancel' asks it to, 'abandon' leaves it running
+-- (not even locked). Stops after p_max_depth generations; what is in flight below is
+-- counted (truncated), not touched. Every ended run loses its lease (its executor's next
+-- fenced write fails); each process that held one hears one 'cancel|<owner>'. The runs
+-- waiting on any ended chain are woken, and outside callers watching them told. The
+-- callers tell the parent of p_ids (if it lives) themselves.
+-- Returns (cancelled, truncated, owners told).
+CREATE FUNCTION durable_cascade(p_key bigint, p_ids uuid[], p_reason text, p_child_reason text,
+                                p_max_depth integer, p_status text DEFAULT 'cancelled', p_error jsonb DEFAULT NULL)
+    RETURNS TABLE (cancelled integer, truncated integer, owners text[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_at timestamptz := durable_clock();
+    v_gen uuid[];
+    v_next uuid[];
+    v_ask uuid[];
+    v_all uuid[];
+    v_owners text[];
+    v_more text[];
+    v_done uuid[];
+    v_depth integer := 0;
+    v_truncated integer := 0;
+    v_waiter record;
+BEGIN
+    SELECT coalesce(array_agg(DISTINCT r.lease_owner) FILTER (WHERE r.lease_owner IS NOT NULL), '{}')
+      INTO v_owners FROM durable_runs r
+     WHERE r.tree_key = p_key AND r.id = ANY(p_ids) AND r.status IN ('pending', 'running', 'suspended');
+    WITH upd AS (
+        UPDATE durable_runs
+           SET status = p_status,
+               error = coalesce(p_error, jsonb_build_object('type', 'Cancelled', 'reason', p_reason,
+                                                            'message', 'the run was cancelled')),
+               cancel_requested = true, lease_owner = NULL, next_wakeup_at = NULL, finished_at = v_now
+         WHERE tree_key = p_key AND id = ANY(p_ids) AND status IN ('pending', 'running', 'suspended')
+        RETURNING id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO v_all FROM upd;
+    v_gen := v_all;
+    WHILE cardinality(v_gen) > 0 LOOP
+        IF v_depth >= p_max_depth THEN
+            -- the depth bound: count what is still in flight below it
+            WITH RECURSIVE rest AS (
+                SELECT r.id FROM durable_runs r
+                 WHERE r.tree_key = p_key AND r.parent_id = ANY(v_gen)
+                   AND r.status IN ('pending', 'running', 'suspended') AND r.parent_close_policy <> 'abandon'
+                UNION ALL
+                SELECT r.id FROM durable_runs r JOIN rest ON r.tree_key = p_key AND r.parent_id = rest.id
+                 WHERE r.status IN ('pending', 'running', 'suspended') AND r.parent_close_policy <> 'abandon'
+            )
+            SELECT count(*) INTO v_truncated FROM rest;
+            EXIT;
+        END IF;
+        v_depth := v_depth + 1;
+        -- lock this generation (its parents are locked already), in a stable order; a child
+        -- being started under a parent locked here either committed before (and is seen by
+        -- this new statement) or finds its parent's lease gone and writes nothing
+        SELECT coalesce(array_agg(g.id) FILTER (WHERE g.parent_close_policy = 'terminate'), '{}'),
+               coalesce(array_agg(g.id) FILTER (WHERE g.parent_close_policy = 'request_cancel'), '{}'),
+               coalesce(array_agg(DISTINCT g.lease_owner)
+                        FILTER (WHERE g.parent_close_policy = 'terminate' AND g.lease_owner IS NOT NULL), '{}')
+          INTO v_next, v_ask, v_more
+          FROM (SELECT r.id, r.parent_close_policy, r.lease_owner FROM durable_runs r
+                 WHERE r.tree_key = p_key AND r.parent_id = ANY(v_gen)
+                   AND r.status IN ('pending', 'running', 'suspended') AND r.parent_close_policy <> 'abandon'
+                 ORDER BY r.id FOR UPDATE) g;
+        PERFORM durable_request_cancel(p_key, v_ask);
+        IF cardinality(v_next) > 0 THEN
+            UPDATE durable_runs
+               SET status = 'cancelled',
+                   error = jsonb_build_object('type', 'Cancelled', 'reason', p_child_reason,
+                                              'message', 'an ancestor of the run was cancelled or closed'),
+                   cancel_requested = true, lease_owner = NULL, next_wakeup_at = NULL, finished_at = v_now
+             WHERE tree_key = p_key AND id = ANY(v_next);
+        END IF;
+        v_owners := v_owners || v_more;
+        v_all := v_all || v_next;
+        v_gen := v_next;
+    END LOOP;
+    DELETE FROM durable_due WHERE tree_key = p_key AND run_id = ANY(v_all);
+    DELETE FROM durable_deadlines WHERE tree_key = p_key AND run_id = ANY(v_all);
+    DELETE FROM durable_outcomes WHERE tree_key = p_key AND parent_id = ANY(v_all);
+    -- runs waiting on any ended chain (M:N), then outside callers watching one
+    FOR v_waiter IN SELECT DISTINCT w.waiter_key, w.waiter_id FROM durable_waiters w
+                     WHERE w.tree_key = p_key
+                       AND w.target_id IN (SELECT r.chain_root_id FROM durable_runs r
+                                            WHERE r.tree_key = p_key AND r.id = ANY(v_all))
+                     ORDER BY w.waiter_id LOOP
+        PERFORM durable_wake(v_waiter.waiter_key, v_waiter.waiter_id, v_at);
+    END LOOP;
+    SELECT coalesce(array_agg(r.id), '{}') INTO v_done FROM durable_runs r
+     WHERE r.tree_key = p_key AND r.id = ANY(v_all) AND r.notify_done;
+    PERFORM pg_notify(durable_channel(), 'done|' || d::text) FROM unnest(v_done) d;
+    SELECT coalesce(array_agg(DISTINCT o), '{}') INTO v_owners FROM unnest(v_owners) o WHERE o IS NOT NULL;
+    PERFORM pg_notify(durable_channel(), 'cancel|' || o) FROM unnest(v_owners) o;
+    RETURN QUERY SELECT cardinality(v_all), v_truncated, v_owners;
+END
+$$;
+
+-- Parent-close policies for a closed (locked) run's in-flight children.
+CREATE FUNCTION durable_close_children(p_key bigint, p_id uuid, p_max_depth integer) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_term uuid[];
+    v_ask uuid[];
+BEGIN
+    SELECT coalesce(array_agg(c.id) FILTER (WHERE c.parent_close_policy = 'terminate'), '{}'),
+           coalesce(array_agg(c.id) FILTER (WHERE c.parent_close_policy = 'request_cancel'), '{}')
+      INTO v_term, v_ask
+      FROM (SELECT r.id, r.parent_close_policy FROM durable_runs r
+             WHERE r.tree_key = p_key AND r.parent_id = p_id AND r.status IN ('pending', 'running', 'suspended')
+               AND r.parent_close_policy <> 'abandon'
+             ORDER BY r.id FOR UPDATE) c;
+    IF cardinality(v_term) > 0 THEN
+        PERFORM durable_cascade(p_key, v_term, 'parent_closed', 'parent_cancelled', greatest(p_max_depth - 1, 0));
+    END IF;
+    PERFORM durable_request_cancel(p_key, v_ask);
+END
+$$;
+
+-- Replace the (locked, running) run p_id by a successor p_new in the same chain and tree:
+-- the run becomes 'continued', the successor (same parent link, chain root, queue, policies,
+-- deadline and pending cancel request) is due after p_delay seconds; undelivered signals
+-- move to it. Continue-as-new also moves the unfinished children; a retry closes them by
+-- their policies instead.
+CREATE FUNCTION durable_renew(p_key bigint, p_id uuid, p_new uuid, p_workflow text, p_version integer, p_input jsonb,
+                              p_attempt integer, p_delay double precision, p_error jsonb, p_owner text,
+                              p_move_children boolean, p_max_depth integer)
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_due timestamptz := v_now + make_interval(secs => greatest(p_delay, 0));
+    v_run durable_runs%ROWTYPE;
+BEGIN
+    UPDATE durable_runs
+       SET status = 'continued', continued_to = p_new, error = p_error, lease_owner = NULL,
+           next_wakeup_at = NULL, finished_at = v_now
+     WHERE tree_key = p_key AND id = p_id
+    RETURNING * INTO v_run;
+    INSERT INTO durable_runs (tree_key, id, root_id, parent_id, parent_pos, chain_root_id, workflow, version, queue,
+                              status, input, depth, attempt, retry_policy, parent_close_policy,
+                              execution_timeout_s, deadline_at, cancel_requested, notify_done,
+                              lease_owner, next_wakeup_at, grafted)
+    VALUES (p_key, p_new, v_run.root_id, v_run.parent_id, v_run.parent_pos, v_run.chain_root_id, p_workflow,
+            p_version, v_run.queue, 'pending', p_input, v_run.depth, p_attempt, v_run.retry_policy,
+            v_run.parent_close_policy, v_run.execution_timeout_s, v_run.deadline_at,
+            v_run.cancel_requested, v_run.notify_done, p_owner, v_due, v_run.grafted);
+    IF NOT v_run.grafted THEN
+        INSERT INTO durable_run_keys (id, tree_key) VALUES (p_new, p_key) ON CONFLICT DO NOTHING;
+    END IF;
+    DELETE FROM durable_due WHERE tree_key = p_key AND run_id = p_id;
+    PERFORM durable_set_due(p_key, p_new, v_run.queue, p_workflow || ':' || p_version, v_due, p_owner, false);
+    UPDATE durable_deadlines SET run_id = p_new WHERE tree_key = p_key AND run_id = p_id;
+    UPDATE durable_signals SET run_id = p_new WHERE tree_key = p_key AND run_id = p_id AND consumed_seq IS NULL;
+    IF p_move_children THEN
+        UPDATE durable_runs SET parent_id = p_new
+         WHERE tree_key = p_key AND id IN (SELECT r.id FROM durable_runs r
+                                            WHERE r.tree_key = p_key AND r.parent_id = p_id
+                                              AND r.status IN ('pending', 'running', 'suspended')
+                                            ORDER BY r.id FOR UPDATE);
+    ELSE
+        PERFORM durable_close_children(p_key, p_id, p_max_depth);
+    END IF;
+    DELETE FROM durable_outcomes WHERE tree_key = p_key AND parent_id = p_id;
+    IF v_run.notify_done THEN
+        PERFORM pg_notify(durable_channel(), 'done|' || p_id::text);
+    END IF;
+    IF p_delay <= 0 THEN
+        PERFORM pg_notify(durable_channel(), 'new|' || v_run.queue);
+    END IF;
+END
+$$;
+
+-- The terminal transaction. A failure of a run with a retry policy and attempts left (and
+-- a retryable error) re-runs it as a new attempt: the run becomes 'continued' and its
+-- successor (id derived from this one, attempt + 1) is due after the retry delay; the
+-- parent keeps waiting (its fan-in follows the chain). p_status 'cancelled' ends a run
+-- that observed a graceful cancel request. Returns 'finished', 'retried' or 'lost' (the
+-- lease was lost: nothing written).
+CREATE FUNCTION durable_finish(p_key bigint, p_id uuid, p_epoch integer, p_status text,
+                               p_result jsonb, p_error jsonb, p_max_depth integer DEFAULT 10)
+    RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_run durable_runs%ROWTYPE;
+    v_policy jsonb;
+    v_max integer;
+    v_delay double precision;
+BEGIN
+    v_run := durable_lock_live(p_key, p_id, p_epoch);
+    IF v_run.id IS NULL THEN
+        RETURN 'lost';
+    END IF;
+    v_policy := v_run.retry_policy;
+    IF p_status = 'failed' AND jsonb_typeof(v_policy) = 'object' AND NOT v_run.cancel_requested
+       AND NOT coalesce((p_error ->> 'non_retryable')::boolean, false)
+       AND coalesce(p_error ->> 'type', '') NOT IN ('NonDeterminismError', 'WorkflowTimeoutError')
+       AND NOT (coalesce(v_policy -> 'non_retryable', '[]'::jsonb) ? coalesce(p_error ->> 'type', '')) THEN
+        v_max := coalesce((v_policy ->> 'max_attempts')::integer, 3);
+        IF v_max = 0 OR v_run.attempt < v_max THEN
+            v_delay := least(coalesce((v_policy ->> 'max_interval')::float8, 100.0),
+                             coalesce((v_policy ->> 'initial_interval')::float8, 1.0)
+                             * power(coalesce((v_policy ->> 'backoff')::float8, 2.0), v_run.attempt - 1));
+            PERFORM durable_renew(p_key, p_id, durable_derived_id(p_id, 'retry', v_run.grafted), v_run.workflow,
+                                  v_run.version, v_run.input, v_run.attempt + 1, v_delay, p_error, NULL, false,
+                                  p_max_depth);
+            RETURN 'retried';
+        END IF;
+    END IF;
+    UPDATE durable_runs
+       SET status = p_status, result = p_result, error = p_error, lease_owner = NULL, next_wakeup_at = NULL,
+           finished_at = v_now
+     WHERE tree_key = p_key AND id = p_id;
+    DELETE FROM durable_due WHERE tree_key = p_key AND run_id = p_id;
+    DELETE FROM durable_deadlines WHERE tree_key = p_key AND run_id = p_id;
+    DELETE FROM durable_outcomes WHERE tree_key = p_key AND parent_id = p_id;  -- it has read all it will
+    PERFORM durable_close_children(p_key, p_id, p_max_depth);
+    PERFORM durable_after_terminal(p_key, p_id, v_run.parent_id, v_run.chain_root_id, v_run.notify_done, v_now);
+    RETURN 'finished';
+END
+$$;
+
+-- The last buffered event and the terminal state in one transaction (a commit less per
+-- short run). Same lock order as durable_finish.
+CREATE FUNCTION durable_finish_with_event(p_key bigint, p_id uuid, p_epoch integer, p_seq integer, p_pos integer,
+                                          p_op text, p_kind text, p_name text, p_data jsonb, p_status text,
+                                          p_result jsonb, p_error jsonb, p_max_depth integer)
+    RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_run durable_runs%ROWTYPE;
+BEGIN
+    v_run := durable_lock_live(p_key, p_id, p_epoch);
+    IF v_run.id IS NULL THEN
+        RETURN 'lost';
+    END IF;
+    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+    VALUES (p_key, p_id, p_seq, v_run.root_id, p_pos, p_op, p_kind, p_name, p_data);
+    RETURN durable_finish(p_key, p_id, p_epoch, p_status, p_result, p_error, p_max_depth);
+END
+$$;
+
+-- continue-as-new: the run becomes 'continued' and its successor p_new (an id from the
+-- caller, in the same tree) starts with p_input, with the run's unfinished children and
+-- undelivered signals, in one transaction under the lease.
+CREATE FUNCTION durable_continue(p_key bigint, p_id uuid, p_epoch integer, p_new uuid, p_workflow text,
+                                 p_version integer, p_input jsonb)
+    RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_run durable_runs%ROWTYPE;
+BEGIN
+    v_run := durable_lock_live(p_key, p_id, p_epoch);
+    IF v_run.id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM durable_renew(p_key, p_id, p_new, p_workflow, p_version, p_input, v_run.attempt, 0, NULL,
+                          v_run.lease_owner, true, 0);
+    RETURN true;
+END
+$$;
+
+-- --- cancelling -------------------------------------------------------------------------------
+
+-- Cancel a run (following continue-as-new to the chain's live link): lock its parent, then
+-- the run, then cascade; the parent gets the outcome and (unless p_wake_parent is false,
+-- the parent itself cancelling) is woken. Graceful: only ask. Raises DU003 for an unknown
+-- run; a finished run is left alone (status_before says how it ended).
+CREATE FUNCTION durable_cancel(p_id uuid, p_graceful boolean, p_reason text, p_max_depth integer,
+                               p_wake_parent boolean DEFAULT true)
+    RETURNS TABLE (cancelled integer, truncated integer, status_before text, live_id uuid)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint := durable_key_of(p_id);
+    v_id uuid := p_id;
+    v_parent uuid;
+    v_status text;
+    v_next uuid;
+    v_res record;
+    v_now timestamptz := durable_now();
+BEGIN
+    LOOP
+        SELECT r.parent_id, r.status, r.continued_to INTO v_parent, v_status, v_next
+          FROM durable_runs r WHERE r.tree_key = v_key AND r.id = v_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'DU003', MESSAGE = format('run %s does not exist', p_id);
+        END IF;
+        IF v_status = 'continued' THEN
+            v_id := v_next;
+            CONTINUE;
+        END IF;
+        IF v_parent IS NOT NULL THEN
+            PERFORM 1 FROM durable_runs WHERE tree_key = v_key AND id = v_parent FOR KEY SHARE;
+        END IF;
+        SELECT r.status, r.continued_to INTO v_status, v_next FROM durable_runs r
+         WHERE r.tree_key = v_key AND r.id = v_id AND r.parent_id IS NOT DISTINCT FROM v_parent FOR UPDATE;
+        EXIT WHEN FOUND AND v_status <> 'continued';
+        IF FOUND THEN
+            v_id := v_next;  -- it continued as new meanwhile: follow the chain
+        END IF;               -- not found: its parent changed meanwhile; lock the new one first
+    END LOOP;
+    IF v_status NOT IN ('pending', 'running', 'suspended') THEN
+        RETURN QUERY SELECT 0, 0, v_status, v_id;
+        RETURN;
+    END IF;
+    IF p_graceful THEN
+        PERFORM durable_request_cancel(v_key, ARRAY[v_id]);
+        RETURN QUERY SELECT 0, 0, v_status, v_id;
+        RETURN;
+    END IF;
+    SELECT * INTO v_res FROM durable_cascade(v_key, ARRAY[v_id], p_reason, 'parent_cancelled', p_max_depth);
+    IF v_parent IS NOT NULL THEN
+        INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at)
+        VALUES (v_key, v_parent, v_id, v_now) ON CONFLICT DO NOTHING;
+        IF p_wake_parent THEN
+            PERFORM durable_wake(v_key, v_parent, durable_clock());
+        END IF;
+    END IF;
+    RETURN QUERY SELECT v_res.cancelled, v_res.truncated, v_status, v_id;
+END
+$$;
+
+-- A workflow cancels one of its children (ctx.cancel_child): fenced by the parent's lease
+-- (FOR KEY SHARE: the parent's own appends and its children's wakes go on), the cancel and
+-- the parent's 'child_cancel' event in one transaction, so a replay reads the event and
+-- never cancels twice. ok = false when the lease was lost.
+CREATE FUNCTION durable_cancel_child(p_key bigint, p_parent uuid, p_epoch integer, p_child uuid, p_graceful boolean,
+                                     p_seq integer, p_pos integer, p_op text, p_max_depth integer)
+    RETURNS TABLE (ok boolean, cancelled integer, truncated integer, status_before text)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_root uuid;
+    v_res record;
+BEGIN
+    SELECT r.root_id INTO v_root FROM durable_runs r
+     WHERE r.tree_key = p_key AND r.id = p_parent AND r.lease_epoch = p_epoch AND r.status = 'running'
+       FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, 0, 0, NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO v_res FROM durable_cancel(p_child, p_graceful, 'cancelled_by_parent', p_max_depth, false);
+    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+    VALUES (p_key, p_parent, p_seq, v_root, p_pos, p_op, 'child_cancel', NULL,
+            jsonb_build_object('child_id', p_child, 'graceful', p_graceful, 'cancelled', v_res.cancelled,
+                               'truncated', v_res.truncated, 'status_before', v_res.status_before));
+    RETURN QUERY SELECT true, v_res.cancelled, v_res.truncated, v_res.status_before;
+END
+$$;
+
+-- Execution timeouts: fail overdue runs with WorkflowTimeoutError (their children follow
+-- their parent-close policies), give their parents the outcome and wake them. Parents
+-- before children (by depth); a run or parent another transaction holds is skipped, never
+-- waited for, and taken by the next round. Returns how many ended.
+CREATE FUNCTION durable_expire_runs(p_limit integer, p_max_depth integer) RETURNS integer
+    LANGUAGE plpgsql
+    SET enable_sort = off  -- the window is read in deadline order from the index (see claimable)
+    AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_row record;
+    v_count integer := 0;
+BEGIN
+    FOR v_row IN
+        -- the oldest p_limit deadlines (an ordered index scan), parents before their children
+        SELECT r.tree_key, r.id, r.parent_id, r.execution_timeout_s
+          FROM (SELECT d.tree_key, d.run_id, d.deadline_at FROM durable_deadlines d
+                 WHERE d.deadline_at < v_now ORDER BY d.deadline_at LIMIT p_limit) d
+          JOIN durable_runs r ON r.tree_key = d.tree_key AND r.id = d.run_id
+         ORDER BY r.depth, d.deadline_at
+    LOOP
+        IF v_row.parent_id IS NOT NULL THEN
+            PERFORM 1 FROM durable_runs WHERE tree_key = v_row.tree_key AND id = v_row.parent_id
+               FOR KEY SHARE SKIP LOCKED;
+            CONTINUE WHEN NOT FOUND;
+        END IF;
+        PERFORM 1 FROM durable_runs
+         WHERE tree_key = v_row.tree_key AND id = v_row.id AND parent_id IS NOT DISTINCT FROM v_row.parent_id
+           AND status IN ('pending', 'running', 'suspended') AND deadline_at < v_now
+           FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM durable_cascade(v_row.tree_key, ARRAY[v_row.id], 'timeout', 'parent_cancelled', p_max_depth, 'failed',
+                                jsonb_build_object('type', 'WorkflowTimeoutError',
+                                                   'message', format('the run exceeded its execution timeout of %s s',
+                                                                     v_row.execution_timeout_s)));
+        IF v_row.parent_id IS NOT NULL THEN
+            INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at)
+            VALUES (v_row.tree_key, v_row.parent_id, v_row.id, v_now) ON CONFLICT DO NOTHING;
+            PERFORM durable_wake(v_row.tree_key, v_row.parent_id, durable_clock());
+        END IF;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
+-- --- signals ----------------------------------------------------------------------------------
+
+-- Deliver a signal to the live link of a run's chain and wake it. The live link is locked
+-- FOR NO KEY UPDATE first (the mode its wake needs), so concurrent senders queue on it
+-- instead of deadlocking, and the delivery-id check below is atomic with the insert.
+-- "Already delivered" is answered before "finished": a sender re-sending after a crash
+-- gets false, not an error. Raises DU003 (unknown run) and DU004 (finished run).
+CREATE FUNCTION durable_send_signal(p_run uuid, p_name text, p_payload jsonb, p_delivery text)
+    RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint := durable_key_of(p_run);
+    v_run durable_runs%ROWTYPE;
+    v_id uuid := p_run;
+BEGIN
+    LOOP
+        SELECT * INTO v_run FROM durable_runs WHERE tree_key = v_key AND id = v_id;  -- follow the chain unlocked
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'DU003', MESSAGE = format('run %s does not exist', p_run);
+        END IF;
+        IF v_run.status = 'continued' THEN
+            v_id := v_run.continued_to;
+            CONTINUE;
+        END IF;
+        SELECT * INTO v_run FROM durable_runs WHERE tree_key = v_key AND id = v_id FOR NO KEY UPDATE;
+        EXIT WHEN v_run.status <> 'continued';
+        v_id := v_run.continued_to;  -- it continued meanwhile
+    END LOOP;
+    IF p_delivery IS NOT NULL AND EXISTS (
+        SELECT 1 FROM durable_runs r JOIN durable_signals s ON s.tree_key = r.tree_key AND s.run_id = r.id
+         WHERE r.tree_key = v_key AND r.chain_root_id = v_run.chain_root_id AND s.delivery_id = p_delivery) THEN
+        RETURN false;
+    END IF;
+    IF v_run.status IN ('completed', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION USING ERRCODE = 'DU004',
+            MESSAGE = format('run %s is already %s; signals go to running runs only', v_id, v_run.status);
+    END IF;
+    INSERT INTO durable_signals (tree_key, run_id, root_id, name, payload, delivery_id)
+    VALUES (v_key, v_id, v_run.root_id, p_name, p_payload, p_delivery)
+    ON CONFLICT (tree_key, run_id, delivery_id) WHERE delivery_id IS NOT NULL DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM durable_wake(v_key, v_id, durable_clock());
+    RETURN true;
+END
+$$;
+
+-- --- retention --------------------------------------------------------------------------------
+
+-- Delete whole trees that finished before p_cutoff: at most p_limit root (and chain) runs
+-- of the window after the keyset cursor (p_after_ts, p_after_id), by when they finished. A
+-- tree goes with its journal, signals, waits and queue rows when every run in it has
+-- finished before the cutoff and no live run waits on one of its runs (M:N). A tree another
+-- collector holds is skipped. Returns the cursor to go on from (NULL: the window was empty),
+-- how many roots the window held, and what was deleted.
+CREATE FUNCTION durable_gc_trees(p_cutoff timestamptz, p_after_ts timestamptz, p_after_id uuid, p_limit integer,
+                                 p_dry_run boolean DEFAULT false)
+    RETURNS TABLE (after_ts timestamptz, after_id uuid, scanned integer, kept integer, runs integer,
+                   events integer, signals integer)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_win record;
+    v_last_ts timestamptz;
+    v_last_id uuid;
+    v_scanned integer := 0;
+    v_keys bigint[] := '{}';
+    v_kept integer := 0;
+    v_runs integer := 0;
+    v_events integer := 0;
+    v_signals integer := 0;
+    v_waiter record;
+    v_live boolean;
+BEGIN
+    FOR v_win IN
+        SELECT r.tree_key, r.id, r.finished_at FROM durable_runs r
+         WHERE r.parent_id IS NULL AND r.finished_at IS NOT NULL AND r.finished_at < p_cutoff
+           AND (r.finished_at, r.id) > (p_after_ts, p_after_id)
+         ORDER BY r.finished_at, r.id LIMIT p_limit
+    LOOP
+        v_scanned := v_scanned + 1;
+        v_last_ts := v_win.finished_at;
+        v_last_id := v_win.id;
+        CONTINUE WHEN v_win.tree_key = ANY(v_keys);
+        -- every run of the tree finished before the cutoff
+        IF EXISTS (SELECT 1 FROM durable_runs r WHERE r.tree_key = v_win.tree_key
+                     AND (r.finished_at IS NULL OR r.finished_at >= p_cutoff)) THEN
+            v_kept := v_kept + 1;
+            CONTINUE;
+        END IF;
+        -- no live run waits on one of its runs
+        v_live := false;
+        FOR v_waiter IN SELECT w.waiter_key, w.waiter_id FROM durable_waiters w WHERE w.tree_key = v_win.tree_key LOOP
+            IF EXISTS (SELECT 1 FROM durable_runs x WHERE x.tree_key = v_waiter.waiter_key AND x.id = v_waiter.waiter_id
+                         AND x.status IN ('pending', 'running', 'suspended')) THEN
+                v_live := true;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF v_live THEN
+            v_kept := v_kept + 1;
+            CONTINUE;
+        END IF;
+        -- another collector holds it: the next round takes it
+        PERFORM 1 FROM durable_runs r WHERE r.tree_key = v_win.tree_key AND r.id = v_win.id FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        v_keys := v_keys || v_win.tree_key;
+    END LOOP;
+    IF cardinality(v_keys) > 0 THEN
+        WITH d AS (DELETE FROM durable_events WHERE tree_key = ANY(v_keys) RETURNING 1)
+        SELECT count(*) INTO v_events FROM d;
+        WITH d AS (DELETE FROM durable_signals WHERE tree_key = ANY(v_keys) RETURNING 1)
+        SELECT count(*) INTO v_signals FROM d;
+        DELETE FROM durable_waiters WHERE tree_key = ANY(v_keys);
+        DELETE FROM durable_outcomes WHERE tree_key = ANY(v_keys);
+        DELETE FROM durable_due WHERE tree_key = ANY(v_keys);
+        DELETE FROM durable_deadlines WHERE tree_key = ANY(v_keys);
+        DELETE FROM durable_run_keys WHERE tree_key = ANY(v_keys);
+        WITH d AS (DELETE FROM durable_runs WHERE tree_key = ANY(v_keys) RETURNING 1)
+        SELECT count(*) INTO v_runs FROM d;
+    END IF;
+    RETURN QUERY SELECT v_last_ts, v_last_id, v_scanned, v_kept, v_runs, v_events, v_signals;
+END
+$$;
+
+-- --- processes ------------------------------------------------------------------------------
+
+-- A process that executes runs says it is alive (its lease on every run it holds) until
+-- p_ttl seconds from now; registered with what it serves the first time.
+CREATE FUNCTION durable_worker_beat(p_owner text, p_host text, p_pid integer, p_queues text[], p_workflows text[],
+                                    p_concurrency integer, p_ttl double precision)
+    RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_expires timestamptz := clock_timestamp() + make_interval(secs => p_ttl);
+BEGIN
+    UPDATE durable_workers
+       SET seen_at = v_now, expires_at = v_expires, queues = p_queues, workflows = p_workflows,
+           concurrency = p_concurrency
+     WHERE owner = p_owner;
+    IF NOT FOUND THEN
+        INSERT INTO durable_workers (owner, host, pid, queues, workflows, concurrency, started_at, seen_at, expires_at)
+        VALUES (p_owner, p_host, p_pid, p_queues, p_workflows, p_concurrency, v_now, v_now, v_expires)
+        ON CONFLICT (owner) DO UPDATE SET seen_at = EXCLUDED.seen_at, expires_at = EXCLUDED.expires_at;
+    END IF;
+END
+$$;
+
+-- A process stops: its leases end now (runs it still held are claimable at once) and its
+-- sticky hints on parked runs no longer hold.
+CREATE FUNCTION durable_worker_gone(p_owner text) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    UPDATE durable_workers SET expires_at = v_now, seen_at = v_now WHERE owner = p_owner;
+END
+$$;
+
+-- The newest link of the continue-as-new chain holding p_id.
+CREATE FUNCTION durable_chain_state(p_id uuid)
+    RETURNS TABLE (id uuid, status text, result jsonb, error jsonb, workflow text)
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_key bigint := durable_key_of(p_id);
+    v_chain uuid;
+BEGIN
+    SELECT r.chain_root_id INTO v_chain FROM durable_runs r WHERE r.tree_key = v_key AND r.id = p_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT r.id, r.status, r.result, r.error, r.workflow FROM durable_runs r
+         WHERE r.tree_key = v_key AND r.chain_root_id = v_chain
+         ORDER BY (r.status = 'continued'), r.created_at DESC LIMIT 1;
+END
+$$;
+
+-- Ask the terminal transaction of the chain holding p_id to notify 'done|<run>'.
+CREATE FUNCTION durable_watch(p_id uuid) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_key bigint := durable_key_of(p_id);
+    v_chain uuid;
+BEGIN
+    SELECT r.chain_root_id INTO v_chain FROM durable_runs r WHERE r.tree_key = v_key AND r.id = p_id;
+    UPDATE durable_runs SET notify_done = true
+     WHERE tree_key = v_key AND chain_root_id = v_chain AND NOT notify_done
+       AND status NOT IN ('completed', 'failed', 'cancelled', 'continued');
+END
+$$;
+
+-- How long until a run is due (negative: due already), by the engine's clock.
+CREATE FUNCTION durable_due_in(p_key bigint, p_id uuid)
+    RETURNS TABLE (status text, due_in_s double precision)
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+BEGIN
+    RETURN QUERY SELECT r.status, extract(epoch FROM r.next_wakeup_at - v_now)::float8
+                   FROM durable_runs r WHERE r.tree_key = p_key AND r.id = p_id;
+END
+$$;
+
+-- Per queue: runs ready now, the age of the oldest ready one, runs in flight that wait (for
+-- a time or an event). One pass over the claim queue (every run in flight has one row).
+CREATE FUNCTION durable_queue_depths()
+    RETURNS TABLE (queue text, ready bigint, oldest double precision, waiting bigint)
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+BEGIN
+    RETURN QUERY
+        SELECT d.queue,
+               count(*) FILTER (WHERE NOT d.leased AND d.due_at <= v_now),
+               extract(epoch FROM v_now - min(d.due_at) FILTER (WHERE NOT d.leased AND d.due_at <= v_now))::float8,
+               count(*) FILTER (WHERE NOT d.leased AND (d.due_at IS NULL OR d.due_at > v_now))
+          FROM durable_due d
+         GROUP BY d.queue;
+END
+$$;
+
+-- Seconds until the earliest execution deadline of any run (NULL: none).
+CREATE FUNCTION durable_next_deadline_in() RETURNS double precision
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_now timestamptz := durable_now();
+    v_next timestamptz;
+BEGIN
+    SELECT min(d.deadline_at) INTO v_next FROM durable_deadlines d;
+    RETURN extract(epoch FROM v_next - v_now)::float8;
+END
+$$;
+
+-- Give back a run this process holds but no longer executes (its execution ended with an
+-- error, or a claim committed whose answer never arrived): due at once for any process.
+CREATE FUNCTION durable_release_orphan(p_key bigint, p_id uuid, p_owner text) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_epoch integer;
+BEGIN
+    SELECT lease_epoch INTO v_epoch FROM durable_runs
+     WHERE tree_key = p_key AND id = p_id AND lease_owner = p_owner AND status = 'running' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    RETURN durable_release(p_key, p_id, v_epoch);
+END
+$$;

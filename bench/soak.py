@@ -51,6 +51,7 @@ from bench import soak_check
 from bench import soak_workflows as wf
 from bench.common import drop_schema, make_schema, progress, resolve_dsn
 from durable.store.connections import connect, masked
+from durable.store.rows import tree_key_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +141,9 @@ class Dispatcher:
         self.ended_m = time.monotonic()
 
     async def stop(self, grace: float = 6.0) -> None:
+        # a SIGTERM before the interpreter has loaded the dispatcher's code kills it like any
+        # process (from then on the dispatcher catches it and exits 0): wait for its start
+        await self.wait_ready(10)
         self.stopping = True
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -349,7 +353,8 @@ class Soak:
         if int(res):
             rows = await self.query(
                 "SELECT r.id, coalesce(max(e.seq), 0) FROM durable_runs r LEFT JOIN durable_events e "
-                "ON e.run_id = r.id WHERE r.root_id = %s GROUP BY r.id", (r.id,))
+                "ON e.tree_key = r.tree_key AND e.run_id = r.id WHERE r.tree_key = %s AND r.root_id = %s "
+                "GROUP BY r.id", (tree_key_of(r.id), r.id))
             r.snapshot = {str(i): s for i, s in rows}
 
     async def monitor(self) -> None:

@@ -51,6 +51,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from bench import soak_workflows as wf
 from bench.common import progress
+from durable.store.rows import tree_key_of
 
 VIOLATION_KINDS = (
     "not_terminal", "wrong_result", "nondeterminism", "journal_gap", "duplicate_child_start",
@@ -152,8 +153,8 @@ async def check(query: Query, roots: Sequence[RootRecord], procs: Sequence[Proce
     for rid, n, nd_, lo, hi in gaps:
         info = await query(
             "SELECT r.workflow, r.status, array(SELECT g FROM generate_series(1, %s) g WHERE g NOT IN "
-            "(SELECT seq FROM durable_events WHERE run_id = r.id)) FROM durable_runs r WHERE r.id = %s",
-            (hi, rid), fetch="one")
+            "(SELECT seq FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id)) "
+            "FROM durable_runs r WHERE r.tree_key = %s AND r.id = %s", (hi, tree_key_of(rid), rid), fetch="one")
         flag("journal_gap", sample={"run": str(rid), "events": n, "min": lo, "max": hi,
                                     "workflow": info and info[0], "status": info and info[1],
                                     "missing_seqs": info and info[2][:10]})
@@ -165,7 +166,7 @@ async def check(query: Query, roots: Sequence[RootRecord], procs: Sequence[Proce
         flag("duplicate_child_start", sample={"parent": str(parent), "child": child, "times": n})
     orphans = await query(
         "SELECT e.run_id, e.data->>'child_id' FROM durable_events e LEFT JOIN durable_runs c "
-        "ON c.id = (e.data->>'child_id')::uuid AND c.parent_id = e.run_id "
+        "ON c.tree_key = e.tree_key AND c.id = (e.data->>'child_id')::uuid AND c.parent_id = e.run_id "
         "WHERE e.kind = 'child_started' AND c.id IS NULL")
     for parent, child in orphans:
         flag("child_start_mismatch", sample={"parent": str(parent), "child": child})
@@ -173,8 +174,9 @@ async def check(query: Query, roots: Sequence[RootRecord], procs: Sequence[Proce
     # nothing journaled to a cancelled run after the cancel
     cancelled = await query(
         "SELECT r.id, r.root_id, count(e.seq) FILTER (WHERE e.created_at > r.finished_at + interval '1 second'), "
-        "coalesce(max(e.seq), 0) FROM durable_runs r LEFT JOIN durable_events e ON e.run_id = r.id "
-        "WHERE r.status = 'cancelled' GROUP BY r.id, r.root_id")
+        "coalesce(max(e.seq), 0) FROM durable_runs r LEFT JOIN durable_events e "
+        "ON e.tree_key = r.tree_key AND e.run_id = r.id "
+        "WHERE r.status = 'cancelled' GROUP BY r.tree_key, r.id, r.root_id")
     snaps = {r.id: r.snapshot for r in roots if r.snapshot is not None}
     for rid, root_id, late, max_seq in cancelled:
         snap = snaps.get(root_id)
@@ -260,7 +262,8 @@ async def check(query: Query, roots: Sequence[RootRecord], procs: Sequence[Proce
     # stored "ext" signal to the waiting root consuming it
     wake = await query(
         "SELECT max(extract(epoch FROM e.created_at - s.created_at))::float8 FROM durable_signals s "
-        "JOIN durable_events e ON e.run_id = s.run_id AND e.seq = s.consumed_seq WHERE s.name = 'ext'", fetch="one")
+        "JOIN durable_events e ON e.tree_key = s.tree_key AND e.run_id = s.run_id AND e.seq = s.consumed_seq "
+        "WHERE s.name = 'ext'", fetch="one")
     sends = [r.race["send_s"] for r in roots if r.race]
     for kind, ss in samples.items():
         for s in ss:

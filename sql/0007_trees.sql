@@ -450,8 +450,11 @@ CREATE FUNCTION durable_claimable(p_queues text[], p_workflows text[], p_owner t
     LANGUAGE plpgsql
     -- the per-queue reads below must be ordered index scans that stop after p_limit rows,
     -- whatever the statistics say (a table nobody analyzed looks tiny: the planner would read
-    -- and sort every due row); with sorting priced out the ordered index scan is the plan
+    -- and sort every due row); with sorting priced out the ordered index scan is the plan.
+    -- On Citus the workers plan the reads of their shards: the SET LOCAL in the body reaches
+    -- them (propagate_set_commands), and ends with the function as here.
     SET enable_sort = off
+    SET citus.propagate_set_commands = 'local'
     AS $$
 DECLARE
     v_now timestamptz := durable_now();
@@ -460,6 +463,7 @@ DECLARE
     v_dead text[];
     v_alive text[];
 BEGIN
+    SET LOCAL enable_sort = off;
     SELECT coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at < clock_timestamp()), '{}'),
            coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at >= clock_timestamp()), '{}')
       INTO v_dead, v_alive FROM durable_workers w;
@@ -588,22 +592,35 @@ $$;
 -- --- journal writes (fenced by the lease epoch) -----------------------------------------------
 
 -- Append events to a run's journal while p_epoch holds its lease (FOR SHARE: a concurrent
--- cancel or re-claim waits for this commit, or this sees it and writes nothing).
+-- cancel or re-claim waits for this commit, or this sees it and writes nothing). Raises
+-- DU005 when a seq is taken (an earlier write committed, its answer lost): nothing written.
 CREATE FUNCTION durable_append(p_key bigint, p_id uuid, p_epoch integer, p_seqs integer[], p_pos integer[],
                                p_ops text[], p_kinds text[], p_names text[], p_data jsonb[])
     RETURNS boolean
     LANGUAGE plpgsql AS $$
 DECLARE
     v_root uuid;
+    v_written integer;
 BEGIN
     SELECT root_id INTO v_root FROM durable_runs
      WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running' FOR SHARE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
-    SELECT p_key, p_id, e.seq, v_root, e.pos, e.op, e.kind, e.name, e.data
-      FROM unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data);
+    WITH ins AS (
+        INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+        SELECT p_key, p_id, e.seq, v_root, e.pos, e.op, e.kind, e.name, e.data
+          FROM unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data)
+            ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT count(*) INTO v_written FROM ins;  -- (Citus's ROW_COUNT counts the rows sent, not those written)
+    IF v_written < cardinality(p_seqs) THEN
+        -- (raised here, not left to the unique index: Citus reports a worker's unique
+        -- violation as an internal error, and this says which write it was)
+        RAISE EXCEPTION USING ERRCODE = 'DU005',
+            MESSAGE = format('run %s: journal seqs %s..%s are taken in part', p_id, p_seqs[1],
+                             p_seqs[cardinality(p_seqs)]);
+    END IF;
     RETURN true;
 END
 $$;
@@ -765,6 +782,8 @@ DECLARE
     v_depth integer := 0;
     v_truncated integer := 0;
     v_waiter record;
+    v_error jsonb := coalesce(p_error, jsonb_build_object('type', 'Cancelled', 'reason', p_reason,
+                                                          'message', 'the run was cancelled'));
 BEGIN
     SELECT coalesce(array_agg(DISTINCT r.lease_owner) FILTER (WHERE r.lease_owner IS NOT NULL), '{}')
       INTO v_owners FROM durable_runs r
@@ -772,8 +791,7 @@ BEGIN
     WITH upd AS (
         UPDATE durable_runs
            SET status = p_status,
-               error = coalesce(p_error, jsonb_build_object('type', 'Cancelled', 'reason', p_reason,
-                                                            'message', 'the run was cancelled')),
+               error = v_error,
                cancel_requested = true, lease_owner = NULL, next_wakeup_at = NULL, finished_at = v_now
          WHERE tree_key = p_key AND id = ANY(p_ids) AND status IN ('pending', 'running', 'suspended')
         RETURNING id
@@ -1100,12 +1118,14 @@ $$;
 CREATE FUNCTION durable_expire_runs(p_limit integer, p_max_depth integer) RETURNS integer
     LANGUAGE plpgsql
     SET enable_sort = off  -- the window is read in deadline order from the index (see claimable)
+    SET citus.propagate_set_commands = 'local'
     AS $$
 DECLARE
     v_now timestamptz := durable_now();
     v_row record;
     v_count integer := 0;
 BEGIN
+    SET LOCAL enable_sort = off;
     FOR v_row IN
         -- the oldest p_limit deadlines (an ordered index scan), parents before their children
         SELECT r.tree_key, r.id, r.parent_id, r.execution_timeout_s

@@ -199,15 +199,27 @@ CREATE OR REPLACE FUNCTION durable_append(p_key bigint, p_id uuid, p_epoch integ
 AS $function$
 DECLARE
     v_root uuid;
+    v_written integer;
 BEGIN
     SELECT root_id INTO v_root FROM durable_runs
      WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running' FOR SHARE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
-    SELECT p_key, p_id, e.seq, v_root, e.pos, e.op, e.kind, e.name, e.data
-      FROM unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data);
+    WITH ins AS (
+        INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+        SELECT p_key, p_id, e.seq, v_root, e.pos, e.op, e.kind, e.name, e.data
+          FROM unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data)
+            ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT count(*) INTO v_written FROM ins;  -- (Citus's ROW_COUNT counts the rows sent, not those written)
+    IF v_written < cardinality(p_seqs) THEN
+        -- (raised here, not left to the unique index: Citus reports a worker's unique
+        -- violation as an internal error, and this says which write it was)
+        RAISE EXCEPTION USING ERRCODE = 'DU005',
+            MESSAGE = format('run %s: journal seqs %s..%s are taken in part', p_id, p_seqs[1],
+                             p_seqs[cardinality(p_seqs)]);
+    END IF;
     RETURN true;
 END
 $function$;
@@ -322,6 +334,8 @@ DECLARE
     v_depth integer := 0;
     v_truncated integer := 0;
     v_waiter record;
+    v_error jsonb := coalesce(p_error, jsonb_build_object('type', 'Cancelled', 'reason', p_reason,
+                                                          'message', 'the run was cancelled'));
 BEGIN
     SELECT coalesce(array_agg(DISTINCT r.lease_owner) FILTER (WHERE r.lease_owner IS NOT NULL), '{}')
       INTO v_owners FROM durable_runs r
@@ -329,8 +343,7 @@ BEGIN
     WITH upd AS (
         UPDATE durable_runs
            SET status = p_status,
-               error = coalesce(p_error, jsonb_build_object('type', 'Cancelled', 'reason', p_reason,
-                                                            'message', 'the run was cancelled')),
+               error = v_error,
                cancel_requested = true, lease_owner = NULL, next_wakeup_at = NULL, finished_at = v_now
          WHERE tree_key = p_key AND id = ANY(p_ids) AND status IN ('pending', 'running', 'suspended')
         RETURNING id
@@ -480,6 +493,7 @@ CREATE OR REPLACE FUNCTION durable_claimable(p_queues text[], p_workflows text[]
  RETURNS TABLE(tree_key bigint, run_id uuid)
  LANGUAGE plpgsql
  SET enable_sort TO 'off'
+ SET "citus.propagate_set_commands" TO 'local'
 AS $function$
 DECLARE
     v_now timestamptz := durable_now();
@@ -488,6 +502,7 @@ DECLARE
     v_dead text[];
     v_alive text[];
 BEGIN
+    SET LOCAL enable_sort = off;
     SELECT coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at < clock_timestamp()), '{}'),
            coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at >= clock_timestamp()), '{}')
       INTO v_dead, v_alive FROM durable_workers w;
@@ -606,12 +621,14 @@ CREATE OR REPLACE FUNCTION durable_expire_runs(p_limit integer, p_max_depth inte
  RETURNS integer
  LANGUAGE plpgsql
  SET enable_sort TO 'off'
+ SET "citus.propagate_set_commands" TO 'local'
 AS $function$
 DECLARE
     v_now timestamptz := durable_now();
     v_row record;
     v_count integer := 0;
 BEGIN
+    SET LOCAL enable_sort = off;
     FOR v_row IN
         -- the oldest p_limit deadlines (an ordered index scan), parents before their children
         SELECT r.tree_key, r.id, r.parent_id, r.execution_timeout_s

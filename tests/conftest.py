@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable
 import pytest
 
 import durable
-from dbharness import TestDB, db, fresh_schema, pg_dsn  # noqa: F401
+from dbharness import BACKEND, TestDB, db, fresh_schema, pg_dsn  # noqa: F401
 from helpers import ROOT, SUPPORT, TESTS, new_engine
 
 # fixtures that reach PostgreSQL (or start processes that do): never in tests/unit
@@ -29,6 +29,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("tests under tests/unit must not use the database fixtures "
                                 f"({', '.join(sorted(DATABASE_FIXTURES))}); move them to tests/integration: "
                                 + ", ".join(wrong))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres_only(reason): a test of plain PostgreSQL's own machinery (plans, "
+                                       "catalogs), skipped on the Citus backend with the reason")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    mark = item.get_closest_marker("postgres_only")
+    if mark is not None and BACKEND == "citus":
+        pytest.skip(f"plain PostgreSQL only: {mark.kwargs.get('reason') or (mark.args[0] if mark.args else '')}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if BACKEND != "citus":
+        terminalreporter.write_line("Citus tier not run: DURABLE_TEST_BACKEND=citus runs this suite on a Citus "
+                                    "cluster (start one with scripts/citus-cluster)", yellow=True, bold=True)
+    else:
+        terminalreporter.write_line("Citus tier: this suite ran on a Citus cluster (DURABLE_TEST_BACKEND=citus)",
+                                    green=True, bold=True)
 
 
 @pytest.fixture

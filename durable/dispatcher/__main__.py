@@ -12,10 +12,12 @@ from durable.errors import ConfigurationError
 from .app import EXIT_BAD_SETTINGS, Dispatcher, StartupError, import_workflow_modules
 from .logs import setup_logging
 from .settings import load_settings
+from .shutdown import catch_early_signals
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse settings, import workflow modules, serve until a signal; returns the exit status."""
+    catch_early_signals()
     try:
         settings = load_settings(argv)
     except ConfigurationError as exc:

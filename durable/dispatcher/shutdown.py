@@ -15,8 +15,20 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 EXIT_ON_SECOND_SIGNAL = 1
 
 
+_early: list[signal.Signals] = []
+
+
+def catch_early_signals() -> None:
+    """Until :meth:`Shutdown.start` installs the loop's handlers, remember a SIGTERM/SIGINT
+    instead of dying of it (settings, logging and the workflow modules load first): the
+    dispatcher then stops as soon as it starts, with status 0."""
+    for sig in SIGNALS:
+        signal.signal(sig, lambda signum, frame: _early.append(signal.Signals(signum)))
+
+
 class Shutdown:
-    """Installs the signal handlers on start(); ``requested`` is set by the first signal."""
+    """Installs the signal handlers on start(); ``requested`` is set by the first signal
+    (or was, by one caught before, see :func:`catch_early_signals`)."""
 
     def __init__(self, grace_s: float) -> None:
         self.grace_s = grace_s
@@ -29,6 +41,9 @@ class Shutdown:
         for sig in SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
             self._installed.append(sig)
+        if _early:
+            self._on_signal(_early[0])
+            _early.clear()
 
     def stop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -36,8 +36,10 @@ async def append_pending(conn: Conn, tree_key: int, run_id: uuid.UUID, token: in
     try:
         row = await (await conn.execute(q("append_events"), (tree_key, run_id, token,
                                                              *_arrays(first_seq, pending)))).fetchone()
-    except psycopg.errors.UniqueViolation as exc:
-        raise SeqTaken(str(exc)) from None
+    except psycopg.Error as exc:
+        if exc.sqlstate == "DU005":  # durable_append: some of these seqs are written already
+            raise SeqTaken(str(exc)) from None
+        raise
     if not (row and row[0]):
         return False
     for i, p in enumerate(pending):

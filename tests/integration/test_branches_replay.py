@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 import durable
 import wf_branches as W
+from helpers import tree_key
 
 RUN_TIMEOUT_S = 10.0  # one run, start to result (a correct one takes < 1 s); a hang fails the example
 
@@ -414,7 +415,8 @@ async def test_giving_a_lease_back_waits_for_a_journal_write_in_flight(db):
         h = await first.start(W.give_back_flow, tag)
         lock = await db.conn(autocommit=False)
         try:
-            await lock.execute("SELECT 1 FROM durable_runs WHERE id = %s FOR UPDATE", (h.run_id,))
+            await lock.execute("SELECT 1 FROM durable_runs WHERE tree_key = %s AND id = %s FOR UPDATE",
+                               (tree_key(h.run_id), h.run_id))
             W.GATE.setdefault(tag, asyncio.Event()).set()  # both branches go on: the next write waits
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while first.runs.active[h.run_id].journal.io == 0 and time.monotonic() < deadline:

@@ -160,10 +160,12 @@ async def test_map_keeps_a_bounded_sliding_window(engine, db):
     assert await h.result(timeout=30) == [2, 4, 6, 8, "ChildFailedError", 10, 12, 14, 16, 18]
     # in flight when each child was created: created before (or with) it, finished after
     inflight = await rows(db, """
-        SELECT (SELECT count(*) FROM durable_runs o
-                 WHERE o.parent_id = c.parent_id AND o.created_at <= c.created_at
-                   AND o.finished_at > c.created_at)
-          FROM durable_runs c WHERE c.parent_id = %s""", h.run_id)
+        SELECT count(o.id)
+          FROM durable_runs c
+          LEFT JOIN durable_runs o ON o.tree_key = c.tree_key AND o.parent_id = c.parent_id
+               AND o.created_at <= c.created_at AND o.finished_at > c.created_at
+         WHERE c.tree_key = %s AND c.parent_id = %s
+         GROUP BY c.id""", tree_key(h.run_id), h.run_id)
     assert len(inflight) == len(inputs)
     assert max(n for (n,) in inflight) == 3
 
@@ -260,7 +262,8 @@ async def test_outside_wait_is_event_driven_with_bounded_connections(engine, db)
         assert during - base <= 1, "outside waits must not hold a connection each (pool max 3, 2 open)"
         started = time.monotonic()
         c = await db.conn()
-        await c.execute("SELECT durable_send_signal(id, 'go', '0', NULL) FROM durable_runs WHERE status = 'suspended'")
+        for (run_id,) in await rows(c, "SELECT id FROM durable_runs WHERE status = 'suspended'"):
+            await c.execute("SELECT durable_send_signal(%s, 'go', '0', NULL)", (run_id,))
         got = await asyncio.gather(*waits)
         # woken by notifications: well before the 15 s safety re-check of a lost one
         assert time.monotonic() - started < 10

@@ -14,7 +14,7 @@ import pytest
 import durable
 
 import wf_concurrency_sql as W
-from helpers import eventually, new_engine, rows, status_of
+from helpers import eventually, new_engine, rows, status_of, tree_key
 
 
 async def warm(engine: durable.Engine, n: int) -> None:
@@ -173,8 +173,10 @@ async def test_heartbeat_is_not_blocked_by_one_locked_run(db, engine):
     token_a = engine.runs.active[a.run_id].token
 
     locker = await db.conn(autocommit=False)
-    await locker.execute("SELECT 1 FROM durable_runs WHERE id = %s FOR UPDATE", (a.run_id,))
-    await locker.execute("SELECT 1 FROM durable_due WHERE run_id = %s FOR UPDATE", (a.run_id,))
+    await locker.execute("SELECT 1 FROM durable_runs WHERE tree_key = %s AND id = %s FOR UPDATE",
+                         (tree_key(a.run_id), a.run_id))
+    await locker.execute("SELECT 1 FROM durable_due WHERE tree_key = %s AND run_id = %s FOR UPDATE",
+                         (tree_key(a.run_id), a.run_id))
     try:
         (before,), = await rows(db, "SELECT expires_at FROM durable_workers WHERE owner = %s", engine.owner)
         await asyncio.sleep(0.05)

@@ -148,8 +148,9 @@ async def test_unawaited_children_move_to_the_successor(engine):
     async with engine.pool.connection() as conn:
         async def moved() -> list:
             return await rows(conn, "SELECT c.id, c.parent_id, c.status FROM durable_runs c JOIN durable_runs p "
-                                    "ON p.id = c.parent_id WHERE p.chain_root_id = %s AND p.status = 'suspended' "
-                                    "AND c.status = 'suspended'", h.run_id)
+                                    "ON p.tree_key = c.tree_key AND p.id = c.parent_id WHERE p.tree_key = %s "
+                                    "AND p.chain_root_id = %s AND p.status = 'suspended' AND c.status = 'suspended'",
+                              tree_key(h.run_id), h.run_id)
         (child, parent, _), = await eventually(moved, 15, what="the child under the successor")
         (succ,), = await rows(conn, "SELECT continued_to FROM durable_runs WHERE id = %s", h.run_id)
         assert parent == succ == continue_as_new_id(h.run_id)  # deterministic successor id, in the tree

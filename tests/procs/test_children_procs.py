@@ -18,7 +18,8 @@ from durable.observe import hooks
 
 import wf_children as W
 import helpers
-from helpers import eventually, new_engine, rows, status_of
+from dbharness import BACKEND
+from helpers import eventually, new_engine, rows, status_of, tree_key
 
 
 def child_id(parent, key: str, wf: str = "children.kid") -> uuid.UUID:
@@ -46,10 +47,9 @@ async def test_parent_process_sigkilled_children_finish_parent_resumes_elsewhere
         h = await client.start(W.fanout, {"n": n, "wf": "children.gated", "queue": "kids"})
 
         async def all_waiting():
-            r = await rows(db, "SELECT count(*) FILTER (WHERE status = 'suspended'), "
-                               "(SELECT status FROM durable_runs WHERE id = %s) FROM durable_runs "
-                               "WHERE parent_id = %s", h.run_id, h.run_id)
-            return r[0] == (n, "suspended")
+            r = await rows(db, "SELECT count(*) FILTER (WHERE status = 'suspended') FROM durable_runs "
+                               "WHERE tree_key = %s AND parent_id = %s", tree_key(h.run_id), h.run_id)
+            return r[0][0] == n and await status_of(db, h.run_id) == "suspended"
 
         await eventually(all_waiting, what="children waiting and parent suspended")
         assert (await rows(db, "SELECT lease_owner FROM durable_runs WHERE id = %s", h.run_id))[0][0] \
@@ -57,8 +57,9 @@ async def test_parent_process_sigkilled_children_finish_parent_resumes_elsewhere
         parent_proc.send_signal(signal.SIGKILL)
         parent_proc.wait(10)
         c = await db.conn()
-        await c.execute("SELECT durable_send_signal(id, 'go', '1000', NULL) FROM durable_runs WHERE parent_id = %s",
-                        (h.run_id,))
+        for (kid,) in await rows(c, "SELECT id FROM durable_runs WHERE tree_key = %s AND parent_id = %s",
+                                 tree_key(h.run_id), h.run_id):
+            await c.execute("SELECT durable_send_signal(%s, 'go', '1000', NULL)", (kid,))
 
         async def children_done():
             r = await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND status = 'completed'",
@@ -112,18 +113,19 @@ async def test_listener_killed_wakes_fall_back_to_polling_and_listener_returns(d
                 h = await e.start(W.fanout, {"n": 3, "wf": "children.gated", "queue": "kids"})
 
                 async def waiting(h=h):
-                    r = await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND "
-                                       "status = 'suspended'", h.run_id)
+                    r = await rows(db, "SELECT count(*) FROM durable_runs WHERE tree_key = %s AND parent_id = %s "
+                                       "AND status = 'suspended'", tree_key(h.run_id), h.run_id)
                     return r[0][0] == 3 and await status_of(db, h.run_id) == "suspended"
 
                 await eventually(waiting, what="children waiting")
                 heard.clear()
                 if round_ == 0:  # kill the listener's connection and keep it from reconnecting
                     shim.gate.clear()
-                    await c.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+                    await c.execute("SELECT pg_terminate_backend(%s::int)", (old_pid,))
                     await eventually(lambda: not e.listener.up, what="listener noticing the kill")
-                await c.execute("SELECT durable_send_signal(id, 'go', '0', NULL) FROM durable_runs "
-                                "WHERE parent_id = %s", (h.run_id,))
+                for (kid,) in await rows(c, "SELECT id FROM durable_runs WHERE tree_key = %s AND parent_id = %s",
+                                         tree_key(h.run_id), h.run_id):
+                    await c.execute("SELECT durable_send_signal(%s, 'go', '0', NULL)", (kid,))
                 assert (await h.result(timeout=30))["sum"] == 3
                 mine = [r for r in resumed if r[0] == h.run_id and r[1] != "start"]
                 if round_ == 0:
@@ -165,6 +167,8 @@ async def test_burst_of_simultaneous_child_completions(db, caplog):
         gate = await db.conn(autocommit=False)
         other = await db.conn()
         gate_pid = gate.info.backend_pid
+        gate_gpid = (await rows(gate, "SELECT citus_backend_gpid()"))[0][0] if BACKEND == "citus" else None
+        await gate.commit()
         per_round = []
         try:
             for r in range(n_rounds):
@@ -172,21 +176,26 @@ async def test_burst_of_simultaneous_child_completions(db, caplog):
                 ids = [child_id(pid, k, "children.gated") for k in keys]
 
                 async def round_ready(ids=ids):
-                    got = await rows(db, "SELECT count(*) FROM durable_runs WHERE id = ANY(%s) AND status = "
-                                         "'suspended'", ids)
+                    got = await rows(db, "SELECT count(*) FROM durable_runs WHERE tree_key = %s AND id = ANY(%s) "
+                                         "AND status = 'suspended'", tree_key(pid), ids)
                     return got[0][0] == n and await status_of(db, pid) == "suspended"
 
                 await eventually(round_ready, what=f"round {r}: children waiting")
                 await _drain(listen)
                 notes.clear()
                 before = len(resumed)
-                await gate.execute("SELECT 1 FROM durable_runs WHERE id = %s FOR UPDATE", (pid,))
-                await other.execute("SELECT durable_send_signal(id, 'go', '0', NULL) FROM durable_runs "
-                                    "WHERE id = ANY(%s)", (ids,))
+                await gate.execute("SELECT 1 FROM durable_runs WHERE tree_key = %s AND id = %s FOR UPDATE",
+                                   (tree_key(pid), pid))
+                for kid in ids:
+                    await other.execute("SELECT durable_send_signal(%s, 'go', '0', NULL)", (kid,))
 
                 async def all_blocked():
-                    got = await rows(db, "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                                     gate_pid)
+                    if BACKEND == "citus":  # the waits are on a worker: Citus's view of them, by global pid
+                        got = await rows(db, "SELECT count(DISTINCT waiting_gpid) FROM citus_lock_waits "
+                                             "WHERE blocking_gpid = %s", gate_gpid)
+                    else:
+                        got = await rows(db, "SELECT count(*) FROM pg_stat_activity "
+                                             "WHERE %s = ANY(pg_blocking_pids(pid))", gate_pid)
                     return got[0][0] == n
 
                 await eventually(all_blocked, what=f"round {r}: {n} terminal transactions queued on the parent")

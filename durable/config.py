@@ -56,9 +56,14 @@ class EngineSettings(BaseModel):
     sticky_grace_s: Seconds = Field(2.0, ge=0.0, le=300,
                                     description="how long a woken run waits for the process that parked it")
     claim_batch: int = Field(50, ge=1, le=10_000, description="max runs claimed per query")
-    max_parked: int = Field(10_000, ge=0, description="suspended runs kept hot in memory (LRU)")
+    max_parked: int = Field(10_000, ge=0, description="suspended runs kept hot in memory (LRU); a run pushed "
+                                                       "out is replayed from its journal when it resumes")
+    max_parked_bytes: int = Field(256 * 1024 * 1024, ge=0,
+                                  description="memory the suspended runs kept hot may hold, estimated from their "
+                                              "journals (LRU, as max_parked)")
     payload_limit_bytes: int = Field(1024 * 1024, ge=64, description="max size of one JSON payload, in bytes")
-    history_limit: int = Field(10_000, ge=10, description="max events in one run's history")
+    history_limit: int = Field(100_000, ge=10, description="max events in one run's history (a child costs two: "
+                                                           "one run fans out to about 50,000 children)")
     max_child_depth: int = Field(10, ge=1, le=1000, description="max depth of a run tree")
     connect_timeout_s: Seconds = Field(10.0, gt=0, le=600, description="bound on connecting to the database")
     listener_keepalive_s: Seconds = Field(15.0, ge=0.1, le=3600,

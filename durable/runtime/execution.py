@@ -27,6 +27,7 @@ from . import branches, renew
 from .context import Context
 from .host import Host
 from .journal import Journal
+from .parked import RUN_BYTES
 from .registry import WorkflowDef
 from .stops import ContinueAsNew, Stale, Stop
 from .waits import Waiter, Waits
@@ -80,6 +81,11 @@ class Execution:
     @property
     def stopping(self) -> Stop | None:
         return self.journal.stopping
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory this execution holds while parked, estimated (see parked.py)."""
+        return RUN_BYTES + self.journal.bytes
 
     @property
     def token(self) -> int | None:

@@ -30,6 +30,7 @@ from ..store import events as store_events
 from ..store import runs as store_runs
 from ..store.connections import UNAVAILABLE, Conn, Pool, is_outage
 from ..store.rows import Event, Key, Pending, split_key
+from .parked import EVENT_BYTES
 from .stops import DatabaseLost, LeaseLost, Stop
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Journal:
         self.child_keys: dict[uuid.UUID, Key] = {}  # children this run started: id -> operation key
         self.pending: list[Pending] = []        # outcomes journaled at the next durable point
         self.io = 0                              # journal statements in flight
+        self.bytes = 0                           # memory its events hold, estimated (see parked.py)
         self._on_halt = on_halt
         self._on_children_started = on_children_started
         self._wlock = asyncio.Lock()
@@ -68,6 +70,7 @@ class Journal:
 
     def record(self, ev: Event) -> None:
         """Index an event journaled now or read from history."""
+        self.bytes += EVENT_BYTES + ev.size
         key = ev.key
         if key is not None:
             self.by_key.setdefault(key, []).append(ev)
@@ -211,7 +214,7 @@ class Journal:
             if not await store_events.append_event(conn, self.tree_key, self.run_id, token, seq, key, kind, name,
                                                    text):
                 raise self.lost()
-        ev = Event(seq, pos, kind, name, json.loads(text), op)
+        ev = Event(seq, pos, kind, name, json.loads(text), op, len(text))
         self.record(ev)
         return ev
 
@@ -225,6 +228,7 @@ class Journal:
         given when it is written; ``on_written`` receives it."""
         self.check_live()
         self._check_room(1)
+        self.bytes += EVENT_BYTES + len(text)  # the outcome lives on in the workflow's frames
         self.pending.append(Pending(key, kind, name, text, on_written))
 
     async def flush(self) -> None:

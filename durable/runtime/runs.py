@@ -19,7 +19,6 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..store.rows import Claim, Event, Pending
 from . import branches
 from .execution import Execution
 from .host import RunView
+from .parked import ParkedRuns
 from .registry import WorkflowDef, all_workflows
 from .results import ResultWaits
 from .stops import Evicted, LeaseLost, Shutdown
@@ -55,7 +55,7 @@ class RunTable:
         self._note_deadline = note_deadline
         self._pool: Pool | None = None
         self.active: dict[uuid.UUID, Execution] = {}
-        self.parked: OrderedDict[uuid.UUID, Execution] = OrderedDict()
+        self.parked: ParkedRuns[Execution] = ParkedRuns(settings.max_parked, settings.max_parked_bytes)
         self.loading: set[uuid.UUID] = set()
         self.sync_steps = SyncSteps()  # threads of sync steps, so attempts never overlap here
         self._closing = False
@@ -124,7 +124,7 @@ class RunTable:
         timer = self._timers.pop(run_id, None)
         if timer:
             timer.cancel()
-        ex = self.parked.pop(run_id, None)
+        ex = self.parked.pop(run_id)
         if ex is not None and ex.park_future is not None and not ex.park_future.done():
             if claim.deadline_in_s is not None:
                 self._note_deadline(claim.deadline_in_s)
@@ -164,7 +164,7 @@ class RunTable:
         if self.active.get(ex.run_id) is ex:
             del self.active[ex.run_id]
         if self.parked.get(ex.run_id) is ex:
-            del self.parked[ex.run_id]
+            self.parked.pop(ex.run_id)
         if reason in ("shutdown", "database"):
             # stopped at a durable point (graceful shutdown) or by a database error
             self.give_back(ex)
@@ -187,9 +187,7 @@ class RunTable:
             del self.active[ex.run_id]
         if self._closing:
             raise Shutdown()
-        self.parked[ex.run_id] = ex
-        while len(self.parked) > self.settings.max_parked:
-            _, old = self.parked.popitem(last=False)
+        for old in self.parked.add(ex.run_id, ex):
             old.stop(Evicted())
         if due_now:
             self.spawn(self.claim_one(ex.tree_key, ex.run_id, "local"))
@@ -418,7 +416,7 @@ class RunTable:
         async with self.pool.connection() as conn:
             done = await store_runs.finished_among(conn, parked)
         for rid in done:
-            ex = self.parked.pop(rid, None)
+            ex = self.parked.pop(rid)
             if ex is not None:
                 timer = self._timers.pop(rid, None)
                 if timer is not None:
@@ -442,9 +440,8 @@ class RunTable:
         for ex in list(self.active.values()):
             self.give_back(ex)
             ex.stop(Shutdown())
-        for ex in list(self.parked.values()):
+        for ex in self.parked.clear():
             ex.stop(Shutdown())
-        self.parked.clear()
         tasks = [ex.task for ex in list(self.active.values()) if ex.task is not None] + list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)

@@ -49,6 +49,7 @@ class Event:
     name: str | None
     data: dict[str, Any]
     op: str | None = None
+    size: int = 0  # its data's size in bytes (JSON text, or as stored), for memory estimates
 
     @property
     def key(self) -> Key | None:

@@ -1,6 +1,6 @@
 """Runs: start, claim, suspend, release, finish, renew leases, read states.
 
-Each function runs one named statement of ``queries.sql`` on the connection it is given
+Each function runs one named statement of ``queries/runs.sql`` on the connection it is given
 and returns typed rows (:mod:`durable.store.rows`).
 """
 
@@ -81,7 +81,8 @@ async def due_in(conn: Conn, tree_key: int, run_id: uuid.UUID) -> DueIn | None:
 
 async def load_history(conn: Conn, tree_key: int, run_id: uuid.UUID) -> list[Event]:
     cur = await conn.execute(q("load_history"), (tree_key, run_id))
-    return [Event(seq=r[0], pos=r[1], kind=r[3], name=r[4], data=r[5] or {}, op=r[2]) for r in await cur.fetchall()]
+    return [Event(seq=r[0], pos=r[1], kind=r[3], name=r[4], data=r[5] or {}, op=r[2], size=r[6] or 0)
+            for r in await cur.fetchall()]
 
 
 async def suspend(conn: Conn, tree_key: int, run_id: uuid.UUID, token: int, fire_at: float | None) -> Suspended | None:

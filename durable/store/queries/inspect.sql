@@ -1,0 +1,54 @@
+-- Inspection (CLI, metrics): queue depths, a run, its events, its tree, run lists.
+-- Used by durable/store/inspect.py. (How these files are read: durable/store/statements.py.)
+
+-- name: queue_depths
+-- Per queue: runs ready now, the age of the oldest ready one, runs in flight that wait (for
+-- a time or an event). One pass over the claim queue (every run in flight has one row).
+SELECT queue, ready, oldest, waiting FROM durable_queue_depths()
+
+-- name: show_run
+-- One run as `durable show` prints it: its row, history size, pending signals, children by status.
+SELECT r.id, r.root_id, r.parent_id, r.chain_root_id, r.continued_to, r.workflow, r.version, r.queue, r.status,
+       r.input, r.result, r.error, r.attempt, r.depth, r.parent_close_policy, r.idempotency_key, r.lease_owner,
+       r.lease_epoch,
+       CASE WHEN r.status = 'running' THEN
+            (SELECT w.expires_at FROM durable_workers w WHERE w.owner = r.lease_owner) END AS lease_expires_at,
+       r.next_wakeup_at, r.deadline_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at,
+       now() AS db_now,
+       (SELECT count(*) FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id) AS event_count,
+       (SELECT count(*) FROM durable_signals s
+         WHERE s.tree_key = r.tree_key AND s.run_id = r.id AND s.consumed_seq IS NULL) AS pending_signals,
+       (SELECT coalesce(jsonb_object_agg(g.status, g.n), '{}') FROM
+          (SELECT c.status, count(*) AS n FROM durable_runs c
+            WHERE c.tree_key = r.tree_key AND c.parent_id = r.id GROUP BY c.status) g) AS children
+  FROM durable_runs r WHERE r.tree_key = %(key)s AND r.id = %(id)s
+
+-- name: show_events
+-- The first events of a run's history, with their time.
+SELECT seq, pos, op, kind, name, data, created_at FROM durable_events
+ WHERE tree_key = %(key)s AND run_id = %(id)s ORDER BY seq LIMIT %(limit)s
+
+-- name: run_tree
+-- A run, its continue-as-new successors and its descendants (with theirs), at most %(limit)s,
+-- all in its tree.
+WITH RECURSIVE t AS (
+    SELECT r.id, r.parent_id, r.continued_to, 0 AS lvl FROM durable_runs r
+     WHERE r.tree_key = %(key)s AND r.id = %(id)s
+    UNION ALL
+    SELECT n.id, n.parent_id, n.continued_to, n.lvl FROM t CROSS JOIN LATERAL (
+        SELECT c.id, c.parent_id, c.continued_to, t.lvl + 1 AS lvl FROM durable_runs c
+         WHERE c.tree_key = %(key)s AND c.parent_id = t.id
+        UNION ALL
+        SELECT s.id, s.parent_id, s.continued_to, t.lvl FROM durable_runs s
+         WHERE s.tree_key = %(key)s AND s.id = t.continued_to AND t.lvl = 0) n
+), picked AS (SELECT * FROM t LIMIT %(limit)s)
+SELECT r.id, r.parent_id, r.continued_to, p.lvl, r.workflow, r.status, r.queue, r.created_at, r.started_at,
+       r.finished_at, r.error, now() AS db_now
+  FROM picked p JOIN durable_runs r ON r.tree_key = %(key)s AND r.id = p.id
+ ORDER BY r.created_at, r.id
+
+-- name: _run_list_columns
+-- The columns of `durable runs` (the filters and the order are composed in store/inspect.py).
+SELECT id, workflow, version, queue, status, parent_id, root_id, created_at, started_at,
+       finished_at, error ->> 'type' AS error_type, now() AS db_now
+  FROM durable_runs

@@ -92,6 +92,7 @@ CREATE TABLE durable_run_keys (
     id       uuid PRIMARY KEY,
     tree_key bigint NOT NULL
 );
+CREATE INDEX durable_run_keys_tree_idx ON durable_run_keys (tree_key);  -- retention deletes by tree
 INSERT INTO durable_run_keys (id, tree_key)
 SELECT id, tree_key FROM durable_runs WHERE durable_tree_key(id) <> tree_key;
 
@@ -179,8 +180,12 @@ CREATE TABLE durable_outcomes (
     parent_id   uuid NOT NULL,
     run_id      uuid NOT NULL,         -- the child's final run (after continue-as-new, retries)
     finished_at timestamptz NOT NULL,
+    -- in the order outcomes were added; the parent reads past the last one it journaled
+    -- (durable_read_outcomes), so its reads never walk the rows it has read already
+    seq         bigserial NOT NULL,
     PRIMARY KEY (tree_key, parent_id, run_id)
 );
+CREATE INDEX durable_outcomes_seq_idx ON durable_outcomes (tree_key, parent_id, seq);
 INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at)
 SELECT c.tree_key, c.parent_id, c.id, c.finished_at FROM durable_runs c
  WHERE c.outcome_unread AND c.finished_at IS NOT NULL;
@@ -205,9 +210,9 @@ CREATE INDEX durable_runs_chain_idx ON durable_runs (tree_key, chain_root_id);
 CREATE UNIQUE INDEX durable_runs_idempotency_uniq ON durable_runs (tree_key, workflow, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX durable_runs_created_idx ON durable_runs (created_at);
--- retention: trees by when their root finished (a root's terminal update is its one non-HOT one)
-CREATE INDEX durable_runs_finished_roots_idx ON durable_runs (finished_at)
-    WHERE parent_id IS NULL AND finished_at IS NOT NULL;
+-- retention: the trees' roots by when they were created (an immutable column: an index or an
+-- index predicate on finished_at would make every terminal update, a child's too, non-HOT)
+CREATE INDEX durable_runs_roots_created_idx ON durable_runs (created_at, id) WHERE parent_id IS NULL;
 
 DROP INDEX durable_signals_delivery_uniq;
 DROP INDEX durable_signals_unconsumed_idx;
@@ -464,9 +469,10 @@ DECLARE
     v_alive text[];
 BEGIN
     SET LOCAL enable_sort = off;
+    -- (processes gone for over a week are forgotten: their runs were taken over long since)
     SELECT coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at < clock_timestamp()), '{}'),
            coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at >= clock_timestamp()), '{}')
-      INTO v_dead, v_alive FROM durable_workers w;
+      INTO v_dead, v_alive FROM durable_workers w WHERE w.expires_at >= v_now - interval '7 days';
     FOREACH v_queue IN ARRAY p_queues LOOP
         RETURN QUERY
             SELECT d.tree_key, d.run_id FROM durable_due d
@@ -485,10 +491,11 @@ $$;
 
 -- Claim runs for p_owner (each routed to its tree, one transaction): a waiting run that is
 -- due, or a running run whose holder's lease expired (its worker row is gone or old). A row
--- another transaction holds is skipped (it is taken next round). Each claim is a new lease
--- epoch: the previous holder's fenced writes fail from now on.
+-- another transaction holds is skipped (it is taken next round). At most p_limit runs, taken
+-- in the order given (more candidates than that stand in for those skipped). Each claim is
+-- a new lease epoch: the previous holder's fenced writes fail from now on.
 CREATE FUNCTION durable_claim(p_keys bigint[], p_ids uuid[], p_owner text, p_workflows text[],
-                              p_grace double precision)
+                              p_grace double precision, p_limit integer)
     RETURNS TABLE (tree_key bigint, id uuid, root_id uuid, parent_id uuid, chain_root_id uuid, workflow text,
                    version integer, queue text, input jsonb, attempt integer, depth integer, lease_epoch integer,
                    cancel_requested boolean, grafted boolean, prev_status text, wake_latency_s double precision,
@@ -501,8 +508,10 @@ DECLARE
     v_due timestamptz;
     v_prev text;
     v_last integer;
+    v_claimed integer := 0;
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        EXIT WHEN v_claimed >= p_limit;  -- the candidates beyond it stand in for those skipped
         SELECT * INTO v_run FROM durable_runs r
          WHERE r.tree_key = p_keys[i] AND r.id = p_ids[i] FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
@@ -522,6 +531,7 @@ BEGIN
             CONTINUE;
         END IF;
         v_prev := v_run.status;
+        v_claimed := v_claimed + 1;
         UPDATE durable_runs r
            SET status = 'running', lease_owner = p_owner, lease_epoch = r.lease_epoch + 1, next_wakeup_at = NULL,
                started_at = coalesce(r.started_at, v_now)
@@ -672,25 +682,28 @@ BEGIN
 END
 $$;
 
--- The parent's unread child outcomes, first finished first, each with the child's final
--- state; the rows of outcomes it has journaled since its last look (p_read) are deleted.
-CREATE FUNCTION durable_read_outcomes(p_key bigint, p_parent uuid, p_read uuid[])
+-- The parent's child outcomes added after p_after (the last one it journaled), in the order
+-- they were added, each with the child's final state. Every transaction that adds an
+-- outcome holds a lock on the parent's row from before it numbers the outcome until it
+-- commits (KEY SHARE, durable_lock_live); this read locks the row FOR UPDATE first, so it
+-- waits for those in flight and sees every outcome numbered before the ones it returns:
+-- reading past p_after never skips one. The rows stay until the parent ends (its read walks
+-- only the new ones, whatever other transactions keep old row versions alive).
+CREATE FUNCTION durable_read_outcomes(p_key bigint, p_parent uuid, p_after bigint)
     RETURNS TABLE (chain_root_id uuid, id uuid, status text, result jsonb, error jsonb, workflow text,
-                   finished_at double precision, db_now double precision)
+                   finished_at double precision, seq bigint, db_now double precision)
     LANGUAGE plpgsql AS $$
 DECLARE
     v_now double precision := extract(epoch FROM durable_clock())::float8;
 BEGIN
-    IF cardinality(p_read) > 0 THEN
-        DELETE FROM durable_outcomes o WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.run_id = ANY(p_read);
-    END IF;
+    PERFORM 1 FROM durable_runs p WHERE p.tree_key = p_key AND p.id = p_parent FOR UPDATE;
     RETURN QUERY
         SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow,
-               extract(epoch FROM o.finished_at)::float8, v_now
+               extract(epoch FROM o.finished_at)::float8, o.seq, v_now
           FROM durable_outcomes o
           JOIN durable_runs r ON r.tree_key = o.tree_key AND r.id = o.run_id
-         WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.run_id <> ALL(p_read)
-         ORDER BY o.finished_at, o.run_id;
+         WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.seq > p_after
+         ORDER BY o.seq;
 END
 $$;
 
@@ -1210,11 +1223,12 @@ $$;
 -- --- retention --------------------------------------------------------------------------------
 
 -- Delete whole trees that finished before p_cutoff: at most p_limit root (and chain) runs
--- of the window after the keyset cursor (p_after_ts, p_after_id), by when they finished. A
--- tree goes with its journal, signals, waits and queue rows when every run in it has
--- finished before the cutoff and no live run waits on one of its runs (M:N). A tree another
--- collector holds is skipped. Returns the cursor to go on from (NULL: the window was empty),
--- how many roots the window held, and what was deleted.
+-- of the window after the keyset cursor (p_after_ts, p_after_id), by when they were created
+-- (a run finished before the cutoff was created before it; the roots still running are
+-- passed over). A tree goes with its journal, signals, waits and queue rows when every run
+-- in it has finished before the cutoff and no live run waits on one of its runs (M:N). A
+-- tree another collector holds is skipped. Returns the cursor to go on from (NULL: the
+-- window was empty), how many roots the window held, and what was deleted.
 CREATE FUNCTION durable_gc_trees(p_cutoff timestamptz, p_after_ts timestamptz, p_after_id uuid, p_limit integer,
                                  p_dry_run boolean DEFAULT false)
     RETURNS TABLE (after_ts timestamptz, after_id uuid, scanned integer, kept integer, runs integer,
@@ -1234,14 +1248,14 @@ DECLARE
     v_live boolean;
 BEGIN
     FOR v_win IN
-        SELECT r.tree_key, r.id, r.finished_at FROM durable_runs r
-         WHERE r.parent_id IS NULL AND r.finished_at IS NOT NULL AND r.finished_at < p_cutoff
-           AND (r.finished_at, r.id) > (p_after_ts, p_after_id)
-         ORDER BY r.finished_at, r.id LIMIT p_limit
+        SELECT r.tree_key, r.id, r.created_at, r.finished_at FROM durable_runs r
+         WHERE r.parent_id IS NULL AND r.created_at < p_cutoff AND (r.created_at, r.id) > (p_after_ts, p_after_id)
+         ORDER BY r.created_at, r.id LIMIT p_limit
     LOOP
         v_scanned := v_scanned + 1;
-        v_last_ts := v_win.finished_at;
+        v_last_ts := v_win.created_at;
         v_last_id := v_win.id;
+        CONTINUE WHEN v_win.finished_at IS NULL OR v_win.finished_at >= p_cutoff;  -- still running, or lately
         CONTINUE WHEN v_win.tree_key = ANY(v_keys);
         -- every run of the tree finished before the cutoff
         IF EXISTS (SELECT 1 FROM durable_runs r WHERE r.tree_key = v_win.tree_key
@@ -1295,12 +1309,21 @@ CREATE FUNCTION durable_worker_beat(p_owner text, p_host text, p_pid integer, p_
 DECLARE
     v_now timestamptz := now();
     v_expires timestamptz := clock_timestamp() + make_interval(secs => p_ttl);
+    v_stale text[];
 BEGIN
     UPDATE durable_workers
        SET seen_at = v_now, expires_at = v_expires, queues = p_queues, workflows = p_workflows,
            concurrency = p_concurrency
      WHERE owner = p_owner;
     IF NOT FOUND THEN
+        -- this process's first beat: it also forgets processes gone for a week (claims look
+        -- no further back), making the runs they still held claimable as waiting runs
+        SELECT coalesce(array_agg(w.owner), '{}') INTO v_stale FROM durable_workers w
+         WHERE w.expires_at < v_now - interval '7 days';
+        IF cardinality(v_stale) > 0 THEN
+            UPDATE durable_due d SET leased = false, due_at = v_now WHERE d.leased AND d.owner = ANY(v_stale);
+            DELETE FROM durable_workers w WHERE w.owner = ANY(v_stale);
+        END IF;
         INSERT INTO durable_workers (owner, host, pid, queues, workflows, concurrency, started_at, seen_at, expires_at)
         VALUES (p_owner, p_host, p_pid, p_queues, p_workflows, p_concurrency, v_now, v_now, v_expires)
         ON CONFLICT (owner) DO UPDATE SET seen_at = EXCLUDED.seen_at, expires_at = EXCLUDED.expires_at;

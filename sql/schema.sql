@@ -2,6 +2,8 @@
 -- of a freshly migrated schema, schema name left out. Generated; do not edit. After adding a
 -- migration: python -m durable.store.schema postgresql://... > sql/schema.sql
 
+CREATE SEQUENCE durable_outcomes_seq_seq;
+
 CREATE SEQUENCE durable_signals_id_seq;
 
 CREATE TABLE durable_deadlines (
@@ -49,6 +51,7 @@ CREATE TABLE durable_outcomes (
     parent_id uuid NOT NULL,
     run_id uuid NOT NULL,
     finished_at timestamp with time zone NOT NULL,
+    seq bigint NOT NULL DEFAULT nextval('durable_outcomes_seq_seq'::regclass),
     CONSTRAINT durable_outcomes_pkey PRIMARY KEY (tree_key, parent_id, run_id)
 ) WITH (autovacuum_vacuum_scale_factor=0.01, autovacuum_vacuum_threshold=1000);
 
@@ -144,7 +147,11 @@ CREATE UNIQUE INDEX durable_migrations_pkey ON durable_migrations USING btree (v
 
 CREATE UNIQUE INDEX durable_outcomes_pkey ON durable_outcomes USING btree (tree_key, parent_id, run_id);
 
+CREATE INDEX durable_outcomes_seq_idx ON durable_outcomes USING btree (tree_key, parent_id, seq);
+
 CREATE UNIQUE INDEX durable_run_keys_pkey ON durable_run_keys USING btree (id);
+
+CREATE INDEX durable_run_keys_tree_idx ON durable_run_keys USING btree (tree_key);
 
 CREATE INDEX durable_runs_chain_idx ON durable_runs USING btree (tree_key, chain_root_id);
 
@@ -152,11 +159,11 @@ CREATE INDEX durable_runs_children_idx ON durable_runs USING btree (tree_key, pa
 
 CREATE INDEX durable_runs_created_idx ON durable_runs USING btree (created_at);
 
-CREATE INDEX durable_runs_finished_roots_idx ON durable_runs USING btree (finished_at) WHERE ((parent_id IS NULL) AND (finished_at IS NOT NULL));
-
 CREATE UNIQUE INDEX durable_runs_idempotency_uniq ON durable_runs USING btree (tree_key, workflow, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 CREATE UNIQUE INDEX durable_runs_pkey ON durable_runs USING btree (tree_key, id);
+
+CREATE INDEX durable_runs_roots_created_idx ON durable_runs USING btree (created_at, id) WHERE (parent_id IS NULL);
 
 CREATE UNIQUE INDEX durable_signals_delivery_uniq ON durable_signals USING btree (tree_key, run_id, delivery_id) WHERE (delivery_id IS NOT NULL);
 
@@ -436,7 +443,7 @@ CREATE OR REPLACE FUNCTION durable_channel()
  IMMUTABLE
 AS $function$SELECT 'durable_wake_<schema>'::text$function$;
 
-CREATE OR REPLACE FUNCTION durable_claim(p_keys bigint[], p_ids uuid[], p_owner text, p_workflows text[], p_grace double precision)
+CREATE OR REPLACE FUNCTION durable_claim(p_keys bigint[], p_ids uuid[], p_owner text, p_workflows text[], p_grace double precision, p_limit integer)
  RETURNS TABLE(tree_key bigint, id uuid, root_id uuid, parent_id uuid, chain_root_id uuid, workflow text, version integer, queue text, input jsonb, attempt integer, depth integer, lease_epoch integer, cancel_requested boolean, grafted boolean, prev_status text, wake_latency_s double precision, last_seq integer, deadline_in_s double precision)
  LANGUAGE plpgsql
 AS $function$
@@ -447,8 +454,10 @@ DECLARE
     v_due timestamptz;
     v_prev text;
     v_last integer;
+    v_claimed integer := 0;
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        EXIT WHEN v_claimed >= p_limit;  -- the candidates beyond it stand in for those skipped
         SELECT * INTO v_run FROM durable_runs r
          WHERE r.tree_key = p_keys[i] AND r.id = p_ids[i] FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
@@ -468,6 +477,7 @@ BEGIN
             CONTINUE;
         END IF;
         v_prev := v_run.status;
+        v_claimed := v_claimed + 1;
         UPDATE durable_runs r
            SET status = 'running', lease_owner = p_owner, lease_epoch = r.lease_epoch + 1, next_wakeup_at = NULL,
                started_at = coalesce(r.started_at, v_now)
@@ -503,9 +513,10 @@ DECLARE
     v_alive text[];
 BEGIN
     SET LOCAL enable_sort = off;
+    -- (processes gone for over a week are forgotten: their runs were taken over long since)
     SELECT coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at < clock_timestamp()), '{}'),
            coalesce(array_agg(w.owner) FILTER (WHERE w.expires_at >= clock_timestamp()), '{}')
-      INTO v_dead, v_alive FROM durable_workers w;
+      INTO v_dead, v_alive FROM durable_workers w WHERE w.expires_at >= v_now - interval '7 days';
     FOREACH v_queue IN ARRAY p_queues LOOP
         RETURN QUERY
             SELECT d.tree_key, d.run_id FROM durable_due d
@@ -741,14 +752,14 @@ DECLARE
     v_live boolean;
 BEGIN
     FOR v_win IN
-        SELECT r.tree_key, r.id, r.finished_at FROM durable_runs r
-         WHERE r.parent_id IS NULL AND r.finished_at IS NOT NULL AND r.finished_at < p_cutoff
-           AND (r.finished_at, r.id) > (p_after_ts, p_after_id)
-         ORDER BY r.finished_at, r.id LIMIT p_limit
+        SELECT r.tree_key, r.id, r.created_at, r.finished_at FROM durable_runs r
+         WHERE r.parent_id IS NULL AND r.created_at < p_cutoff AND (r.created_at, r.id) > (p_after_ts, p_after_id)
+         ORDER BY r.created_at, r.id LIMIT p_limit
     LOOP
         v_scanned := v_scanned + 1;
-        v_last_ts := v_win.finished_at;
+        v_last_ts := v_win.created_at;
         v_last_id := v_win.id;
+        CONTINUE WHEN v_win.finished_at IS NULL OR v_win.finished_at >= p_cutoff;  -- still running, or lately
         CONTINUE WHEN v_win.tree_key = ANY(v_keys);
         -- every run of the tree finished before the cutoff
         IF EXISTS (SELECT 1 FROM durable_runs r WHERE r.tree_key = v_win.tree_key
@@ -868,23 +879,21 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION durable_read_outcomes(p_key bigint, p_parent uuid, p_read uuid[])
- RETURNS TABLE(chain_root_id uuid, id uuid, status text, result jsonb, error jsonb, workflow text, finished_at double precision, db_now double precision)
+CREATE OR REPLACE FUNCTION durable_read_outcomes(p_key bigint, p_parent uuid, p_after bigint)
+ RETURNS TABLE(chain_root_id uuid, id uuid, status text, result jsonb, error jsonb, workflow text, finished_at double precision, seq bigint, db_now double precision)
  LANGUAGE plpgsql
 AS $function$
 DECLARE
     v_now double precision := extract(epoch FROM durable_clock())::float8;
 BEGIN
-    IF cardinality(p_read) > 0 THEN
-        DELETE FROM durable_outcomes o WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.run_id = ANY(p_read);
-    END IF;
+    PERFORM 1 FROM durable_runs p WHERE p.tree_key = p_key AND p.id = p_parent FOR UPDATE;
     RETURN QUERY
         SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow,
-               extract(epoch FROM o.finished_at)::float8, v_now
+               extract(epoch FROM o.finished_at)::float8, o.seq, v_now
           FROM durable_outcomes o
           JOIN durable_runs r ON r.tree_key = o.tree_key AND r.id = o.run_id
-         WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.run_id <> ALL(p_read)
-         ORDER BY o.finished_at, o.run_id;
+         WHERE o.tree_key = p_key AND o.parent_id = p_parent AND o.seq > p_after
+         ORDER BY o.seq;
 END
 $function$;
 
@@ -1253,12 +1262,21 @@ AS $function$
 DECLARE
     v_now timestamptz := now();
     v_expires timestamptz := clock_timestamp() + make_interval(secs => p_ttl);
+    v_stale text[];
 BEGIN
     UPDATE durable_workers
        SET seen_at = v_now, expires_at = v_expires, queues = p_queues, workflows = p_workflows,
            concurrency = p_concurrency
      WHERE owner = p_owner;
     IF NOT FOUND THEN
+        -- this process's first beat: it also forgets processes gone for a week (claims look
+        -- no further back), making the runs they still held claimable as waiting runs
+        SELECT coalesce(array_agg(w.owner), '{}') INTO v_stale FROM durable_workers w
+         WHERE w.expires_at < v_now - interval '7 days';
+        IF cardinality(v_stale) > 0 THEN
+            UPDATE durable_due d SET leased = false, due_at = v_now WHERE d.leased AND d.owner = ANY(v_stale);
+            DELETE FROM durable_workers w WHERE w.owner = ANY(v_stale);
+        END IF;
         INSERT INTO durable_workers (owner, host, pid, queues, workflows, concurrency, started_at, seen_at, expires_at)
         VALUES (p_owner, p_host, p_pid, p_queues, p_workflows, p_concurrency, v_now, v_now, v_expires)
         ON CONFLICT (owner) DO UPDATE SET seen_at = EXCLUDED.seen_at, expires_at = EXCLUDED.expires_at;

@@ -75,6 +75,7 @@ class _Found:
     error: Any
     workflow: str
     latency_s: float | None
+    oseq: int | None = None  # a child outcome's number among its parent's (the read cursor)
 
 
 def _latency(db_now: float | None, finished_at: float | None) -> float | None:
@@ -85,10 +86,10 @@ def _latency(db_now: float | None, finished_at: float | None) -> float | None:
 
 
 def _outcome_written(outcome: Outcome, event: tuple[str, dict[str, Any]] | None,
-                     read: Callable[[uuid.UUID], None] | None, run_id: uuid.UUID, seq: int) -> None:
+                     read: Callable[[int], None] | None, oseq: int | None, seq: int) -> None:
     outcome.seq = seq
-    if read is not None:  # the parent's next look clears the child's unread flag
-        read(run_id)
+    if read is not None and oseq is not None:  # the parent's next look reads past it
+        read(oseq)
     if event is not None:
         hooks.emit(event[0], **event[1])
 
@@ -103,13 +104,14 @@ class Waits:
         self.waiters: list[Waiter] = []
         self.outcomes: dict[uuid.UUID, Outcome] = {}      # journaled child/run outcomes by chain id
         self.cross_keys: dict[uuid.UUID, Key] = {}        # other runs waited on (chain id) -> key
-        self.read: list[uuid.UUID] = []                    # child rows whose unread flag to clear
+        self.after = 0  # the last child outcome journaled (its seq among the parent's): reads go past it
 
     def learn(self, ev: Event) -> None:
         """An outcome read from history."""
         if ev.kind in ("child_completed", "child_failed", "child_cancelled", "run_outcome"):
             rid = uuid.UUID(ev.data["run_id"])
             self.outcomes[rid] = Outcome(rid, ev.data["status"], ev.data.get("result"), ev.data.get("error"), ev.seq)
+            self.after = max(self.after, ev.data.get("oseq") or 0)
 
     def open(self) -> list[Waiter]:
         return [w for w in self.waiters if not w.future.done()]
@@ -177,20 +179,18 @@ class Waits:
         child_keys = self.journal.child_keys
         async with self.journal.conn() as conn:
             if children:
-                read = list(self.read)
-                self.read.clear()
-                try:
-                    got = await store_waits.unread_children(conn, self.journal.tree_key, self.run_id, read)
-                except BaseException:
-                    self.read[:0] = read
-                    raise
+                got = await store_waits.unread_children(conn, self.journal.tree_key, self.run_id, self.after)
+                journaled = True  # so far every outcome read is in the journal: the cursor may pass it
                 for c in got.children:
                     known = self.outcomes.get(c.chain_root_id)
                     if known is not None and known.seq is not None:  # journaled (now or in history)
-                        self.read.append(c.id)
-                    elif c.chain_root_id in child_keys and known is None:
+                        if journaled:
+                            self.after = max(self.after, c.seq)
+                        continue
+                    journaled = False
+                    if c.chain_root_id in child_keys and known is None:
                         found.append(_Found(c.chain_root_id, c.id, c.status, c.result, c.error, c.workflow,
-                                            _latency(got.db_now, c.finished_at)))
+                                            _latency(got.db_now, c.finished_at), c.seq))
             if others:
                 for o in await store_waits.run_outcomes(conn, list(others)):
                     if o.target in self.outcomes:
@@ -209,7 +209,7 @@ class Waits:
             kind = "run_outcome" if not is_child else {
                 "completed": "child_completed", "failed": "child_failed"}.get(f.status, "child_cancelled")
             data = {"run_id": str(f.chain), "final_run_id": str(f.final), "status": f.status,
-                    "result": f.result, "error": f.error}
+                    "result": f.result, "error": f.error, **({"oseq": f.oseq} if f.oseq is not None else {})}
             outcome = Outcome(f.chain, f.status, f.result, f.error, None, len(self.outcomes))
             event = None
             if is_child:
@@ -217,12 +217,17 @@ class Waits:
                     "parent_run_id": self.run_id, "child_run_id": f.chain, "workflow": f.workflow,
                     "parent_workflow": self.workflow, "wake_latency_s": f.latency_s,
                     **({"error_type": (f.error or {}).get("type")} if f.status == "failed" else {})})
-            mark_read = self.read.append if is_child else None
+            mark_read = self._read_past if is_child else None
             key = child_keys.get(f.chain, self.cross_keys.get(f.chain))
             self.journal.buffer(key, kind, f.workflow, dumps(data, what=f"{kind} event", limit=limit),
-                                functools.partial(_outcome_written, outcome, event, mark_read, f.final))
+                                functools.partial(_outcome_written, outcome, event, mark_read, f.oseq))
             self.outcomes[f.chain] = outcome
         return [f.chain for f in found]
+
+    def _read_past(self, oseq: int) -> None:
+        """A child outcome is journaled: later reads start after it (outcomes are journaled
+        in the order they were read, so every one before it is journaled too)."""
+        self.after = max(self.after, oseq)
 
     async def _consume_signal(self, w: Waiter) -> bool:
         """Take a signal the waiter waits for, journaled at its key (False: none there)."""

@@ -7,9 +7,11 @@ measured by the engine's clock (``durable_now()``), and on none of whose runs a 
 waits (``ctx.wait_run``). A tree with a run still in flight (an abandoned child, say) is
 kept until that run ends and ages too.
 
-Batches walk the trees' root runs by ``(finished_at, id)`` with a keyset cursor (a partial
-index holds finished roots only), so each batch reads at most ``batch`` roots and a pass
-reads each old tree once; deleting a tree deletes by its key, whatever its size. A tree
+Batches walk the trees' root runs created before the cutoff by ``(created_at, id)`` with a
+keyset cursor (a partial index of roots on an immutable column, so that no index keeps a
+terminal update from being HOT), so each batch reads at most ``batch`` roots and a pass
+reads each old tree once (roots still running are passed over); deleting a tree deletes by
+its key, whatever its size. A tree
 another collector holds is skipped, so several processes may collect at once. Deleting a
 run also frees its idempotency key.
 

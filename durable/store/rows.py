@@ -141,11 +141,11 @@ class ChildOutcome:
     error: Any
     workflow: str
     finished_at: float | None
+    seq: int                  # the outcome's number among its parent's (the read cursor)
 
 
 @dataclass(frozen=True, slots=True)
 class ChildOutcomes:
-    cleared: int                 # unread flags cleared (outcomes the parent journaled)
     children: list[ChildOutcome]
     db_now: float
 

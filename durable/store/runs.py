@@ -63,14 +63,16 @@ async def claimable(conn: Conn, *, queues: list[str], workflows: list[str], owne
 
 
 async def claim(conn: Conn, runs: list[tuple[int, uuid.UUID]], *, workflows: list[str], owner: str,
-                grace: float) -> list[Claim]:
-    """Claim these runs for ``owner`` where they are still claimable (each one routed to its
-    tree; a row another transaction holds is skipped)."""
+                grace: float, limit: int | None = None) -> list[Claim]:
+    """Claim for ``owner`` up to ``limit`` (default: all) of these runs where they are still
+    claimable, in order (each one routed to its tree; a row another transaction holds is
+    skipped and the next one taken instead)."""
     if not runs:
         return []
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(q("claim"), {"keys": [r[0] for r in runs], "ids": [r[1] for r in runs], "owner": owner,
-                                   "workflows": workflows, "grace": grace})
+                                   "workflows": workflows, "grace": grace,
+                                   "limit": len(runs) if limit is None else limit})
     return [_claim(r) for r in await cur.fetchall()]
 
 

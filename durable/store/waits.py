@@ -10,14 +10,15 @@ from .rows import ChildOutcome, ChildOutcomes, RunOutcome, RunTarget, TakenChild
 from .statements import q
 
 
-async def unread_children(conn: Conn, tree_key: int, parent: uuid.UUID, read: list[uuid.UUID]) -> ChildOutcomes:
-    """The parent's children whose outcome it has not read, first finished first; the rows
-    of ``read`` (outcomes it has journaled since its last look) are deleted."""
-    cur = await conn.execute(q("finished_children"), {"key": tree_key, "parent": parent, "read": read})
+async def unread_children(conn: Conn, tree_key: int, parent: uuid.UUID, after: int) -> ChildOutcomes:
+    """The parent's child outcomes added after ``after`` (the ``seq`` of the last outcome
+    it journaled), in the order they were added: never one numbered below those returned
+    is missing (see durable_read_outcomes)."""
+    cur = await conn.execute(q("finished_children"), {"key": tree_key, "parent": parent, "after": after})
     rows = await cur.fetchall()
     children = [ChildOutcome(chain_root_id=r[0], id=r[1], status=r[2], result=r[3], error=r[4], workflow=r[5],
-                             finished_at=r[6]) for r in rows]
-    return ChildOutcomes(cleared=len(read), children=children, db_now=float(rows[0][7]) if rows else 0.0)
+                             finished_at=r[6], seq=r[7]) for r in rows]
+    return ChildOutcomes(children=children, db_now=float(rows[0][8]) if rows else 0.0)
 
 
 async def run_outcomes(conn: Conn, targets: list[uuid.UUID]) -> list[RunOutcome]:

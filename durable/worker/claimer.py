@@ -97,5 +97,8 @@ class Claimer(BackgroundLoop):
                                                owner=self.runs.owner, grace=s.sticky_grace_s, limit=limit * 2 + 8)
             if not found:
                 return []
+            # twice the candidates, so that runs another process takes meanwhile are replaced
+            # by the next ones; never more than ``limit`` claimed (a full batch means more may
+            # be due: the claimer looks again at once instead of waiting for a poll)
             return await store_runs.claim(conn, found[: limit * 2], workflows=workflows, owner=self.runs.owner,
-                                          grace=s.sticky_grace_s)
+                                          grace=s.sticky_grace_s, limit=limit)

@@ -46,6 +46,23 @@ async def _claimable(conn, owner: str, wf: str = "core.marks:1") -> list:
     return await store_runs.claimable(conn, queues=["default"], workflows=[wf], owner=owner, grace=0.0, limit=10)
 
 
+async def test_runs_held_by_a_process_gone_for_a_week_are_taken_over(db):
+    """Claims look back a week for dead processes; one gone longer is forgotten by the next
+    process that starts, and the runs it still held become claimable (not stranded)."""
+    run_id = await _pending_run(db)
+    conn = await db.conn()
+    await _alive(conn, "old")
+    assert await _claim(conn, "old", run_id) is not None
+    await conn.execute("UPDATE durable_workers SET expires_at = now() - interval '8 days' WHERE owner = 'old'")
+    assert await _claimable(conn, "new") == []  # too long dead for the claim's look back
+    await _alive(conn, "new")  # a process starts: its first beat
+    assert [r for _, r in await _claimable(conn, "new")] == [run_id]
+    assert (await _claim(conn, "new", run_id)) is not None
+    assert await events(conn, run_id) == []
+    (gone,), = await (await conn.execute("SELECT count(*) FROM durable_workers WHERE owner = 'old'")).fetchall()
+    assert gone == 0
+
+
 async def test_concurrent_claims_one_winner(db):
     conns = [await db.conn() for _ in range(2)]
     for i in range(2):

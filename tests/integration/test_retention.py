@@ -44,9 +44,10 @@ class Forest:
         key = tree_key(root)
         await self.conn.execute(
             "INSERT INTO durable_runs (tree_key, id, root_id, parent_id, chain_root_id, continued_to, workflow, "
-            "version, status, input, depth, finished_at) VALUES (%s, %s, %s, %s, %s, %s, 'forest', 1, %s, 'null', "
-            "%s, CASE WHEN %s THEN durable_now() - make_interval(secs => %s) END)",
-            (key, rid, root, parent, chain or rid, continued_to, status, self.depth[rid], terminal, age))
+            "version, status, input, depth, created_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, 'forest', 1, "
+            "%s, 'null', %s, durable_now() - make_interval(secs => %s + 60), "
+            "CASE WHEN %s THEN durable_now() - make_interval(secs => %s) END)",
+            (key, rid, root, parent, chain or rid, continued_to, status, self.depth[rid], age, terminal, age))
         await self.conn.execute(
             "INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, kind) "
             "VALUES (%s, %s, 1, %s, 0, 'x'), (%s, %s, 2, %s, 1, 'y')", (key, rid, root, key, rid, root))

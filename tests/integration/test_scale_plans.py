@@ -12,9 +12,10 @@ from typing import Any, Iterator
 
 import pytest
 
+import durable
 from durable.store.statements import SQL
 from dbharness import BACKEND
-from helpers import execute, new_engine, rows, tree_key
+from helpers import eventually, execute, new_engine, rows, tree_key
 
 BACKLOG = 100_000
 FINISHED = 200_000
@@ -153,7 +154,8 @@ async def test_claim_reads_o_batch_rows_with_a_100k_backlog(db):
     keys = [r[0] for r in found]
     ids = [r[1] for r in found]
     plans, claimed = await _nested_plans(db, SQL["claim"], {"keys": keys, "ids": ids, "owner": "test",
-                                                           "workflows": ["scale.one:1"], "grace": 2.0})
+                                                           "workflows": ["scale.one:1"], "grace": 2.0,
+                                                           "limit": limit})
     assert len(claimed) == limit
     for n in _scans(plans, "durable_runs"):
         assert _read(n) <= 1, f"{n['Node Type']} on durable_runs read {_read(n)} rows to claim one run"
@@ -164,10 +166,12 @@ async def test_claim_reads_o_batch_rows_with_a_100k_backlog(db):
 
 
 async def test_fan_in_reads_only_new_outcomes_with_a_long_writer_open(db):
-    """A parent with 5,010 finished children whose outcomes it has read but 10, while another
-    connection holds a writing transaction open (version 1 scanned from the oldest snapshot
-    xmin, so it re-read every child finished since): the fan-in reads the 10 new outcomes
-    only. Nothing in it depends on transaction ids."""
+    """A parent has read 5,000 child outcomes and journaled them while another connection
+    holds a writing transaction open; 10 more children finish. Its next fan-in read walks
+    the 10 new outcomes only: not the 5,000 it read, whose row versions the long writer
+    keeps alive (version 1 scanned from the oldest snapshot xmin; version 7 first deleted
+    the rows it had read, and its next read walked every dead one: 16k buffers for 100 new
+    outcomes at 20k children)."""
     async with new_engine(db, execute=False):
         pass
     parent = uuid.uuid4()
@@ -175,40 +179,83 @@ async def test_fan_in_reads_only_new_outcomes_with_a_long_writer_open(db):
     await execute(db, "INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, workflow, version, status, "
                       "input) VALUES (%s, %s, %s, %s, 'scale.parent', 1, 'suspended', '{}')", key, parent, parent,
                   parent)
-    long_writer = await db.conn(autocommit=False)
-    try:
-        await long_writer.execute("SELECT pg_current_xact_id()")  # an xid held open (never committed)
+
+    async def finish_children(n: int) -> None:  # as their terminal transactions leave them
         await execute(db, """
             INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, parent_id, workflow, version, status,
                                       input, result, finished_at)
             SELECT %s, g, %s, g, %s, 'scale.child', 1, 'completed', '{}', '1', now()
-              FROM (SELECT durable_in_tree(%s, gen_random_uuid()) AS g FROM generate_series(1, 5010)) s""",
-                      key, parent, parent, parent)
-        # the parent has journaled all but 10 of them: only those are unread
+              FROM (SELECT durable_in_tree(%s, gen_random_uuid()) AS g FROM generate_series(1, %s)) s""",
+                      key, parent, parent, parent, n)
         await execute(db, "INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at) "
-                          "SELECT tree_key, parent_id, id, finished_at FROM durable_runs WHERE parent_id = %s "
-                          "ORDER BY id LIMIT 10", parent)
+                          "SELECT c.tree_key, c.parent_id, c.id, c.finished_at FROM durable_runs c "
+                          "WHERE c.tree_key = %s AND c.parent_id = %s AND NOT EXISTS (SELECT 1 FROM durable_outcomes o "
+                          "WHERE o.tree_key = c.tree_key AND o.parent_id = c.parent_id AND o.run_id = c.id)",
+                      key, parent)
+
+    long_writer = await db.conn(autocommit=False)
+    try:
+        await long_writer.execute("SELECT pg_current_xact_id()")  # an xid held open (never committed)
+        await finish_children(5000)
+        first = await rows(db, "SELECT seq FROM durable_read_outcomes(%s, %s, 0)", key, parent)
+        assert len(first) == 5000
+        after = max(s for s, in first)  # journaled: the parent's reads go past it from now on
+        await finish_children(10)
         if BACKEND == "citus":
             # auto_explain cannot analyze a function's parameterized statements on Citus 12.1
             # ("cache lookup failed for type"): explain durable_read_outcomes' read itself
-            got = await rows(db, "SELECT * FROM durable_read_outcomes(%s, %s, '{}')", key, parent)
+            got = await rows(db, "SELECT * FROM durable_read_outcomes(%s, %s, %s)", key, parent, after)
             (plan,), = await rows(db, """
-                EXPLAIN (ANALYZE, FORMAT JSON)
+                EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
                 SELECT r.chain_root_id, r.id, r.status, r.result, r.error, r.workflow
                   FROM durable_outcomes o
                   JOIN durable_runs r ON r.tree_key = o.tree_key AND r.id = o.run_id
-                 WHERE o.tree_key = %s AND o.parent_id = %s AND o.run_id <> ALL('{}'::uuid[])
-                 ORDER BY o.finished_at, o.run_id""", key, parent)
+                 WHERE o.tree_key = %s AND o.parent_id = %s AND o.seq > %s
+                 ORDER BY o.seq""", key, parent, after)
             plans = [plan[0] if isinstance(plan, list) else _json(plan)[0]]
         else:
-            plans, got = await _nested_plans(db, SQL["finished_children"], {"key": key, "parent": parent, "read": []})
+            plans, got = await _nested_plans(db, SQL["finished_children"], {"key": key, "parent": parent,
+                                                                             "after": after})
+        assert len(got) == 10
         scans = _scans(plans, "durable_runs") + _scans(plans, "durable_outcomes")
         assert {n["Relation Name"] for n in scans} == {"durable_runs", "durable_outcomes"}, plans
         read = sum(_read(n) for n in scans)
-        assert read <= 20, f"the fan-in read {read} rows for 10 new outcomes"
-        assert len(got) == 10
+        # the 10 outcomes, their 10 runs and the parent's own row (locked first)
+        assert read <= 21, f"the fan-in read {read} rows for 10 new outcomes"
+        outcome_buffers = sum(n.get("Shared Hit Blocks", 0) + n.get("Shared Read Blocks", 0)
+                              for n in _scans(plans, "durable_outcomes"))
+        assert outcome_buffers <= 20, f"the fan-in touched {outcome_buffers} buffers of outcomes for 10 new ones"
         held = await rows(db, "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
                               "AND state = 'idle in transaction'")
         assert held[0][0] >= 1, "the long writer is not holding a transaction open"
     finally:
         await long_writer.close()
+
+
+@durable.workflow("scale.one")
+async def one(ctx: durable.Context, n: int) -> int:
+    return n
+
+
+async def test_a_backlog_drains_batch_after_batch_without_waiting_for_polls(db):
+    """600 due runs inserted without notifications, an engine that polls every 10 s and
+    claims 50 at a time: each full batch makes the claimer look again at once, so the whole
+    backlog drains within one poll interval. (A claim that took up to twice its batch never
+    came back full: each batch waited for the next poll.)"""
+    async with new_engine(db, execute=False):
+        pass  # migrated
+    n = 600
+    await execute(db, f"""
+        WITH runs AS (
+            INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, workflow, version, queue, status, input,
+                                      next_wakeup_at)
+            SELECT durable_tree_key(g), g, g, g, 'scale.one', 1, 'default', 'pending', '1', now()
+              FROM (SELECT gen_random_uuid() AS g FROM generate_series(1, {n})) s
+            RETURNING tree_key, id, next_wakeup_at)
+        INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at)
+        SELECT tree_key, id, 'default', 'scale.one:1', next_wakeup_at FROM runs""")
+    async with new_engine(db, poll_interval_s=10.0, claim_batch=50, concurrency=1000):
+        async def drained() -> bool:
+            (left,), = await rows(db, "SELECT count(*) FROM durable_runs WHERE status <> 'completed'")
+            return left == 0
+        await eventually(drained, 8, what=f"{n} runs to drain within one poll interval")

@@ -22,10 +22,12 @@ SELECT tree_key, run_id FROM durable_claimable(%(queues)s::text[], %(workflows)s
                                                 %(grace)s::float8, %(limit)s)
 
 -- name: claim
--- Claim the given runs (each routed to its tree, a row another transaction holds is skipped).
+-- Claim up to limit of the given runs, in order (each routed to its tree, a row another
+-- transaction holds is skipped and the next candidate taken instead).
 SELECT tree_key, id, root_id, parent_id, chain_root_id, workflow, version, queue, input, attempt, depth,
        lease_epoch, cancel_requested, grafted, prev_status, wake_latency_s, last_seq, deadline_in_s
-  FROM durable_claim(%(keys)s::bigint[], %(ids)s::uuid[], %(owner)s, %(workflows)s::text[], %(grace)s::float8)
+  FROM durable_claim(%(keys)s::bigint[], %(ids)s::uuid[], %(owner)s, %(workflows)s::text[], %(grace)s::float8,
+                     %(limit)s)
 
 -- name: run_due_in
 -- Why a claim found nothing: the run's status and how long until it is due (negative: due

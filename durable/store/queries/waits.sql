@@ -2,10 +2,9 @@
 -- Used by durable/store/waits.py. (How these files are read: durable/store/statements.py.)
 
 -- name: finished_children
--- A parent's unread child outcomes, first finished first; the rows of outcomes it has
--- journaled since its last look are deleted in the same call.
-SELECT chain_root_id, id, status, result, error, workflow, finished_at, db_now
-  FROM durable_read_outcomes(%(key)s, %(parent)s, %(read)s::uuid[])
+-- A parent's child outcomes added after the last one it journaled (in the order added).
+SELECT chain_root_id, id, status, result, error, workflow, finished_at, seq, db_now
+  FROM durable_read_outcomes(%(key)s, %(parent)s, %(after)s)
 
 -- name: run_outcomes
 -- Any runs (cross-run waits): terminal state, following continue-as-new chains to their

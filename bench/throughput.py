@@ -58,17 +58,33 @@ async def nap_step(ctx: durable.Context, seconds: float) -> float:
     return await ctx.step(bench_nap, seconds)
 
 
-# Pending runs inserted in one statement, shaped like Engine.start's, plus one wake-up.
+# Pending runs inserted in one statement, as durable_start_run writes them (not leased: a
+# run and its due queue row, the tree key computed from the id with built-ins only, so the
+# statement calls no schema function and runs on Citus too), then the one wake-up a start
+# sends, as a statement of its own (on Citus a statement on distributed tables runs on the
+# workers, where no LISTEN hears a notification).
 INSERT_RUNS = """
-WITH ins AS (
-    INSERT INTO durable_runs (id, root_id, chain_root_id, workflow, version, queue, status, input,
-                              next_wakeup_at)
-    SELECT u, u, u, %(workflow)s, 1, 'default', 'pending', to_jsonb(%(input)s::float8), durable_now()
+WITH ids AS (
+    SELECT u, ('x' || substr(replace(u::text, '-', ''), 1, 16))::bit(64)::bigint AS k
       FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, %(n)s)) g
-    RETURNING 1
+), runs AS (
+    INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, workflow, version, queue, status, input,
+                              next_wakeup_at)
+    SELECT k, u, u, u, %(workflow)s, 1, 'default', 'pending', to_jsonb(%(input)s::float8), %(now)s FROM ids
+    RETURNING tree_key, id
 )
-SELECT count(*), pg_notify(durable_channel(), 'new|default') FROM ins
+INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at, owner, leased)
+SELECT tree_key, id, 'default', %(workflow)s || ':1', %(now)s, NULL, false FROM runs
 """
+NOTIFY_NEW = "SELECT pg_notify(durable_channel(), 'new|default')"
+TRUNCATE_RUNS = "TRUNCATE durable_runs, durable_events, durable_due, durable_outcomes, durable_deadlines"
+
+
+async def insert_runs(conn: Any, workflow: str, value: float, n: int) -> None:
+    """``n`` pending runs of ``workflow`` (one statement, committed), then the start's wake-up."""
+    now = (await (await conn.execute("SELECT durable_now()")).fetchone())[0]
+    await conn.execute(INSERT_RUNS, {"workflow": workflow, "input": value, "n": n, "now": now})
+    await conn.execute(NOTIFY_NEW)
 
 
 class Proc:
@@ -168,9 +184,9 @@ async def throughput(conn: Any, dsn: str, schema: str, folder: Path, dispatchers
     procs = await spawn(dsn, schema, folder, dispatchers)
     try:
         async def one_round(i: int) -> dict[str, float]:
-            await conn.execute("TRUNCATE durable_runs, durable_events")
+            await conn.execute(TRUNCATE_RUNS)
             t0 = time.perf_counter()
-            await conn.execute(INSERT_RUNS, {"workflow": "bench.throughput.one", "input": 1, "n": n})
+            await insert_runs(conn, "bench.throughput.one", 1, n)
             progress(f"{dispatchers} dispatcher(s), round {i + 1}: {n} runs inserted in "
                      f"{time.perf_counter() - t0:.2f} s")
             elapsed = await wait_completed(conn, n, timeout=600)
@@ -188,7 +204,7 @@ async def idle_queries(conn: Any, dsn: str, schema: str, folder: Path, seconds: 
     """Statements per second of one idle dispatcher (default settings), counted at the server."""
     from bench.common import progress
 
-    await conn.execute("TRUNCATE durable_runs, durable_events")
+    await conn.execute(TRUNCATE_RUNS)
     (p,) = await spawn(dsn, schema, folder, 1)
     try:
         await asyncio.sleep(2.0)  # start-up settles
@@ -214,11 +230,11 @@ async def peak_rss(conn: Any, dsn: str, schema: str, folder: Path, inflight: int
     """(peak RSS in MB, most runs seen running at once) for ``inflight`` 3 s runs."""
     from bench.common import progress
 
-    await conn.execute("TRUNCATE durable_runs, durable_events")
+    await conn.execute(TRUNCATE_RUNS)
     (p,) = await spawn(dsn, schema, folder, 1, "--concurrency", str(inflight))
     try:
         base = p.rss_mb()
-        await conn.execute(INSERT_RUNS, {"workflow": "bench.throughput.nap", "input": 3.0, "n": inflight})
+        await insert_runs(conn, "bench.throughput.nap", 3.0, inflight)
         most = 0
         t0 = time.monotonic()
         while True:

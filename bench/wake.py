@@ -37,6 +37,7 @@ from typing import Any
 
 import durable
 from durable.observe import hooks
+from durable.store.rows import tree_key_of
 
 N = int(os.environ.get("BENCH_N", "650"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "20"))
@@ -107,8 +108,9 @@ async def main() -> dict[str, Any]:
                     assert await h.result(timeout=600) == total * (total - 1) // 2
                     elapsed = time.perf_counter() - t0
                     async with engine.pool.connection() as conn:
-                        cur = await conn.execute(
-                            "SELECT id::text, parent_pos FROM durable_runs WHERE parent_id = %s", (h.run_id,))
+                        cur = await conn.execute(  # the parent is the root: its children are in its tree
+                            "SELECT id::text, parent_pos FROM durable_runs WHERE tree_key = %s AND parent_id = %s",
+                            (tree_key_of(h.run_id), h.run_id))
                         child_at = {r[0]: r[1] for r in await cur.fetchall()}
             finally:
                 detach()

@@ -97,6 +97,7 @@ class Engine:
                 await migrate.migrate(conn, s.schema_name)
             else:
                 await migrate.check_schema(conn, s.schema_name)
+            self.runs.distributed = await migrate.is_citus(conn)
         finally:
             await conn.close()
         self.pool = await db.open_pool(self.dsn, schema=s.schema_name, min_size=min(2, s.pool_size),

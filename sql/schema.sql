@@ -213,10 +213,12 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    WITH ins AS (
+    WITH ins AS (  -- (selected from the run's row: on Citus it runs whole on the tree's shard)
         INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
-        SELECT p_key, p_id, e.seq, v_root, e.pos, e.op, e.kind, e.name, e.data
-          FROM unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data)
+        SELECT r.tree_key, r.id, e.seq, r.root_id, e.pos, e.op, e.kind, e.name, e.data
+          FROM durable_runs r
+         CROSS JOIN unnest(p_seqs, p_pos, p_ops, p_kinds, p_names, p_data) AS e(seq, pos, op, kind, name, data)
+         WHERE r.tree_key = p_key AND r.id = p_id
             ON CONFLICT DO NOTHING
         RETURNING 1)
     SELECT count(*) INTO v_written FROM ins;  -- (Citus's ROW_COUNT counts the rows sent, not those written)
@@ -498,6 +500,26 @@ BEGIN
     END LOOP;
 END
 $function$;
+
+CREATE OR REPLACE PROCEDURE durable_claim_each(IN p_keys bigint[], IN p_ids uuid[], IN p_owner text, IN p_workflows text[], IN p_grace double precision, IN p_limit integer, INOUT p_claims jsonb DEFAULT NULL::jsonb)
+ LANGUAGE plpgsql
+AS $procedure$
+DECLARE
+    v_claims jsonb := '[]';
+    v_row jsonb;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        EXIT WHEN jsonb_array_length(v_claims) >= p_limit;
+        SELECT to_jsonb(c) INTO v_row
+          FROM durable_claim(ARRAY[p_keys[i]], ARRAY[p_ids[i]], p_owner, p_workflows, p_grace, 1) c;
+        COMMIT;
+        IF v_row IS NOT NULL THEN
+            v_claims := v_claims || jsonb_build_array(v_row);
+        END IF;
+    END LOOP;
+    p_claims := v_claims;
+END
+$procedure$;
 
 CREATE OR REPLACE FUNCTION durable_claimable(p_queues text[], p_workflows text[], p_owner text, p_grace double precision, p_limit integer)
  RETURNS TABLE(tree_key bigint, run_id uuid)
@@ -1089,6 +1111,8 @@ DECLARE
     v_now timestamptz := durable_now();
     v_conflict record;
     v_queues text[];
+    v_ids uuid[];
+    v_id uuid;
 BEGIN
     SELECT * INTO v_parent FROM durable_runs
      WHERE tree_key = p_key AND id = p_parent AND lease_epoch = p_epoch AND status = 'running' FOR SHARE;
@@ -1110,37 +1134,46 @@ BEGIN
             MESSAGE = format('child id %s is already taken by run of workflow %s (parent %s)',
                              v_conflict.id, v_conflict.workflow, coalesce(v_conflict.parent_id::text, 'none'));
     END LOOP;
+    -- (each INSERT selects from the parent's row, so that on Citus it runs whole on the
+    -- tree's shard: an INSERT from a function alone goes through the coordinator by COPY,
+    -- which commits in two phases)
     WITH ins AS (
         INSERT INTO durable_runs (tree_key, id, root_id, parent_id, parent_pos, chain_root_id, workflow, version,
                                   queue, status, input, depth, retry_policy, parent_close_policy,
                                   execution_timeout_s, deadline_at, next_wakeup_at, grafted)
-        SELECT p_key, c.id, v_parent.root_id, p_parent, c.pos, c.id, c.workflow, c.version, c.queue, 'pending',
-               coalesce(c.input, 'null'::jsonb), v_parent.depth + 1, c.retry, coalesce(c.policy, 'terminate'),
-               c.timeout, v_now + make_interval(secs => c.timeout), v_now, v_parent.grafted
-          FROM jsonb_to_recordset(p_children) AS c(id uuid, workflow text, version int, queue text,
-                                                    input jsonb, pos int, retry jsonb, policy text,
-                                                    timeout float8)
+        SELECT p.tree_key, c.id, p.root_id, p.id, c.pos, c.id, c.workflow, c.version, c.queue, 'pending',
+               coalesce(c.input, 'null'::jsonb), p.depth + 1, c.retry, coalesce(c.policy, 'terminate'),
+               c.timeout, v_now + make_interval(secs => c.timeout), v_now, p.grafted
+          FROM durable_runs p
+         CROSS JOIN jsonb_to_recordset(p_children) AS c(id uuid, workflow text, version int, queue text,
+                                                         input jsonb, pos int, retry jsonb, policy text,
+                                                         timeout float8)
+         WHERE p.tree_key = p_key AND p.id = p_parent
          ORDER BY c.id
         ON CONFLICT DO NOTHING
-        RETURNING id, queue, workflow, version, execution_timeout_s, deadline_at
-    ), due AS (
-        INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at)
-        SELECT p_key, ins.id, ins.queue, ins.workflow || ':' || ins.version, v_now FROM ins
-        RETURNING 1
-    ), deadlines AS (
-        INSERT INTO durable_deadlines (tree_key, run_id, deadline_at)
-        SELECT p_key, ins.id, ins.deadline_at FROM ins WHERE ins.execution_timeout_s IS NOT NULL
-        RETURNING 1
+        RETURNING id, queue
     )
-    SELECT coalesce(array_agg(DISTINCT ins.queue), '{}') INTO v_queues FROM ins;
+    SELECT coalesce(array_agg(ins.id), '{}'), coalesce(array_agg(DISTINCT ins.queue), '{}') INTO v_ids, v_queues
+      FROM ins;
+    IF cardinality(v_ids) > 0 THEN
+        INSERT INTO durable_due (tree_key, run_id, queue, workflow, due_at)
+        SELECT r.tree_key, r.id, r.queue, r.workflow || ':' || r.version::text, v_now FROM durable_runs r
+         WHERE r.tree_key = p_key AND r.id = ANY(v_ids);
+        INSERT INTO durable_deadlines (tree_key, run_id, deadline_at)
+        SELECT r.tree_key, r.id, r.deadline_at FROM durable_runs r
+         WHERE r.tree_key = p_key AND r.id = ANY(v_ids) AND r.execution_timeout_s IS NOT NULL;
+    END IF;
     IF NOT v_parent.grafted THEN  -- a tree created before version 7: its new ids need the map
-        INSERT INTO durable_run_keys (id, tree_key)
-        SELECT c.id, p_key FROM jsonb_to_recordset(p_children) AS c(id uuid) ON CONFLICT DO NOTHING;
+        FOREACH v_id IN ARRAY v_ids LOOP
+            INSERT INTO durable_run_keys (id, tree_key) VALUES (v_id, p_key) ON CONFLICT DO NOTHING;
+        END LOOP;
     END IF;
     INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
-    SELECT p_key, p_parent, c.seq, v_parent.root_id, c.pos, c.op, 'child_started', c.workflow,
+    SELECT p.tree_key, p.id, c.seq, p.root_id, c.pos, c.op, 'child_started', c.workflow,
            jsonb_build_object('child_id', c.id, 'hash', c.hash)
-      FROM jsonb_to_recordset(p_children) AS c(id uuid, workflow text, pos int, op text, seq int, hash text);
+      FROM durable_runs p
+     CROSS JOIN jsonb_to_recordset(p_children) AS c(id uuid, workflow text, pos int, op text, seq int, hash text)
+     WHERE p.tree_key = p_key AND p.id = p_parent;
     PERFORM pg_notify(durable_channel(), 'new|' || q) FROM unnest(v_queues) q;
     RETURN true;
 END

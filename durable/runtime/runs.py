@@ -14,12 +14,13 @@ a run parked here claims it at once (:meth:`RunTable.on_wake`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from ..config import EngineSettings
@@ -65,6 +66,27 @@ class RunTable:
         self._checking = False
         self._check_again = False
         self._orphans: dict[uuid.UUID, float] = {}  # leased to this process, executed by none: since when
+        self.distributed = False    # on Citus: claims commit run by run (see store.runs.claim)
+        self._claiming = 0          # claims in flight, from the statement until their runs are registered here
+        self._answer_lost = False   # a claim failed: it may have committed with its answer lost
+
+    # --- claims in flight -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claiming(self) -> Iterator[None]:
+        """Around a claim, from its statement until its runs are registered here (active or
+        loading). One that fails may have committed without its answer (a connection killed
+        at commit; on Citus, a multi-shard commit completed later): the next heartbeat,
+        once no claim is in flight, gives back at once the runs leased here that nothing
+        executes, rather than one lease TTL later."""
+        self._claiming += 1
+        try:
+            yield
+        except Exception:
+            self._answer_lost = True
+            raise
+        finally:
+            self._claiming -= 1
 
     # --- Host -----------------------------------------------------------------------------
 
@@ -225,26 +247,30 @@ class RunTable:
     async def claim_one(self, tree_key: int, run_id: uuid.UUID, source: str, tries: int = 0) -> bool:
         if self._closing or not self.settings.execute:
             return False
-        try:
-            async with self.pool.connection() as conn:
-                got = await store_runs.claim(conn, [(tree_key, run_id)], workflows=self.workflow_keys(),
-                                             owner=self.owner, grace=self.settings.sticky_grace_s)
-                claim = got[0] if got else None
-                state = await store_runs.due_in(conn, tree_key, run_id) if claim is None else None
-        except Exception as exc:
-            log.warning("run %s: claim failed (%s); the poll will retry", run_id, exc, extra={"run_id": str(run_id)})
-            return False
-        if claim is None:
-            if state is not None and state.status in ("pending", "suspended") and state.due_in_s is not None \
-                    and not self._closing:
-                if state.due_in_s > 0:  # not due yet by the database clock: when it is
-                    self._arm(tree_key, run_id, state.due_in_s + 0.002)
-                elif tries < _LOCAL_RETRIES:  # due, but its row was locked for a moment (a sender, a wake)
-                    self._arm(tree_key, run_id, 0.02, tries + 1)
-            return False
-        hooks.emit("claim.batch", count=1, source=source)
-        self.on_claimed(claim, source)
-        return True
+        with self.claiming():
+            try:
+                async with self.pool.connection() as conn:
+                    got = await store_runs.claim(conn, [(tree_key, run_id)], workflows=self.workflow_keys(),
+                                                 owner=self.owner, grace=self.settings.sticky_grace_s)
+                    # (one run: one transaction on Citus too)
+                    claim = got[0] if got else None
+                    state = await store_runs.due_in(conn, tree_key, run_id) if claim is None else None
+            except Exception as exc:
+                self._answer_lost = True
+                log.warning("run %s: claim failed (%s); the poll will retry", run_id, exc,
+                            extra={"run_id": str(run_id)})
+                return False
+            if claim is not None:
+                hooks.emit("claim.batch", count=1, source=source)
+                self.on_claimed(claim, source)
+                return True
+        if state is not None and state.status in ("pending", "suspended") and state.due_in_s is not None \
+                and not self._closing:
+            if state.due_in_s > 0:  # not due yet by the database clock: when it is
+                self._arm(tree_key, run_id, state.due_in_s + 0.002)
+            elif tries < _LOCAL_RETRIES:  # due, but its row was locked for a moment (a sender, a wake)
+                self._arm(tree_key, run_id, 0.02, tries + 1)
+        return False
 
     def on_wake(self, run_id: uuid.UUID, owner: str) -> None:
         """A wake notification: '<run>|<sticky owner>'."""
@@ -334,8 +360,8 @@ class RunTable:
             seen = await store_runs.held_leases(conn, self.owner)
             for run_id, tree_key in self._orphaned(seen).items():
                 if await store_runs.release_orphan(conn, tree_key, run_id, self.owner):
-                    log.warning("run %s: leased here but not executed for %.0f s; given back", run_id,
-                                self.settings.lease_ttl_s, extra={"run_id": str(run_id)})
+                    log.warning("run %s: leased here but not executed (a claim's answer was lost); given back",
+                                run_id, extra={"run_id": str(run_id)})
         lost = 0
         for run_id, token in held:
             ex = self.active.get(run_id)
@@ -349,8 +375,13 @@ class RunTable:
         return lost
 
     def _orphaned(self, held: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
-        """The runs of ``held`` that nothing here has executed for one lease TTL."""
+        """The runs of ``held`` that nothing here has executed for one lease TTL, or, after
+        a claim failed (see :meth:`claiming`) and none is in flight, at once."""
         now = time.monotonic()
+        if self._answer_lost and self._claiming == 0:
+            self._answer_lost = False
+            mine_now = set(self.active) | self.loading
+            return {r: k for r, k in held.items() if r not in mine_now}
         mine = set(self.active) | self.loading
         for run_id in held:
             if run_id in mine:

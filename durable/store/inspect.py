@@ -9,7 +9,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .connections import Conn
-from .runs import key_of
+from .runs import key_of, lease_expiry
 from .rows import EventDetail, QueueDepth, RunDetail, RunFilter, RunListRow, TreeRow
 from .statements import q
 
@@ -64,7 +64,11 @@ async def show_run(conn: Conn, run_id: uuid.UUID) -> RunDetail | None:
     key = await key_of(conn, run_id)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(q("show_run"), {"key": key, "id": run_id})
-    return cast("RunDetail | None", await cur.fetchone())
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    row["lease_expires_at"] = await lease_expiry(conn, row["lease_owner"]) if row["status"] == "running" else None
+    return cast("RunDetail", row)
 
 
 async def show_events(conn: Conn, run_id: uuid.UUID, limit: int) -> list[EventDetail]:

@@ -218,12 +218,14 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
 
 
 # On Citus every table of a tree is distributed by tree_key and co-located with the runs
-# (whole trees on one shard); the id map is a reference table (read by run id anywhere);
-# the process table is a reference table too (read by claims on the coordinator, joined by
-# the lease columns of views); durable_migrations stays on the coordinator.
+# (whole trees on one shard); the id map is a reference table (read by run id anywhere,
+# written only for trees made before version 7); the process table is distributed by
+# process, so that a heartbeat writes to one shard and commits in one phase (a write to a
+# reference table goes to every node, in two); durable_migrations stays on the coordinator.
 CITUS_DISTRIBUTED = ("durable_runs", "durable_events", "durable_signals", "durable_waiters", "durable_due",
                      "durable_deadlines", "durable_outcomes")
-CITUS_REFERENCE = ("durable_run_keys", "durable_workers")
+CITUS_BY_OWNER = ("durable_workers",)
+CITUS_REFERENCE = ("durable_run_keys",)
 
 
 async def is_citus(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -251,6 +253,11 @@ async def distribute(conn: psycopg.AsyncConnection[Any], schema: str) -> list[st
                 colocate = "none" if table == "durable_runs" else f"{schema}.durable_runs"
                 await conn.execute("SELECT create_distributed_table(%s, 'tree_key', colocate_with => %s)",
                                    (f"{schema}.{table}", colocate))
+                done.append(table)
+        for table in CITUS_BY_OWNER:
+            if table not in already:
+                await conn.execute("SELECT create_distributed_table(%s, 'owner', colocate_with => 'none')",
+                                   (f"{schema}.{table}",))
                 done.append(table)
         for table in CITUS_REFERENCE:
             if table not in already:

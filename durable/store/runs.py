@@ -7,7 +7,8 @@ and returns typed rows (:mod:`durable.store.rows`).
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from psycopg.rows import dict_row
 
@@ -62,17 +63,30 @@ async def claimable(conn: Conn, *, queues: list[str], workflows: list[str], owne
     return [(r[0], r[1]) for r in await cur.fetchall()]
 
 
+_CLAIM_UUIDS = ("id", "root_id", "parent_id", "chain_root_id")
+
+
 async def claim(conn: Conn, runs: list[tuple[int, uuid.UUID]], *, workflows: list[str], owner: str,
-                grace: float, limit: int | None = None) -> list[Claim]:
+                grace: float, limit: int | None = None, per_run: bool = False) -> list[Claim]:
     """Claim for ``owner`` up to ``limit`` (default: all) of these runs where they are still
     claimable, in order (each one routed to its tree; a row another transaction holds is
-    skipped and the next one taken instead)."""
+    skipped and the next one taken instead). One transaction for all, or with ``per_run``
+    one per run (on Citus, where a transaction writing to several shards commits in two
+    phases, and one interrupted in between holds its rows until Citus recovers it)."""
     if not runs:
         return []
+    params = {"keys": [r[0] for r in runs], "ids": [r[1] for r in runs], "owner": owner, "workflows": workflows,
+              "grace": grace, "limit": len(runs) if limit is None else limit}
+    if per_run:
+        row = await (await conn.execute(q("claim_each"), params)).fetchone()
+        docs: list[dict[str, Any]] = row[0] if row and row[0] else []
+        for d in docs:
+            for k in _CLAIM_UUIDS:
+                if d.get(k) is not None:
+                    d[k] = uuid.UUID(d[k])
+        return [_claim(d) for d in docs]
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("claim"), {"keys": [r[0] for r in runs], "ids": [r[1] for r in runs], "owner": owner,
-                                   "workflows": workflows, "grace": grace,
-                                   "limit": len(runs) if limit is None else limit})
+    await cur.execute(q("claim"), params)
     return [_claim(r) for r in await cur.fetchall()]
 
 
@@ -166,5 +180,16 @@ async def info(conn: Conn, run_id: uuid.UUID) -> RunInfo | None:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(q("run_info"), {"key": key, "id": run_id})
     row = await cur.fetchone()
-    return None if row is None else RunInfo(**row)
+    if row is None:
+        return None
+    row["lease_expires_at"] = await lease_expiry(conn, row["lease_owner"]) if row["status"] == "running" else None
+    return RunInfo(**row)
+
+
+async def lease_expiry(conn: Conn, owner: str | None) -> datetime | None:
+    """When the leases ``owner`` holds expire (None: no such process)."""
+    if owner is None:
+        return None
+    row = await (await conn.execute(q("lease_expiry"), (owner,))).fetchone()
+    return None if row is None else cast(datetime, row[0])
 

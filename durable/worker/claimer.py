@@ -67,7 +67,12 @@ class Claimer(BackgroundLoop):
             self.runs.starved = False
             limit = min(capacity, s.claim_batch)
             try:
-                claims = await self.claim(limit)
+                with self.runs.claiming():  # (until the claimed runs are registered here)
+                    claims = await self.claim(limit)
+                    if claims:
+                        hooks.emit("claim.batch", count=len(claims), source=source)
+                    for claim in claims:
+                        self.runs.on_claimed(claim, source)
             except Exception as exc:
                 if not self._db_down:
                     log.warning("claiming failed (database unreachable?): %s; retrying with backoff", exc)
@@ -80,12 +85,8 @@ class Claimer(BackgroundLoop):
                 self._db_down = False
             if source == "poll":
                 hooks.emit("wake.poll", count=len(claims))
-            if claims:
-                hooks.emit("claim.batch", count=len(claims), source=source)
-                for claim in claims:
-                    self.runs.on_claimed(claim, source)
-                if len(claims) == limit:
-                    self._kick.set()  # more may be due
+            if len(claims) == limit:
+                self._kick.set()  # more may be due
 
     async def claim(self, limit: int) -> list[Claim]:
         """Read which runs are claimable (lock-free, per queue in due order), then claim up to
@@ -101,4 +102,4 @@ class Claimer(BackgroundLoop):
             # by the next ones; never more than ``limit`` claimed (a full batch means more may
             # be due: the claimer looks again at once instead of waiting for a poll)
             return await store_runs.claim(conn, found[: limit * 2], workflows=workflows, owner=self.runs.owner,
-                                          grace=s.sticky_grace_s, limit=limit)
+                                          grace=s.sticky_grace_s, limit=limit, per_run=self.runs.distributed)

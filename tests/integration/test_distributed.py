@@ -69,12 +69,13 @@ async def test_every_table_is_distributed_by_tree_and_colocated(db):
           LEFT JOIN pg_attribute a ON a.attrelid = c.oid
                AND a.attname = column_to_column_name(p.logicalrelid, p.partkey)
          WHERE n.nspname = current_schema()"""))
-    distributed = {t: v for t, v in got.items() if v.startswith("h:")}
+    distributed = {t: v for t, v in got.items() if v.startswith("h:tree_key:")}
     assert set(distributed) == {"durable_runs", "durable_events", "durable_signals", "durable_waiters",
                                 "durable_due", "durable_deadlines", "durable_outcomes"}
     assert {v.split(":")[1] for v in distributed.values()} == {"tree_key"}
     assert len({v.split(":")[2] for v in distributed.values()}) == 1, f"not co-located: {distributed}"
-    assert {t for t, v in got.items() if v.startswith("n:")} == {"durable_run_keys", "durable_workers"}
+    assert got["durable_workers"].startswith("h:owner:"), "processes are distributed by process"
+    assert {t for t, v in got.items() if v.startswith("n:")} == {"durable_run_keys"}
 
 
 @citus_only
@@ -94,14 +95,15 @@ async def test_a_tree_lives_on_its_roots_shard(engine, db):
 
 async def _shards(conn: Any, tree: int) -> tuple[set[str], set[str]]:
     """The shard of each co-located table that the tree ``tree`` maps to, and the shards of
-    the reference tables (on every node)."""
+    the tables every tree reads: the reference tables and the processes (read by owner)."""
     mine = {str(s) for s, in await rows(conn, """
         SELECT get_shard_id_for_distribution_column(t, %s)
           FROM unnest(ARRAY['durable_runs', 'durable_events', 'durable_signals', 'durable_waiters', 'durable_due',
                             'durable_deadlines', 'durable_outcomes']) t""", tree)}
     reference = {str(s) for s, in await rows(conn, """
         SELECT s.shardid FROM pg_dist_shard s JOIN pg_dist_partition p USING (logicalrelid)
-         WHERE p.partmethod = 'n' AND s.logicalrelid::regclass::text LIKE '%%durable_%%'""")}
+         WHERE (p.partmethod = 'n' AND s.logicalrelid::regclass::text LIKE '%%durable_%%')
+            OR s.logicalrelid = 'durable_workers'::regclass""")}
     return mine, reference
 
 
@@ -118,11 +120,13 @@ class RemoteCommands:
         await self.conn.execute("SET client_min_messages = log")
         return self
 
-    def shards(self) -> set[str]:
-        """Shard ids named in the remote commands since the last call (table_<shardid>)."""
+    def shards(self) -> tuple[set[str], bool]:
+        """Shard ids named in the remote commands since the last call (table_<shardid>), and
+        whether a commit went in two phases (PREPARE TRANSACTION)."""
         got = {m for n in self.notices for m in re.findall(r"durable_[a-z_]+?_(\d{6,})", n)}
+        two_phase = any("PREPARE TRANSACTION" in n for n in self.notices)
         self.notices.clear()
-        return got
+        return got, two_phase
 
 
 @citus_only
@@ -130,7 +134,8 @@ async def test_hot_transactions_touch_one_tree_s_shards(db):
     """The engine's hot transactions, called as the engine calls them (store functions,
     fenced by a claimed lease epoch): claim, start children, a step, a child's terminal
     with its parent's wake, a cancel cascade. Each sends its statements to the shards the
-    tree's key maps to (and the reference tables) only: never to another tree's shards."""
+    tree's key maps to (and the reference tables) only, never to another tree's shards,
+    and commits in one phase."""
     async with new_engine(db, execute=False) as client:
         h = await client.start(W.leaf, 1)
     key = tree_key(h.run_id)
@@ -140,9 +145,13 @@ async def test_hot_transactions_touch_one_tree_s_shards(db):
     allowed = mine | reference
 
     def check(what: str) -> None:
-        touched = log.shards()
+        text = list(log.notices)
+        touched, two_phase = log.shards()
         assert touched, f"{what}: no remote command logged (is citus.log_remote_commands working?)"
         assert touched <= allowed, f"{what} touched shards of other trees: {sorted(touched - allowed)}"
+        # a two-phase commit interrupted between its phases keeps its rows locked until
+        # Citus recovers it (citus.recover_2pc_interval): the hot transactions commit in one
+        assert not two_phase, f"{what} committed in two phases: " + "\n".join(text)[:3000]
 
     (parent,) = await store_runs.claim(conn, [(key, h.run_id)], workflows=["children.leaf:1"], owner="probe",
                                        grace=0.0)

@@ -11,8 +11,6 @@ SELECT queue, ready, oldest, waiting FROM durable_queue_depths()
 SELECT r.id, r.root_id, r.parent_id, r.chain_root_id, r.continued_to, r.workflow, r.version, r.queue, r.status,
        r.input, r.result, r.error, r.attempt, r.depth, r.parent_close_policy, r.idempotency_key, r.lease_owner,
        r.lease_epoch,
-       CASE WHEN r.status = 'running' THEN
-            (SELECT w.expires_at FROM durable_workers w WHERE w.owner = r.lease_owner) END AS lease_expires_at,
        r.next_wakeup_at, r.deadline_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at,
        now() AS db_now,
        (SELECT count(*) FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id) AS event_count,

@@ -29,6 +29,11 @@ SELECT tree_key, id, root_id, parent_id, chain_root_id, workflow, version, queue
   FROM durable_claim(%(keys)s::bigint[], %(ids)s::uuid[], %(owner)s, %(workflows)s::text[], %(grace)s::float8,
                      %(limit)s)
 
+-- name: claim_each
+-- The same, each run claimed in a transaction of its own (one shard each on Citus).
+CALL durable_claim_each(%(keys)s::bigint[], %(ids)s::uuid[], %(owner)s, %(workflows)s::text[], %(grace)s::float8,
+                        %(limit)s, NULL)
+
 -- name: run_due_in
 -- Why a claim found nothing: the run's status and how long until it is due (negative: due
 -- already, so another transaction held its row for a moment).
@@ -84,10 +89,13 @@ SELECT id, status, result, error, workflow FROM durable_chain_state(%s)
 -- name: run_info
 SELECT r.id, r.root_id, r.parent_id, r.chain_root_id, r.continued_to, r.workflow, r.version, r.queue, r.status,
        r.input, r.result, r.error, r.attempt, r.depth, r.lease_owner, r.lease_epoch,
-       CASE WHEN r.status = 'running' THEN
-            (SELECT w.expires_at FROM durable_workers w WHERE w.owner = r.lease_owner) END AS lease_expires_at,
        r.next_wakeup_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at
   FROM durable_runs r WHERE r.tree_key = %(key)s AND r.id = %(id)s
+
+-- name: lease_expiry
+-- When the lease of a process's runs expires (its heartbeat row; a statement of its own:
+-- on Citus the processes are not co-located with the runs).
+SELECT expires_at FROM durable_workers WHERE owner = %s
 
 -- name: finished_among
 -- Which of these (parked here) runs have ended meanwhile (cancelled, expired).

@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo``.
+"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|workers|workflows``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -28,6 +28,7 @@ from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError
                       SchemaVersionError, WorkflowNotFoundError)
 from ..store import migrate, retention
 from . import inspect as cli_inspect
+from . import registry as cli_registry
 from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, engine, import_modules, parse_json, run_id, seconds, settings)
 from .demo import run_demo
@@ -84,7 +85,8 @@ async def cmd_start(args: argparse.Namespace, out: Out) -> int:
         try:
             handle = await e.start(args.workflow, value, key=args.key, queue=args.queue, timeout=exec_timeout)
         except WorkflowNotFoundError as exc:
-            raise CliError(USAGE, f"{exc} With the CLI: --module/-m MODULE or DURABLE_MODULES=MODULE.") from None
+            raise CliError(USAGE, f"{exc} With the CLI: --module/-m MODULE or DURABLE_MODULES=MODULE imports it "
+                                  "here.") from None
         info = await handle.info()
         if not args.wait:
             if out.json_mode:
@@ -94,6 +96,10 @@ async def cmd_start(args: argparse.Namespace, out: Out) -> int:
                 out.print(f"started run {out.c(str(handle.run_id), 'bold')} ({info.workflow}, queue {info.queue}, "
                           f"{out.status(info.status)})")
             return OK
+        if not args.execute and not await e.workers_serving(info.queue, info.workflow, info.version):
+            out.err(f"warning: no live worker serves queue {info.queue!r} for workflow {info.workflow!r} version "
+                    f"{info.version}: the run waits until one starts (durable workers lists them; start one with "
+                    f"durable-dispatcher --module MODULE --queues {info.queue}, or pass --execute)")
         if not out.json_mode:
             out.err(f"started run {handle.run_id} ({info.workflow}); waiting for it…")
         return await _report_outcome(e, handle.run_id, wait_timeout, out)
@@ -189,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                               parents=[common])
 
     add("migrate", "create or upgrade durable's schema")
-    p = add("start", "start a run of a registered workflow")
+    p = add("start", "start a run of a registered workflow",
+            "A name a worker registered (durable workflows lists them) starts without --module: the input is "
+            "checked against the registered JSON schema.")
     p.add_argument("workflow", help="the workflow's registered name")
     p.add_argument("--input", "-i", help="input as JSON, @file.json, or - for stdin")
     p.add_argument("--module", "-m", action="append", default=[],
@@ -239,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="stop after this many batches")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     add("demo", "run a small demo workflow (embedded PostgreSQL when no DSN is set)")
+    # --- the registry's views (issue 14) ---
+    p = add("workers", "list the processes executing runs: host, pid, queues, workflows, concurrency, last seen",
+            "A process beats every lease-ttl/3 seconds; one that stopped, or stopped beating, shows as expired.")
+    p.add_argument("--alive", action="store_true", help="only live processes")
+    add("workflows", "list the workflows the workers registered (startable by name: durable start NAME)")
     return parser
 
 
@@ -246,6 +259,8 @@ def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
     if name in ("runs", "show", "tree"):
         return getattr(cli_inspect, f"cmd_{name}")
+    if name in ("workers", "workflows"):  # the registry's views (issue 14)
+        return getattr(cli_registry, f"cmd_{name}")
     return globals()[f"cmd_{name}"]
 
 

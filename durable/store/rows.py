@@ -356,3 +356,44 @@ class RunFilter:
     older_than_s: float | None = None   # created more than this many seconds ago
     newer_than_s: float | None = None   # created at most this many seconds ago
     before: tuple[datetime, uuid.UUID] | None = None  # keyset cursor (created_at, id)
+
+
+# --- the workflow registry and the process list (issue 14: start by name, `durable workers`) ---
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredWorkflow:
+    """A workflow as the processes executing it registered it (``durable_workflows``): what a
+    pure client needs to start it by name."""
+
+    name: str
+    version: int
+    queue: str
+    takes_input: bool
+    input_schema: dict[str, Any] | None  # JSON schema of the input (None: not checked)
+    result_schema: dict[str, Any] | None
+    execution_timeout_s: float | None
+    registered_by: str = ""  # the owner (host:pid:nonce) of the process that wrote the row
+    updated_at: datetime | None = None
+
+    def same_definition(self, other: "RegisteredWorkflow") -> bool:
+        """Equal but for who wrote it and when (an unchanged definition is not written again)."""
+        return (self.name, self.version, self.queue, self.takes_input, self.input_schema, self.result_schema,
+                self.execution_timeout_s) == (other.name, other.version, other.queue, other.takes_input,
+                                              other.input_schema, other.result_schema, other.execution_timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A process that executes runs (its heartbeat row in ``durable_workers``)."""
+
+    owner: str
+    host: str
+    pid: int
+    queues: list[str]
+    workflows: list[str]  # "name:version" of every workflow it registered
+    concurrency: int
+    started_at: datetime
+    last_seen: datetime  # its last heartbeat (every lease_ttl/3 seconds while alive)
+    expires_at: datetime  # its leases expire then unless it beats again
+    alive: bool  # expires_at is still ahead (a process that stopped cleanly expires at once)

@@ -42,12 +42,12 @@ def json_schema(tp: Any) -> dict[str, Any] | None:
         return None
 
 
-_described: dict[tuple[str, int, Any], RegisteredWorkflow] = {}
+_described: dict[tuple[Any, ...], RegisteredWorkflow] = {}
 
 
 def describe(wf: WorkflowDef[Any, Any]) -> RegisteredWorkflow:
     """The registry row of a workflow registered in this process (memoised per definition)."""
-    memo = (wf.name, wf.version, wf.fn)
+    memo = (wf.name, wf.version, wf.fn, wf.queue, wf.execution_timeout)  # the types come from fn
     found = _described.get(memo)
     if found is None:
         found = _described[memo] = RegisteredWorkflow(

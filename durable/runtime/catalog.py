@@ -29,6 +29,7 @@ from .registry import WorkflowDef, all_workflows
 log = logging.getLogger(__name__)
 
 _MAX_PROBLEMS = 5
+_MAX_NAMES = 100
 
 
 def json_schema(tp: Any) -> dict[str, Any] | None:
@@ -93,12 +94,16 @@ async def lookup(conn: Conn, name: str) -> RegisteredWorkflow:
         return row
     known = sorted(set(await store_registry.names(conn)) | set(all_workflows()))
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = (f"did you mean {', '.join(repr(c) for c in close)}? " if close else
-            f"registered: {', '.join(known[:20]) + (', …' if len(known) > 20 else '') if known else 'none'}. ")
+    if close:
+        hint = f"; the closest registered names: {', '.join(repr(c) for c in close)}"
+    else:
+        shown = ", ".join(known[:_MAX_NAMES]) + (f", … ({len(known)} in all)" if len(known) > _MAX_NAMES else "")
+        hint = f"; registered: {shown or 'none'}"
     raise WorkflowNotFoundError(
-        f"no workflow named {name!r} is registered in this process or in the database's workflow registry; "
-        f"{hint}Fix the name, or start a worker that registers it (durable-dispatcher --module MODULE, or any "
-        "Engine(execute=True) in a process that imports the module): it registers its workflows when it opens.")
+        f"no workflow named {name!r} is registered in this process or in the database's workflow registry{hint}. "
+        "Fix the name; or start a worker that registers it (durable-dispatcher --module MODULE, or any "
+        "Engine(execute=True) in a process that imports the module: it registers its workflows when it opens); "
+        "or import the module that defines it in this process.")
 
 
 def check_input(row: RegisteredWorkflow, value: Any) -> None:

@@ -104,7 +104,7 @@ async def test_unknown_name_and_input_failing_the_schema_write_nothing(db, remot
         with pytest.raises(durable.WorkflowNotFoundError) as nf:
             await client.start("registry.chekout", {"sku": "x", "qty": 1})
         msg = str(nf.value)
-        assert "'registry.chekout'" in msg and "did you mean 'registry.checkout'" in msg
+        assert "'registry.chekout'" in msg and "closest registered names: 'registry.checkout'" in msg
         assert "start a worker that registers it" in msg
         with pytest.raises(durable.PayloadError) as bad:
             await client.start("registry.checkout", {"sku": "x", "qty": 0})
@@ -123,7 +123,7 @@ async def test_unknown_name_and_input_failing_the_schema_write_nothing(db, remot
         assert await count(db, "durable_due") == 1
         # the CLI: by name without --module; unknown names are usage errors naming the fix
         code, out, err = await asyncio.to_thread(cli_run, db, "start", "registry.chekout", "--input", "{}")
-        assert code == 2 and "did you mean 'registry.checkout'" in err
+        assert code == 2 and "closest registered names: 'registry.checkout'" in err
         code, out, err = await asyncio.to_thread(cli_run, db, "start", "registry.checkout", "--input",
                                                  '{"sku": "y", "qty": -1}')
         assert code == 2 and "$.qty" in err

@@ -71,6 +71,7 @@ class Engine:
                                  Notifications(self.runs, self.results, kick_claimer=self._kick_claimer))
         self._metrics_servers: list[MetricsServer] = []   # servers started by start_metrics_server()
         self._queue_collector: QueueCollector | None = None
+        self._recent_definitions = catalog.Recent()  # workflows started by name (issue 14)
 
     def _kick_claimer(self) -> None:
         if self.claimer is not None:
@@ -275,7 +276,7 @@ class Engine:
                 raise RunConflictError(
                     f"run id {existing.id} is already used by a run of workflow {existing.workflow!r}, not "
                     f"{wf.name!r}; choose another id/key")
-            _same_input_or_conflict(existing, text, key)
+            _same_input_or_conflict(existing, text, key, wf.input_type)
             return _Started(RunHandle(self, existing.id, wf.name, result_type), wf, q, False)
         hooks.emit("run.started", run_id=run_id, workflow=wf.name, queue=q, parent_run_id=None)
         if tmo is not None:
@@ -391,7 +392,10 @@ class Engine:
         async def lookup(conn: Conn) -> RegisteredWorkflow:
             return await catalog.lookup(conn, workflow)
 
-        row = await run_typed(pool, lookup, what=f"looking up workflow {workflow!r} in the registry")
+        row = self._recent_definitions.get(workflow)
+        if row is None:
+            row = await run_typed(pool, lookup, what=f"looking up workflow {workflow!r} in the registry")
+            self._recent_definitions.put(row)
         return catalog.definition(row), row
 
     async def list_workers(self) -> list[WorkerInfo]:
@@ -444,10 +448,20 @@ def _canonical(value: Any) -> str:
     return json.dumps(norm(value), sort_keys=True, separators=(",", ":"))
 
 
-def _same_input_or_conflict(existing: ExistingRun, text: str, key: str | None) -> None:
-    """Starting an existing run again returns it only with the same input."""
-    if _canonical(existing.input) == _canonical(json.loads(text)):
+def _same_input_or_conflict(existing: ExistingRun, text: str, key: str | None, input_type: Any) -> None:
+    """Starting an existing run again returns it only with the same input: the same JSON, or
+    the same value once validated by the workflow's input type (a model's defaults filled in)."""
+    given = json.loads(text)
+    if _canonical(existing.input) == _canonical(given):
         return
+    if input_type is not None:
+        try:
+            what = "input of an existing run"
+            if _canonical(to_jsonable_python(validate(existing.input, input_type, what=what))) == \
+                    _canonical(to_jsonable_python(validate(given, input_type, what=what))):
+                return
+        except PayloadError:  # the stored input no longer fits the type: only equal JSON is the same
+            pass
     by = f"idempotency key {key!r}" if key is not None else f"run id {existing.id}"
     raise RunConflictError(
         f"{by} is already used by run {existing.id} of workflow {existing.workflow!r} with a different input; "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
@@ -106,6 +107,40 @@ async def lookup(conn: Conn, name: str) -> RegisteredWorkflow:
         "or import the module that defines it in this process.")
 
 
+class Recent:
+    """The registered definitions one engine read, kept for ``ttl`` seconds so a client
+    starting many runs by name reads the registry once per name and period (a definition
+    changed meanwhile is seen within ``ttl``; an unknown name is never kept)."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._rows: dict[str, tuple[float, RegisteredWorkflow]] = {}
+
+    def get(self, name: str) -> RegisteredWorkflow | None:
+        found = self._rows.get(name)
+        if found is None or time.monotonic() - found[0] > self.ttl:
+            return None
+        return found[1]
+
+    def put(self, row: RegisteredWorkflow) -> None:
+        self._rows[row.name] = (time.monotonic(), row)
+
+
+_validators: dict[tuple[str, int, Any], Draft202012Validator] = {}
+
+
+def _validator(row: RegisteredWorkflow) -> Draft202012Validator:
+    memo = (row.name, row.version, row.updated_at)
+    found = _validators.get(memo)
+    if found is None:
+        assert row.input_schema is not None
+        Draft202012Validator.check_schema(row.input_schema)
+        if len(_validators) > 1000:
+            _validators.clear()
+        found = _validators[memo] = Draft202012Validator(row.input_schema)
+    return found
+
+
 def check_input(row: RegisteredWorkflow, value: Any) -> None:
     """Refuse plain-JSON ``value`` that fails the workflow's registered input schema, naming
     the JSON path and the schema's complaint (nothing is written)."""
@@ -118,8 +153,7 @@ def check_input(row: RegisteredWorkflow, value: Any) -> None:
     if row.input_schema is None:
         return
     try:
-        validator = Draft202012Validator(row.input_schema)
-        errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.path), list(map(str, e.path))))
+        errors = sorted(_validator(row).iter_errors(value), key=lambda e: (len(e.path), list(map(str, e.path))))
     except SchemaError as exc:  # a schema pydantic made is valid; a broken row should not block starts
         log.warning("workflow %s: the registered input schema is invalid (%s); input not checked", row.name,
                     exc.message, extra={"workflow": row.name})

@@ -121,6 +121,10 @@ async def test_unknown_name_and_input_failing_the_schema_write_nothing(db, remot
             await client.start("registry.checkout", {"sku": "x", "qty": 2}, key="k1")
         assert await count(db, "durable_runs") == 1
         assert await count(db, "durable_due") == 1
+        rt_registry._workflows["registry.checkout"] = wf_registry.checkout
+        same = await client.start(wf_registry.checkout, wf_registry.Order(sku="x", qty=1), key="k1")
+        assert [(same.run_id,)] == await rows(db, "SELECT id FROM durable_runs")  # model defaults filled in
+        rt_registry.unregister("registry.checkout")
         # the CLI: by name without --module; unknown names are usage errors naming the fix
         code, out, err = await asyncio.to_thread(cli_run, db, "start", "registry.chekout", "--input", "{}")
         assert code == 2 and "closest registered names: 'registry.checkout'" in err

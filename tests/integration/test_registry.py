@@ -132,6 +132,11 @@ async def test_unknown_name_and_input_failing_the_schema_write_nothing(db, remot
                                                  '{"sku": "y", "qty": -1}')
         assert code == 2 and "$.qty" in err
         assert await count(db, "durable_runs") == 1
+        code, out, err = await asyncio.to_thread(cli_run, db, "start", "registry.checkout", "--input",
+                                                 '{"sku": "y", "qty": 1}', "--json")
+        assert code == 0, err
+        assert (json.loads(out)["queue"], json.loads(out)["workflow"]) == ("registry", "registry.checkout")
+        assert await count(db, "durable_runs") == 2
 
 
 async def test_workers_list_and_the_no_worker_warning(db, remote_only, caplog):

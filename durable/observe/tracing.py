@@ -157,8 +157,10 @@ def _handler(event: hooks.HookEvent) -> None:
 
 
 def install(tracer_provider: Any = None) -> None:
-    """Record spans from this process's hook events (idempotent). ``tracer_provider``:
-    the provider to use; default the global one. Raises
+    """Record spans from this process's hook events (idempotent; ``Engine.open()`` calls it
+    when ``otel_tracing`` is on, and ``Engine.close()`` leaves it attached, like the metrics).
+    ``tracer_provider``: the provider to use (kept by later calls without one); default the
+    global one. Raises
     :class:`~durable.errors.ConfigurationError` when opentelemetry-api is not installed."""
     global _installed, _tracer
     if not AVAILABLE:
@@ -166,16 +168,19 @@ def install(tracer_provider: Any = None) -> None:
             "OpenTelemetry tracing was enabled but opentelemetry-api is not installed; "
             "pip install 'durable[otel]', or turn tracing off (otel_tracing=False, unset DURABLE_OTEL_TRACING)")
     with _lock:
-        _tracer = trace.get_tracer("durable", durable_version(), tracer_provider=tracer_provider)
+        if tracer_provider is not None or _tracer is None:  # a provider given once is kept
+            _tracer = trace.get_tracer("durable", durable_version(), tracer_provider=tracer_provider)
         if not _installed:
             hooks.on("*", _handler)
             _installed = True
 
 
 def uninstall() -> None:
-    """Stop recording spans (idempotent); spans of executions still open are ended."""
-    global _installed
+    """Stop recording spans (idempotent); spans of executions still open are ended, and the
+    tracer is forgotten (the next :func:`install` takes the provider anew)."""
+    global _installed, _tracer
     with _lock:
+        _tracer = None
         hooks.off("*", _handler)
         _installed = False
         for span, _token, _attempt in list(_runs.values()):

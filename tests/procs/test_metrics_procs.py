@@ -4,7 +4,7 @@ A dispatcher subprocess executes tests/support/wf_metrics.py and serves /metrics
 test process is a pure client (``Engine(execute=False)``) that only starts, cancels and
 waits. What the dispatcher exports must be complete: runs and children counted where they
 begin executing, every registered workflow and the lease-loss series present at 0 from the
-start, a cancel of a suspended run ended as 'cancelled' (not a lease loss), the process
+start, a cancel of a suspended or a running run ended as 'cancelled' (not a lease loss), the process
 collectors and durable_build_info present, and no ``*_created`` series.
 """
 
@@ -60,13 +60,14 @@ async def test_dispatcher_metrics_while_a_client_starts_the_runs(db, dispatcher)
 
     # before any run: every registered workflow listed, the lease-loss series at 0
     text, s = await asyncio.to_thread(scrape, port)
-    for wf in ("metrics.one", "metrics.child", "metrics.parent", "metrics.waits", "metrics.idle"):
+    for wf in ("metrics.one", "metrics.child", "metrics.parent", "metrics.waits", "metrics.busy",
+               "metrics.idle"):
         assert sample(s, "durable_runs_started_total", workflow=wf, queue="default") == 0, wf
         assert sample(s, "durable_lease_lost_total", workflow=wf) == 0, wf
     for reason in ("terminal", "cancelled", "lease_lost"):
         assert sample(s, "durable_executions_ended_total", reason=reason) == 0, reason
     assert sample(s, "process_cpu_seconds_total") is not None
-    assert sample(s, "process_resident_memory_bytes", ) is not None
+    assert sample(s, "process_resident_memory_bytes") is not None
     build = [k for k in s if k[0] == "durable_build_info"]
     assert len(build) == 1 and s[build[0]] == 1
     assert {"version", "python"} <= {k for k, _ in build[0][1]}
@@ -109,6 +110,20 @@ async def test_dispatcher_metrics_while_a_client_starts_the_runs(db, dispatcher)
         assert sample(s, "durable_lease_lost_total", workflow="metrics.waits") == 0
         assert sum(v for (name, _), v in s.items() if name == "durable_lease_lost_total") == 0
         assert sample(s, "durable_runs_started_total", workflow="metrics.waits", queue="default") == 1
+
+        # and a cancel of a run executing a step (holding its lease): 'cancelled' too
+        running = await client.start(wf_metrics.busy, 30.0)
+        await eventually(lambda: _is(db, running.run_id, "running"), 20, what="the run to execute")
+        assert await client.cancel(running.run_id) == 1
+
+        def ended_cancelled_twice() -> bool:
+            _, got = scrape(port)
+            return sample(got, "durable_executions_ended_total", reason="cancelled") == 2
+        await eventually(lambda: asyncio.to_thread(ended_cancelled_twice), 20, what="the running execution to end")
+        _, s = await asyncio.to_thread(scrape, port)
+        assert sample(s, "durable_executions_ended_total", reason="lease_lost") == 0
+        assert sum(v for (name, _), v in s.items() if name == "durable_lease_lost_total") == 0
+        assert sample(s, "durable_runs_in_flight") == 0
 
 
 async def _is(db: Any, run_id: Any, status: str) -> bool:

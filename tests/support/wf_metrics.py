@@ -36,3 +36,17 @@ async def waits(ctx: durable.Context) -> str:
 @durable.workflow("metrics.idle")
 async def idle(ctx: durable.Context) -> None:
     """Registered, never started: its series must exist at 0 anyway."""
+
+
+@durable.step
+async def dawdle(seconds: float) -> float:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@durable.workflow("metrics.busy")
+async def busy(ctx: durable.Context, seconds: float) -> float:
+    """One slow step: running (holding its lease) when a test cancels it."""
+    return await ctx.step(dawdle, seconds)

@@ -8,7 +8,8 @@ one :class:`HookEvent` (``event.name``, ``event["field"]``, ``event.get("field")
 them fast: they run inline with the engine. A handler that raises is logged and ignored: it
 never changes a run's outcome, and later handlers still run. The built-in Prometheus
 metrics are themselves a handler (see ``durable.metrics``; attached by ``Engine.open()``
-unless ``metrics=False``).
+unless ``metrics=False``), and so is the OpenTelemetry tracing (``durable.observe.tracing``;
+attached when ``otel_tracing`` is on).
 
 Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
 

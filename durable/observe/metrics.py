@@ -19,7 +19,9 @@ collectors; neither exports ``*_created`` series (see :mod:`durable.observe.expo
 Where runs are counted: ``durable_runs_started_total`` (and ``durable_children_started_total``)
 where a run *begins executing* for the first time (its first attempt, with an empty journal),
 in the process that executes it, so a dispatcher's counts are complete even when API clients
-start the runs. ``durable_runs_requested_total`` counts the runs this process created
+start the runs (retry attempts are not new runs; a run given back at shutdown before its
+first durable operation is counted again where it resumes, one taken over after lease expiry
+before it wrote anything is not). ``durable_runs_requested_total`` counts the runs this process created
 (``engine.start``, child starts, continue-as-new and retry successors), wherever they execute.
 Label sets are initialised (0) for every workflow registered when an engine opens
 (:func:`declare_workflows`), and for every fixed reason and source, so panels show 0 rather

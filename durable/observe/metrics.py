@@ -498,7 +498,6 @@ def _declare_fixed() -> None:
         _executions_ended(reason)
     for source in WAKE_SOURCES:
         _run_resumes(source)
-        _resume_latency(source)
     for source in ("poll", "notify", "local"):
         _claims(source)
 
@@ -509,19 +508,18 @@ _declare_fixed()
 def declare_workflows(workflows: Iterable[tuple[str, str]]) -> None:
     """Create the per-workflow series (at 0) of every ``(workflow, queue)`` given, so a
     dashboard lists every registered workflow and its panels show 0 before the first event.
-    Called by ``Engine.open()`` with the workflows registered in the process; idempotent."""
+    Called by ``Engine.open()`` with the workflows registered in the process; idempotent.
+    Counters only: a histogram at 0 would add a series per bucket and plot nothing anyway."""
     for workflow, queue in workflows:
         _runs_started(workflow, queue)
         _runs_requested(workflow, queue)
         for outcome in RUN_OUTCOMES:
             _runs_finished(workflow, queue, outcome)
-            _run_duration(workflow, outcome)
         for outcome in CHILD_OUTCOMES:
             _children_finished(workflow, outcome)
         _children_started(workflow)
         _lease_lost(workflow)
         _run_suspensions(workflow)
-        _wake_latency(workflow)
 
 
 def register_queue_collector(dsn: str, schema: str,

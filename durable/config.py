@@ -81,6 +81,9 @@ class EngineSettings(BaseModel):
     metrics: bool = Field(True, description="record Prometheus metrics (durable.metrics) from this "
                                             "process's hook events; serve them with "
                                             "engine.start_metrics_server()")
+    otel_tracing: bool = Field(False, description="record OpenTelemetry spans (a span per run execution, step "
+                                                  "and child start) with the application's tracer provider; "
+                                                  "needs pip install 'durable[otel]'")
 
     @field_validator("schema_name")
     @classmethod
@@ -109,6 +112,7 @@ class EngineSettings(BaseModel):
             "dsn": os.environ.get("DURABLE_DSN"),
             "schema_name": os.environ.get("DURABLE_SCHEMA"),
             "data_dir": os.environ.get("DURABLE_DATA_DIR"),
+            "otel_tracing": os.environ.get("DURABLE_OTEL_TRACING"),
         }
         values: dict[str, Any] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in kwargs.items() if v is not None})

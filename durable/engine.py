@@ -24,7 +24,7 @@ from pydantic_core import to_jsonable_python
 from .config import EngineSettings
 from .errors import ConfigurationError, PayloadError, RunConflictError, RunNotFoundError
 from .handle import RunHandle
-from .observe import hooks, metrics
+from .observe import hooks, metrics, tracing
 from .observe.exposition import MetricsServer, QueueCollector
 from .runtime import branches, cancel, catalog, signals
 from .runtime.notifications import Notifications
@@ -72,6 +72,11 @@ class Engine:
         self._metrics_servers: list[MetricsServer] = []   # servers started by start_metrics_server()
         self._queue_collector: QueueCollector | None = None
         self._recent_definitions = catalog.Recent()  # workflows started by name (issue 14)
+        # --- observability (issue 14): OpenTelemetry needs its extra; refused here, before anything is opened
+        if s.otel_tracing and not tracing.AVAILABLE:
+            raise ConfigurationError(
+                "otel_tracing=True (or DURABLE_OTEL_TRACING) needs opentelemetry-api: pip install "
+                "'durable[otel]', or turn tracing off")
 
     def _kick_claimer(self) -> None:
         if self.claimer is not None:
@@ -115,6 +120,10 @@ class Engine:
             await self._publish_workflows(self.pool)
         if s.metrics:
             metrics.install()  # process-wide and idempotent; close() leaves it attached
+            # every registered workflow's series at 0, so dashboards list them all from the start
+            metrics.declare_workflows((wf.name, wf.queue) for wf in all_workflows().values())
+        if s.otel_tracing:
+            tracing.install()  # process-wide and idempotent, like the metrics
         branches.install(asyncio.get_running_loop())  # concurrent branches in workflows
         self.listener.dsn = self.dsn
         self.listener.start()
@@ -155,7 +164,8 @@ class Engine:
     def start_metrics_server(self, host: str = "127.0.0.1", port: int = 9464, *,
                              queue_metrics: bool = True,
                              extra_routes: dict[str, Any] | None = None) -> MetricsServer:
-        """Serve ``durable.metrics.REGISTRY`` on ``http://host:port/metrics`` from a daemon
+        """Serve ``durable.metrics.SERVED_REGISTRY`` (durable's metrics, the process collectors
+        and ``durable_build_info``) on ``http://host:port/metrics`` from a daemon
         thread and return the :class:`~durable.observe.exposition.MetricsServer` (``.port``,
         ``.url``, ``.stop()``); ``port=0`` picks a free port. With ``queue_metrics`` the
         registry also reports queue depth / oldest ready age / waiting runs of this engine's
@@ -163,7 +173,7 @@ class Engine:
         started.
 
         Services with their own HTTP server mount the same registry instead, e.g.
-        ``make_asgi_app(registry=durable.metrics.REGISTRY)``.
+        ``make_asgi_app(registry=durable.metrics.SERVED_REGISTRY)``.
         """
         self._require_open()
         if queue_metrics and self._queue_collector is None:

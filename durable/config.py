@@ -10,8 +10,9 @@ import os
 import re
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .durations import parse_duration
 from .errors import ConfigurationError
 
 __all__ = ["DURATION", "EngineSettings", "Seconds"]
@@ -81,6 +82,18 @@ class EngineSettings(BaseModel):
     metrics: bool = Field(True, description="record Prometheus metrics (durable.metrics) from this "
                                             "process's hook events; serve them with "
                                             "engine.start_metrics_server()")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _duration(cls, v: Any, info: ValidationInfo) -> Any:
+        """A duration setting also takes text: 30s, 10m, 1h30m, 7d or plain seconds, as
+        every duration flag and environment variable does (durable.durations)."""
+        if isinstance(v, str) and info.field_name and DURATION in cls.model_fields[info.field_name].metadata:
+            try:
+                return parse_duration(v, "the value")
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("schema_name")
     @classmethod

@@ -24,9 +24,10 @@ from typing import Any, TextIO
 import psycopg
 from pydantic_core import to_jsonable_python
 
-from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError,
-                      RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
-                      SchemaVersionError, WorkflowNotFoundError)
+from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError,
+                      RegistrationError, RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError,
+                      RunTimeoutError, SchemaVersionError, WorkflowNotFoundError)
+from ..durations import FORMS
 from ..store import migrate, retention
 from . import inspect as cli_inspect
 from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
@@ -176,11 +177,11 @@ def _globals(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    codes = "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+    codes = "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc.",
-        epilog=f"exit codes:\n{codes}\n\nDurations (every flag): 30s, 15m, 12h, 7d, 2w, 1h30m or plain seconds.\n"
+        epilog=f"exit codes:\n{codes}\n\nDurations (every flag): {FORMS}.\n"
                "Run ids: the full id or a unique prefix of at least 4 hex digits (hyphens optional).\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
     _globals(parser, None)

@@ -25,7 +25,8 @@ def _print_status(out: Out, st: EmbeddedStatus) -> None:
     out.print(f"{out.c('status', 'bold')}    {out.c('running', 'green')}"
               + (f" ({st.state})" if st.state and st.state != "ready" else ""))
     out.print(f"{out.c('pid', 'bold')}       {st.pid}")
-    out.print(f"{out.c('port', 'bold')}      {st.port}" + (f" (unix socket in {st.socket_dir})" if st.socket_dir else ""))
+    where = f" (unix socket in {st.socket_dir})" if st.socket_dir else ""
+    out.print(f"{out.c('port', 'bold')}      {st.port}{where}")
     if st.started_at:
         out.print(f"{out.c('started', 'bold')}   {st.started_at:%Y-%m-%d %H:%M:%S} UTC")
     if st.dsn:

@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|workers|workflows``.
+"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import traceback
 import uuid
@@ -23,15 +24,18 @@ from typing import Any, TextIO
 import psycopg
 from pydantic_core import to_jsonable_python
 
-from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError,
-                      RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
-                      SchemaVersionError, WorkflowNotFoundError)
+from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError,
+                      RegistrationError, RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError,
+                      RunTimeoutError, SchemaVersionError, WorkflowNotFoundError)
+from ..durations import FORMS
 from ..store import migrate, retention
 from . import inspect as cli_inspect
 from . import registry as cli_registry
-from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
-                     connection, engine, import_modules, parse_json, run_id, seconds, settings)
+from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
+                     connection, duration_type, engine, expand_run_ids, import_modules, parse_json, run_id, seconds,
+                     settings)
 from .demo import run_demo
+from .embedded import cmd_embedded
 from .output import Out, duration, error_line
 
 # --- commands -------------------------------------------------------------------------------
@@ -172,18 +176,19 @@ def _globals(p: argparse.ArgumentParser, default: Any) -> None:
     p.add_argument("--dsn", default=d(None), help="PostgreSQL DSN (default: env DURABLE_DSN, else embedded PostgreSQL)")
     p.add_argument("--schema", default=d(None), help="durable's schema (default: env DURABLE_SCHEMA, else 'durable')")
     p.add_argument("--json", action="store_true", default=d(False), help="print one JSON document (for scripts)")
-    p.add_argument("--connect-timeout", type=float, default=d(10.0), metavar="S",
-                   help="seconds to wait for the database (default 10)")
+    p.add_argument("--connect-timeout", type=duration_type, default=d(10.0), metavar="DURATION",
+                   help="how long to wait for the database (default 10s)")
     p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="log what durable does")
     p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks of unexpected errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    codes = "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+    codes = "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc.",
-        epilog=f"exit codes:\n{codes}\n\nDurations: 30s, 15m, 12h, 7d, 2w, 1h30m or plain seconds.\n"
+        epilog=f"exit codes:\n{codes}\n\nDurations (every flag): {FORMS}.\n"
+               "Run ids: the full id or a unique prefix of at least 4 hex digits (hyphens optional).\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
     _globals(parser, None)
     common = argparse.ArgumentParser(add_help=False)
@@ -252,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
             "A process beats every lease-ttl/3 seconds; one that stopped, or stopped beating, shows as expired.")
     p.add_argument("--alive", action="store_true", help="only live processes")
     add("workflows", "list the workflows the workers registered (startable by name: durable start NAME)")
+    p = add("embedded", "status or stop of the embedded PostgreSQL (used when no DSN is set)",
+            "It keeps running after the process that started it, for the next one; both actions succeed "
+            "when none is running.")
+    p.add_argument("action", choices=("status", "stop"), help="status: data dir, port, pid, running or not; "
+                                                              "stop: stop it (fast shutdown)")
+    p.add_argument("--data-dir", metavar="DIR", help="its data folder (default: env DURABLE_DATA_DIR, else "
+                                                     "the user data dir, e.g. ~/.local/share/durable/pg)")
     return parser
 
 
@@ -264,12 +276,28 @@ def command(name: str) -> Any:
     return globals()[f"cmd_{name}"]
 
 
+async def _run(args: argparse.Namespace, out: Out) -> int:
+    await expand_run_ids(args)  # unique prefixes of run ids -> full ids (durable.cli.common.RUN_ARGS)
+    code: int = await command(args.command)(args, out)
+    return code
+
+
+def _closed_stdout(out: Out) -> int:
+    """The reader of stdout went away (``durable runs | head``): stop quietly, the Unix way.
+    Later writes (the interpreter's last flush) go to /dev/null instead of raising again."""
+    if out.stdout is sys.stdout:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return CLOSED_STDOUT
+
+
 def _exit_for(exc: BaseException) -> int | None:
     if isinstance(exc, CliError):
         return exc.code
     if isinstance(exc, RunNotFoundError):
         return NOT_FOUND
-    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError)):
+    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError,
+                        AmbiguousRunIdError)):
         return USAGE
     if isinstance(exc, (DatabaseUnavailableError, SchemaVersionError, psycopg.OperationalError)):
         return DB_UNAVAILABLE
@@ -294,8 +322,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="durable: %(message)s")
     try:
-        code: int = asyncio.run(command(args.command)(args, out))
-        return code
+        return asyncio.run(_run(args, out))
+    except BrokenPipeError:
+        return _closed_stdout(out)
     except KeyboardInterrupt:
         out.err("interrupted")
         return 130

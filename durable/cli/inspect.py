@@ -48,7 +48,7 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
     out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"],
               [[str(r["id"]), f"{r['workflow']}", r["status"], r["queue"], ago(r["created_at"], now),
                 took(dict(r), now), r["error_type"] or ""] for r in rows],
-              styles={2: lambda cell: STATUS_STYLE.get(cell.strip())})
+              styles={2: lambda cell: STATUS_STYLE.get(cell.strip())}, ids=0, shrink=(1, 3, 6))
     if cursor_out:
         out.print(out.c(f"more: durable runs … --cursor {cursor_out}", "dim"))
     return OK
@@ -120,7 +120,7 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
                     f"+{duration((e['created_at'] - run['created_at']).total_seconds())}",
                     event_detail(e["kind"], e["data"], 200 if args.full else 70)] for e in events],
                   styles={2: lambda k: "red" if k.endswith(("failed", "cancelled")) else
-                          "yellow" if k in ("step_retry", "cancel_observed") else None})
+                          "yellow" if k in ("step_retry", "cancel_observed") else None}, shrink=(3, 5))
     return OK
 
 

@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 
 from .connections import Conn
 from .runs import key_of, lease_expiry
-from .rows import EventDetail, QueueDepth, RunDetail, RunFilter, RunListRow, TreeRow
+from .rows import EventDetail, QueueDepth, RunDetail, RunFilter, RunListRow, TreeRow, tree_key_of
 from .statements import q
 
 
@@ -83,6 +83,20 @@ async def run_tree(conn: Conn, run_id: uuid.UUID, limit: int) -> list[TreeRow]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(q("run_tree"), {"key": key, "id": run_id, "limit": limit})
     return cast(list[TreeRow], await cur.fetchall())
+
+
+def prefix_bounds(prefix: str) -> dict[str, Any]:
+    """The parameters of ``runs_by_prefix`` for a hex prefix (1-32 lowercase hex digits):
+    the range of tree keys and the range of ids that start with it."""
+    lo, hi = uuid.UUID(prefix.ljust(32, "0")), uuid.UUID(prefix.ljust(32, "f"))
+    return {"klo": tree_key_of(lo), "khi": tree_key_of(hi), "lo": lo, "hi": hi}
+
+
+async def runs_by_prefix(conn: Conn, prefix: str, limit: int) -> list[uuid.UUID]:
+    """The ids starting with the hex ``prefix`` (lowercase, no hyphens), at most ``limit``,
+    found by index ranges (see ``runs_by_prefix`` in queries/inspect.sql)."""
+    cur = await conn.execute(q("runs_by_prefix"), {**prefix_bounds(prefix), "limit": limit})
+    return [row[0] for row in await cur.fetchall()]
 
 
 def queue_depths_sync(conn: Any) -> list[QueueDepth]:

@@ -50,3 +50,16 @@ SELECT r.id, r.parent_id, r.continued_to, p.lvl, r.workflow, r.status, r.queue, 
 SELECT id, workflow, version, queue, status, parent_id, root_id, created_at, started_at,
        finished_at, error ->> 'type' AS error_type, now() AS db_now
   FROM durable_runs
+
+-- name: runs_by_prefix
+-- The runs whose id starts with a hex prefix (the CLI takes unique prefixes for run ids), at
+-- most %(limit)s, by id. Two index range scans, no scan of every id's text: an id made in a
+-- tree since version 7 starts with its tree's key, so the prefix bounds tree_key and id (the
+-- primary key (tree_key, id)); the ids of older trees are in durable_run_keys (by id).
+-- %(klo)s..%(khi)s and %(lo)s..%(hi)s are the prefix padded with 0s and fs (store/inspect.py).
+SELECT m.id FROM (
+    SELECT r.id FROM durable_runs r
+     WHERE r.tree_key BETWEEN %(klo)s AND %(khi)s AND r.id BETWEEN %(lo)s AND %(hi)s
+    UNION
+    SELECT k.id FROM durable_run_keys k WHERE k.id BETWEEN %(lo)s AND %(hi)s
+) m ORDER BY m.id LIMIT %(limit)s

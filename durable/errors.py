@@ -180,3 +180,12 @@ class ApplicationError(DurableError):
         self.type = type or "ApplicationError"
         self.non_retryable = non_retryable
         self.details = details
+
+
+# --- search attributes (issue 14: listing and searching runs) ---------------------------
+
+
+class SearchAttributeError(DurableError):
+    """A search attribute is not a scalar (str, int, float, bool) or a list of scalars, its
+    key is not a plain name, or a filter names a key no run has ever set. Nothing was
+    written."""

@@ -10,6 +10,7 @@ from typing import Any
 
 GROUP_OVER = 20   # children under one parent shown one by one up to this many
 EXAMPLES = 3      # runs named per group (failed ones first)
+SHOW_UP_TO = 2    # a group this small is shown run by run
 
 # the varying tail of a key: digits, or a hex/uuid-like run, after the last separator
 _TAIL = re.compile(r"(?<=[-_.:/#])[0-9a-fA-F-]*\d[0-9a-fA-F-]*$|\d+$")
@@ -46,8 +47,12 @@ def group_children(node: dict[str, Any], over: int = GROUP_OVER) -> dict[str, An
         groups.setdefault((k["workflow"], key_prefix(k.get("key"))), []).append(k)
     out["children"] = []
     for (workflow, prefix), members in groups.items():
+        if len(members) <= SHOW_UP_TO:
+            out["children"] += members
+            continue
         statuses = Counter(last_of_chain(m)["status"] for m in members)
-        examples = sorted(members, key=lambda m: _ORDER.get(last_of_chain(m)["status"], 9))[:EXAMPLES]
+        examples = sorted(members, key=lambda m: (_ORDER.get(last_of_chain(m)["status"], 9), m.get("key") or "",
+                                                  str(m["id"])))[:EXAMPLES]
         out["children"].append({"group": {
             "workflow": workflow, "key_prefix": prefix, "count": len(members),
             "by_status": dict(sorted(statuses.items(), key=lambda kv: _ORDER.get(kv[0], 9))),

@@ -187,8 +187,7 @@ def render_tree(out: Out, tree: dict[str, Any], now: datetime) -> None:
             g = n["group"]
             key = f" key {g['key_prefix']}" if g["key_prefix"] else ""
             counts = ", ".join(f"{k} {out.status(s)}" for s, k in g["by_status"].items())
-            eg = ", ".join(f"{e['key'] or str(e['id'])[:8]} ({str(e['id'])[:8]} {e['status']})" if e["key"]
-                           else f"{str(e['id'])[:8]} {e['status']}" for e in g["examples"])
+            eg = ", ".join(f"{e['key'] or e['id']} {out.status(e['status'])}" for e in g["examples"])
             head = f"[{g['count']} × {g['workflow']}{key}]"
             return f"{out.c(head, 'bold')}  {counts}  e.g. {eg}"
         key = f" [{n['key']}]" if n.get("key") else ""

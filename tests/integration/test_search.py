@@ -6,6 +6,7 @@ child keys, and plans served by indexes at ~50k runs."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 import durable
+from durable.cli import commands as cli
 from durable.store import search as store_search
 from durable.store.rows import RunFilter
 
@@ -256,3 +258,64 @@ async def test_plans_use_indexes_at_50k_runs(db):
             assert used & {"durable_runs_workflow_idx", "durable_runs_queue_idx"}, f"{name}: {used}"
         if name.startswith("attributes"):
             assert "durable_runs_attributes_idx" in used, f"{name}: {used}"
+
+
+# --- the CLI: durable runs --attr / --since, durable count, show, tree with child keys ------------
+
+
+async def run_cli(db: Any, *args: str, expect: int = 0) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(cli.main, ["--dsn", db.dsn, "--schema", db.schema, *args], stdout=out,
+                                   stderr=err)
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    assert code == expect, f"exit {code}, expected {expect}\nstdout: {out.getvalue()}\nstderr: {err.getvalue()}"
+    return out.getvalue(), err.getvalue()
+
+
+async def test_cli_runs_count_and_show_with_attributes(db):
+    async with new_engine(db) as engine:
+        r = await _seed(engine)
+        await execute(db, "UPDATE durable_runs SET status = 'failed' WHERE id = %s", r["c"])
+    out, _ = await run_cli(db, "runs", "--attr", "customer=c1", "--json")
+    assert {x["id"] for x in json.loads(out)["runs"]} == {str(r["a"]), str(r["c"])}
+    out, _ = await run_cli(db, "runs", "--attr", "customer=c1", "--status", "failed", "--workflow", "search.*",
+                           "--since", "1h", "--json")
+    assert [x["id"] for x in json.loads(out)["runs"]] == [str(r["c"])]
+    out, _ = await run_cli(db, "runs", "--attr", "n=7")  # JSON values: 7 is a number
+    assert str(r["c"]) in out and "ATTRIBUTES" in out and "customer=c1" in out
+    out, _ = await run_cli(db, "count", "--attr", "customer=c1")
+    assert out.strip() == "2"
+    out, _ = await run_cli(db, "count", "--workflow", "search.*", "--json")
+    assert json.loads(out) == {"count": 5}
+    out, _ = await run_cli(db, "count", "--status", "failed", "--since", "1h", "--queue", "elsewhere")
+    assert out.strip() == "1"
+    _, err = await run_cli(db, "runs", "--attr", "custmer=c1", expect=2)
+    assert "'custmer'" in err and "known keys: customer, n, tier, vip" in err
+    _, err = await run_cli(db, "count", "--attr", "customer", expect=2)
+    assert "KEY=VALUE" in err
+    out, _ = await run_cli(db, "show", str(r["a"]))
+    assert "attrs" in out and 'tier=["gold"]' in out
+    page1, _ = await run_cli(db, "runs", "--limit", "2", "--json")
+    doc = json.loads(page1)
+    page2, _ = await run_cli(db, "runs", "--limit", "2", "--cursor", doc["next_cursor"], "--json")
+    assert not {x["id"] for x in doc["runs"]} & {x["id"] for x in json.loads(page2)["runs"]}
+
+
+async def test_cli_tree_shows_child_keys_and_groups_large_fan_outs(db):
+    async with new_engine(db) as engine:
+        small = await engine.start(W.fanout, 3)
+        big = await engine.start(W.fanout, 40)
+        assert await small.result(timeout=60) == 0 + 1 + 2 + 1
+        await big.result(timeout=90)
+    out, _ = await run_cli(db, "tree", str(small.run_id))
+    assert "search.leaf [item-000]" in out and "search.leaf [special]" in out and out.count("├── ") == 3
+    out, _ = await run_cli(db, "tree", str(big.run_id))
+    lines = out.splitlines()
+    assert len(lines) == 3, out  # the root, a group of 40 keyed children, the child keyed 'special'
+    group = next(ln for ln in lines if "[40 × search.leaf key item-*]" in ln)
+    assert "4 failed" in group and "36 completed" in group and "e.g. item-003" in group
+    assert any("search.leaf [special]" in ln for ln in lines)
+    everything, _ = await run_cli(db, "tree", str(big.run_id), "--all")
+    assert len(everything.splitlines()) == 42 and "[item-039]" in everything
+    doc = json.loads((await run_cli(db, "tree", str(big.run_id), "--json"))[0])
+    assert len(doc["tree"]["children"]) == 41 and {c["key"] for c in doc["tree"]["children"]} >= {"item-000"}

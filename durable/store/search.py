@@ -142,9 +142,12 @@ async def list_runs(conn: Conn, f: RunFilter, limit: int) -> RunPage:
         params.extend(f.before)
     cur = await conn.execute(list_statement(where), [*params, limit + 1])
     rows = await cur.fetchall()
-    clock = await (await conn.execute(q("search_now"))).fetchone()
-    assert clock is not None
-    now: datetime = clock[0]
+    if rows:
+        now: datetime = rows[0][13]
+    else:
+        clock = await (await conn.execute(q("search_now"))).fetchone()
+        assert clock is not None
+        now = clock[0]
     runs = [RunSummary(id=r[0], workflow=r[1], version=r[2], queue=r[3], status=r[4], parent_id=r[5], root_id=r[6],
                        child_key=r[7], attributes=r[8], created_at=r[9], started_at=r[10], finished_at=r[11],
                        error_type=r[12]) for r in rows[:limit]]

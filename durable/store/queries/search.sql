@@ -7,7 +7,7 @@
 
 -- name: _search_list
 SELECT id, workflow, version, queue, status, parent_id, root_id, child_key, coalesce(attributes, '{}') AS attributes,
-       created_at, started_at, finished_at, error ->> 'type' AS error_type
+       created_at, started_at, finished_at, error ->> 'type' AS error_type, now() AS db_now
   FROM durable_runs
 
 -- name: _search_order

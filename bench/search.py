@@ -10,6 +10,8 @@ in two families (orders.*, billing.*), 3 queues, 2 % failed, and on every 10th r
 search attributes {"customer": "c<i mod 5000>", "tier": ["gold"]}. Each figure is the
 median of BENCH_REPEAT (15) calls, milliseconds:
 
+- ``info_ms_*``: ``engine.info(run_id)`` of one run (the baseline: a read by primary key
+  through the same pool, i.e. the round trip and the client's own cost);
 - ``list_ms_*``: the newest page of 50 (no filter);
 - ``list_filtered_ms_*``: a page of 50 of ``workflow='orders.*', status='failed'``;
 - ``attr_search_ms_*``: a page of 50 of ``attributes={"customer": "c<k>"}`` (k varies);
@@ -88,6 +90,11 @@ async def _measure(engine: durable.Engine, size: int) -> dict[str, float]:
     day_ago = datetime.now(timezone.utc) - timedelta(days=1)
     out: dict[str, float] = {}
 
+    newest = (await engine.list_runs(limit=1)).runs[0].id
+
+    async def info(i: int) -> Any:  # the baseline: one run read by its id through the same pool
+        return await engine.info(newest)
+
     async def plain(i: int) -> Any:
         page = await engine.list_runs(limit=50)
         assert len(page.runs) == 50
@@ -111,7 +118,7 @@ async def _measure(engine: durable.Engine, size: int) -> dict[str, float]:
         return await engine.count_runs(attributes={"customer": f"c{10 + (abs(i) * 410) % (min(5000, size) - 10)}"})
 
     tag = f"{size // 1000}k" if size < 1_000_000 else f"{size // 1_000_000}m"
-    for name, fn in (("list_ms", plain), ("list_filtered_ms", filtered), ("attr_search_ms", attr),
+    for name, fn in (("info_ms", info), ("list_ms", plain), ("list_filtered_ms", filtered), ("attr_search_ms", attr),
                      ("count_ms", count), ("count_all_ms", count_all), ("count_attr_ms", count_attr)):
         out[f"{name}_{tag}"] = await _median_ms(fn)
         progress(f"{size:,} runs: {name} = {out[f'{name}_{tag}']} ms")
@@ -123,7 +130,7 @@ async def _plans(dsn: str, schema: str) -> None:
     try:
         for label, f in (("newest page", RunFilter()),
                          ("workflow='orders.*' status=failed", RunFilter(workflow="orders.*", statuses=("failed",))),
-                         ("attributes customer=c123", RunFilter(attributes={"customer": "c123"}))):
+                         ("attributes customer=c120", RunFilter(attributes={"customer": "c120"}))):
             lines = await store_search.explain(conn, f, 50, "ANALYZE, BUFFERS")
             progress(f"plan of list_runs({label}) at {LARGE:,} runs:\n    " + "\n    ".join(lines))
     finally:

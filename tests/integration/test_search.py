@@ -129,6 +129,34 @@ async def test_paging_is_stable_under_concurrent_inserts(db):
             await engine.list_runs(cursor="yesterday")
 
 
+async def test_paging_through_runs_created_at_the_same_instant(db):
+    """40 runs of one transaction share created_at: pages of 7 (keyset on (created_at, id))
+    list each once, in id order within the instant, while another transaction adds 40 more
+    with the same created_at between pages (they sort among the first ones by id: each is
+    listed at most once)."""
+    async with new_engine(db, execute=False):
+        pass
+    fill = ("INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, workflow, version, status, input, "
+            "created_at) SELECT durable_tree_key(g), g, g, g, 'search.tie', 1, 'pending', '1', "
+            "'2026-01-01T00:00:00Z' FROM (SELECT gen_random_uuid() AS g FROM generate_series(1, 40)) s")
+    await execute(db, fill)
+    before = {r for (r,) in await rows(db, "SELECT id FROM durable_runs")}
+    conn = await db.conn()
+    seen: list[uuid.UUID] = []
+    f = RunFilter(workflow="search.tie")
+    while True:
+        page = await store_search.list_runs(conn, f, 7)
+        seen += [x.id for x in page.runs]
+        if len(seen) == 14:
+            await execute(db, fill)
+        if page.next_cursor is None:
+            break
+        f = RunFilter(workflow="search.tie", before=store_search.decode_cursor(page.next_cursor))
+    assert len(seen) == len(set(seen)) and before <= set(seen)
+    firsts = [x for x in seen if x in before]
+    assert firsts == sorted(firsts, reverse=True)
+
+
 async def test_attributes_from_the_workflow_are_journaled_once(db):
     async with new_engine(db) as engine:
         h = await engine.start(W.order, "c9", attributes={"source": "api"})

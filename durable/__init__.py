@@ -11,7 +11,7 @@ from .errors import (ApplicationError, CancellationRequested, ChildCancelledErro
                      ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
                      HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
-                     SchemaVersionError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
+                     SchemaVersionError, SearchAttributeError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
 from .handle import RunHandle, RunInfo
 from .observe import hooks, metrics
@@ -21,7 +21,7 @@ from .runtime.cancel import CancelResult
 from .runtime.children import ChildRef, ParentClosePolicy
 from .runtime.context import Context
 from .runtime.registry import StepDef, WorkflowDef, step, workflow
-from .store.rows import RegisteredWorkflow, WorkerInfo
+from .store.rows import RegisteredWorkflow, RunPage, RunSummary, WorkerInfo
 
 __version__ = "0.1.0"
 
@@ -34,5 +34,5 @@ __all__ = [
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
-    "WorkerInfo", "RegisteredWorkflow",
+    "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError",
 ]

@@ -16,11 +16,14 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
 
+from .attributes import check_attributes, filter_docs
 from .config import EngineSettings
 from .errors import ConfigurationError, PayloadError, RunConflictError, RunNotFoundError
 from .handle import RunHandle
@@ -36,8 +39,10 @@ from .store import connections as db
 from .store import migrate
 from .store import registry as store_registry
 from .store import runs as store_runs
+from .store import search as store_search
 from .store.connections import Conn, Pool, run_typed
-from .store.rows import Claim, ExistingRun, RegisteredWorkflow, RunInfo, Started, WorkerInfo, tree_key_of
+from .store.rows import (Claim, ExistingRun, RegisteredWorkflow, RunFilter, RunInfo, RunPage, Started, WorkerInfo,
+                         tree_key_of)
 from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
 
 log = logging.getLogger(__name__)
@@ -219,34 +224,42 @@ class Engine:
     @overload
     async def start(self, workflow: WorkflowDef[I, R], input: Any = None, *, id: uuid.UUID | str | None = None,
                     key: str | None = None, queue: str | None = None, timeout: float | None = None,
-                    start_at: Any = None, result_type: None = None) -> RunHandle[R]: ...
+                    start_at: Any = None, attributes: dict[str, Any] | None = None,
+                    result_type: None = None) -> RunHandle[R]: ...
 
     @overload
     async def start(self, workflow: WorkflowDef[Any, Any] | str, input: Any = None, *,
                     id: uuid.UUID | str | None = None, key: str | None = None, queue: str | None = None,
-                    timeout: float | None = None, start_at: Any = None, result_type: type[T]) -> RunHandle[T]: ...
+                    timeout: float | None = None, start_at: Any = None, attributes: dict[str, Any] | None = None,
+                    result_type: type[T]) -> RunHandle[T]: ...
 
     @overload
     async def start(self, workflow: str, input: Any = None, *, id: uuid.UUID | str | None = None,
                     key: str | None = None, queue: str | None = None, timeout: float | None = None,
-                    start_at: Any = None, result_type: None = None) -> RunHandle[Any]: ...
+                    start_at: Any = None, attributes: dict[str, Any] | None = None,
+                    result_type: None = None) -> RunHandle[Any]: ...
 
     async def start(self, workflow: WorkflowDef[Any, Any] | str, input: Any = None, *,
                     id: uuid.UUID | str | None = None, key: str | None = None, queue: str | None = None,
-                    timeout: float | None = None, start_at: Any = None, result_type: Any = None) -> RunHandle[Any]:
+                    timeout: float | None = None, start_at: Any = None, attributes: dict[str, Any] | None = None,
+                    result_type: Any = None) -> RunHandle[Any]:
         """Start a run and return its handle. With ``id=`` or ``key=`` (an idempotency
         key), starting twice with the same input returns the same run (another input:
         RunConflictError). A name not registered in this process is looked up in the
         database's workflow registry (what the workers registered): the input is checked
         against the registered JSON schema and the run goes to the registered queue and
-        version. ``result_type=`` (e.g. a pydantic model) converts the handle's result."""
+        version. ``attributes``: search attributes (scalars or lists of scalars) that
+        ``list_runs(attributes=...)`` filters on. ``result_type=`` (e.g. a pydantic model)
+        converts the handle's result."""
         return (await self._start(workflow, input, id=id, key=key, queue=queue, timeout=timeout,
-                                  start_at=start_at, result_type=result_type)).handle
+                                  start_at=start_at, attributes=attributes, result_type=result_type)).handle
 
     async def _start(self, workflow: WorkflowDef[Any, Any] | str, input: Any, *, id: uuid.UUID | str | None = None,
                      key: str | None = None, queue: str | None = None, timeout: float | None = None,
-                     start_at: Any = None, result_type: Any = None) -> _Started:
+                     start_at: Any = None, attributes: dict[str, Any] | None = None,
+                     result_type: Any = None) -> _Started:
         pool = self._require_open()
+        attrs = check_attributes(attributes, "engine.start") if attributes is not None else None
         wf, registered = await self._definition_for_start(pool, workflow)
         if not wf.takes_input and input is not None:
             raise PayloadError(f"workflow {wf.name!r} takes no input (its signature is (ctx)), but one was given")
@@ -271,9 +284,18 @@ class Engine:
                  and start_at is None and self.runs.capacity() > 0)
 
         async def insert(conn: Conn) -> tuple[Started | None, ExistingRun | None]:
-            started = await store_runs.start_run(
-                conn, id=run_id, workflow=wf.name, version=wf.version, queue=q, leased=local, input=text, key=key,
-                timeout=tmo, owner=self.owner, ttl=self.settings.lease_ttl_s, start_at=start_at)
+            if attrs:  # search attributes: known keys first, then the run and its attributes in one transaction
+                await store_search.add_keys(conn, attrs)
+                async with conn.transaction():
+                    started = await store_runs.start_run(
+                        conn, id=run_id, workflow=wf.name, version=wf.version, queue=q, leased=local, input=text,
+                        key=key, timeout=tmo, owner=self.owner, ttl=self.settings.lease_ttl_s, start_at=start_at)
+                    if started is not None:
+                        await store_search.start_attributes(conn, tree_key_of(run_id), run_id, attrs)
+            else:
+                started = await store_runs.start_run(
+                    conn, id=run_id, workflow=wf.name, version=wf.version, queue=q, leased=local, input=text,
+                    key=key, timeout=tmo, owner=self.owner, ttl=self.settings.lease_ttl_s, start_at=start_at)
             if started is not None:
                 return started, None
             return None, await store_runs.find_run_for_start(conn, id=run_id, key=key, workflow=wf.name)
@@ -381,6 +403,66 @@ class Engine:
         if not res.already_finished and not graceful:
             self.runs.check_cancelled()
         return res
+
+    # --- listing and searching runs (issue 14) ------------------------------------------
+
+    async def list_runs(self, *, status: str | Iterable[str] | None = None, workflow: str | None = None,
+                        queue: str | None = None, created_after: datetime | None = None,
+                        created_before: datetime | None = None, finished_after: datetime | None = None,
+                        finished_before: datetime | None = None, parent: uuid.UUID | str | None = None,
+                        root: uuid.UUID | str | None = None, attributes: dict[str, Any] | None = None,
+                        top_level: bool = False, limit: int = 50, cursor: str | None = None) -> RunPage:
+        """Runs matching every filter given, newest first, ``limit`` per page; pass the
+        page's ``next_cursor`` as ``cursor=`` for the next one (stable while runs are
+        added). ``workflow`` is a name or a glob (``'orders.*'``); ``attributes`` holds
+        when each key's value equals (or, for a list attribute, is in) the given one."""
+        pool = self._require_open()
+        flt = self._run_filter(status, workflow, queue, created_after, created_before, finished_after,
+                               finished_before, parent, root, attributes, top_level, cursor)
+
+        async def read(conn: Conn) -> RunPage:
+            return await store_search.list_runs(conn, flt, limit)
+
+        return await run_typed(pool, read, what="listing runs")
+
+    async def count_runs(self, *, status: str | Iterable[str] | None = None, workflow: str | None = None,
+                         queue: str | None = None, created_after: datetime | None = None,
+                         created_before: datetime | None = None, finished_after: datetime | None = None,
+                         finished_before: datetime | None = None, parent: uuid.UUID | str | None = None,
+                         root: uuid.UUID | str | None = None, attributes: dict[str, Any] | None = None,
+                         top_level: bool = False) -> int:
+        """How many runs match (the filters of :meth:`list_runs`)."""
+        pool = self._require_open()
+        flt = self._run_filter(status, workflow, queue, created_after, created_before, finished_after,
+                               finished_before, parent, root, attributes, top_level, None)
+
+        async def read(conn: Conn) -> int:
+            return await store_search.count_runs(conn, flt)
+
+        return await run_typed(pool, read, what="counting runs")
+
+    def _run_filter(self, status: str | Iterable[str] | None, workflow: str | None, queue: str | None,
+                    created_after: datetime | None, created_before: datetime | None,
+                    finished_after: datetime | None, finished_before: datetime | None,
+                    parent: uuid.UUID | str | None, root: uuid.UUID | str | None,
+                    attributes: dict[str, Any] | None, top_level: bool, cursor: str | None) -> RunFilter:
+        for name, at in (("created_after", created_after), ("created_before", created_before),
+                         ("finished_after", finished_after), ("finished_before", finished_before)):
+            if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
+                raise ConfigurationError(f"{name}= must be a timezone-aware datetime "
+                                         f"(e.g. datetime.now(timezone.utc)), got {at!r}")
+        for name, text in (("workflow", workflow), ("queue", queue)):
+            if text is not None and (not isinstance(text, str) or not text):
+                raise ConfigurationError(f"{name}= must be a non-empty string, got {text!r}")
+        if attributes is not None:
+            filter_docs(attributes)  # a bad value: typed error before any read
+        return RunFilter(statuses=store_search.statuses(status), workflow=workflow, queue=queue,
+                         parent_id=self.get_handle(parent).run_id if parent is not None else None,
+                         root_id=self.get_handle(root).run_id if root is not None else None,
+                         top_level=bool(top_level), created_after=created_after, created_before=created_before,
+                         finished_after=finished_after, finished_before=finished_before,
+                         attributes=dict(attributes) if attributes else None,
+                         before=store_search.decode_cursor(cursor) if cursor is not None else None)
 
 
     # --- the workflow registry, start by name, the worker list (issue 14) -----------------

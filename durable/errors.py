@@ -198,3 +198,12 @@ class AmbiguousRunIdError(DurableError):
         )
         self.prefix = prefix
         self.matches = matches
+
+
+# --- search attributes (issue 14: listing and searching runs) ---------------------------
+
+
+class SearchAttributeError(DurableError):
+    """A search attribute is not a scalar (str, int, float, bool) or a list of scalars, its
+    key is not a plain name, or a filter names a key no run has ever set. Nothing was
+    written."""

@@ -1,8 +1,8 @@
-"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded``.
+"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
-:data:`EXIT_CODES` and in ``durable --help``. The read-only views (runs, show, tree) live
+:data:`EXIT_CODES` and in ``durable --help``. The read-only views (runs, count, show, tree) live
 in ``durable.cli.inspect``, output formatting in ``durable.cli.output``, the demo in
 ``durable.cli.demo``, what the commands share in ``durable.cli.common``.
 """
@@ -26,7 +26,8 @@ from pydantic_core import to_jsonable_python
 
 from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError,
                       RegistrationError, RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError,
-                      RunTimeoutError, SchemaVersionError, WorkflowNotFoundError)
+                      RunTimeoutError, SchemaVersionError, SearchAttributeError,
+                      WorkflowNotFoundError)
 from ..durations import FORMS
 from ..store import migrate, retention
 from . import inspect as cli_inspect
@@ -182,6 +183,24 @@ def _globals(p: argparse.ArgumentParser, default: Any) -> None:
     p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks of unexpected errors")
 
 
+def _run_filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--status", action="append", default=[], help="only these statuses (repeatable, or a,b)")
+    p.add_argument("--workflow", help="only this workflow (* matches anything)")
+    p.add_argument("--queue", help="only this queue")
+    p.add_argument("--parent", metavar="RUN", help="only children of this run")
+    p.add_argument("--root", metavar="RUN", help="only runs of the tree rooted at this run")
+    p.add_argument("--top-level", action="store_true", help="only runs without a parent")
+    p.add_argument("--older-than", metavar="DURATION", help="only runs created longer ago than this")
+    p.add_argument("--newer-than", metavar="DURATION", help="only runs created within this")
+
+
+# --- listing and searching runs (issue 14) ----------------------------------------------
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
+                   help="only runs whose search attribute KEY is (or, for a list, holds) VALUE (repeatable)")
+    p.add_argument("--since", metavar="DURATION", help="only runs created within this (e.g. 1h)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
@@ -214,16 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", metavar="DURATION", help="with --wait: give up waiting after this long")
     p.add_argument("--execute", action="store_true", help="with --wait: execute the run in this process")
     p = add("runs", "list runs, newest first")
-    p.add_argument("--status", action="append", default=[], help="only these statuses (repeatable, or a,b)")
-    p.add_argument("--workflow", help="only this workflow (* matches anything)")
-    p.add_argument("--queue", help="only this queue")
-    p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--root", metavar="RUN", help="only runs of the tree rooted at this run")
-    p.add_argument("--top-level", action="store_true", help="only runs without a parent")
-    p.add_argument("--older-than", metavar="DURATION", help="only runs created longer ago than this")
-    p.add_argument("--newer-than", metavar="DURATION", help="only runs created within this")
+    _run_filter_args(p)
+    _search_args(p)
     p.add_argument("--limit", type=int, default=50, help="page size (default 50)")
     p.add_argument("--cursor", help="the next page, as printed by the previous one")
+    p = add("count", "count runs (the filters of `durable runs`)")
+    _run_filter_args(p)
+    _search_args(p)
     p = add("show", "show a run: status, input, result or error, lease, timing, history")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--events", type=int, default=200, metavar="N", help="history events to show (default 200)")
@@ -231,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tree", "show a run's descendants as a tree (following continue-as-new)")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--limit", type=int, default=1000, help="at most this many runs (default 1000)")
+    p.add_argument("--all", action="store_true", help="list every child (default: more than 20 under one parent "
+                                                      "are shown as groups with counts by status)")
     p = add("wait", "wait for a run's result and exit by its outcome")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--timeout", metavar="DURATION", help="give up after this long (exit code 5)")
@@ -269,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
-    if name in ("runs", "show", "tree"):
+    if name in ("runs", "count", "show", "tree"):
         return getattr(cli_inspect, f"cmd_{name}")
     if name in ("workers", "workflows"):  # the registry's views (issue 14)
         return getattr(cli_registry, f"cmd_{name}")
@@ -297,7 +315,7 @@ def _exit_for(exc: BaseException) -> int | None:
     if isinstance(exc, RunNotFoundError):
         return NOT_FOUND
     if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError,
-                        AmbiguousRunIdError)):
+                        AmbiguousRunIdError, SearchAttributeError)):
         return USAGE
     if isinstance(exc, (DatabaseUnavailableError, SchemaVersionError, psycopg.OperationalError)):
         return DB_UNAVAILABLE

@@ -259,21 +259,30 @@ def render_tree(out: Out, tree: dict[str, Any], now: datetime) -> None:
     parent, continue-as-new successors as ``↪`` lines after their predecessor."""
 
     def label(n: dict[str, Any], cont: bool) -> str:
+        if "group" in n:  # a large fan-out's group (durable/cli/groups.py)
+            g = n["group"]
+            key = f" key {g['key_prefix']}" if g["key_prefix"] else ""
+            counts = ", ".join(f"{k} {out.status(s)}" for s, k in g["by_status"].items())
+            eg = ", ".join(f"{e['key'] or e['id']} {out.status(e['status'])}" for e in g["examples"])
+            head = f"[{g['count']} × {g['workflow']}{key}]"
+            return f"{out.c(head, 'bold')}  {counts}  e.g. {eg}"
+        key = f" [{n['key']}]" if n.get("key") else ""
         extra = f"  {out.c(error_line(n['error']), 'red')}" if n["status"] == "failed" and n["error"] else ""
         if n["status"] == "cancelled" and isinstance(n["error"], dict) and n["error"].get("reason"):
             extra = f"  ({n['error']['reason']})"
         return (("↪ continued as " if cont else "") + f"{out.c(str(n['id']), 'bold' if not cont else None)}  "
-                f"{n['workflow']}  {out.status(n['status'])}  {took(n, now)}{extra}")
+                f"{n['workflow']}{key}  {out.status(n['status'])}  {took(n, now)}{extra}")
 
-    def chain(n: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    def chain(first: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
         items, cont = [], False
+        n: dict[str, Any] | None = first
         while n is not None:
             items.append((n, cont))
-            n, cont = n["continued_as"], True
+            n, cont = n.get("continued_as"), True
         return items
 
     def draw(n: dict[str, Any], prefix: str) -> None:
-        entries = [e for child in n["children"] for e in chain(child)]
+        entries = [e for child in n.get("children", []) for e in chain(child)]
         for i, (child, cont) in enumerate(entries):
             last = i == len(entries) - 1
             out.print(prefix + ("└── " if last else "├── ") + label(child, cont))

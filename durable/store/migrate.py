@@ -227,7 +227,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
 CITUS_DISTRIBUTED = ("durable_runs", "durable_events", "durable_signals", "durable_waiters", "durable_due",
                      "durable_deadlines", "durable_outcomes")
 CITUS_BY_OWNER = ("durable_workers",)
-CITUS_REFERENCE = ("durable_run_keys", "durable_workflows")
+CITUS_REFERENCE = ("durable_run_keys", "durable_workflows", "durable_search_keys")
 
 
 async def is_citus(conn: psycopg.AsyncConnection[Any]) -> bool:

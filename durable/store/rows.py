@@ -271,21 +271,6 @@ class GcBatch:
 # --- operator views (printed or dumped as JSON as they are) ---------------------------
 
 
-class RunListRow(TypedDict):
-    id: uuid.UUID
-    workflow: str
-    version: int
-    queue: str
-    status: str
-    parent_id: uuid.UUID | None
-    root_id: uuid.UUID
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    error_type: str | None
-    db_now: datetime
-
-
 class RunDetail(TypedDict):
     id: uuid.UUID
     root_id: uuid.UUID
@@ -316,6 +301,8 @@ class RunDetail(TypedDict):
     event_count: int
     pending_signals: int
     children: dict[str, int]
+    child_key: str | None
+    attributes: dict[str, Any] | None
 
 
 class EventDetail(TypedDict):
@@ -331,6 +318,7 @@ class EventDetail(TypedDict):
 class TreeRow(TypedDict):
     id: uuid.UUID
     parent_id: uuid.UUID | None
+    child_key: str | None
     continued_to: uuid.UUID | None
     lvl: int
     workflow: str
@@ -356,6 +344,41 @@ class RunFilter:
     older_than_s: float | None = None   # created more than this many seconds ago
     newer_than_s: float | None = None   # created at most this many seconds ago
     before: tuple[datetime, uuid.UUID] | None = None  # keyset cursor (created_at, id)
+    # --- listing and searching runs (issue 14) ---
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+    attributes: dict[str, Any] | None = None  # all must hold (see durable/attributes.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run in a list (``engine.list_runs``)."""
+
+    id: uuid.UUID
+    workflow: str
+    version: int
+    queue: str
+    status: str
+    parent_id: uuid.UUID | None
+    root_id: uuid.UUID
+    child_key: str | None          # the key= its parent gave it (children only)
+    attributes: dict[str, Any]     # its search attributes ({} when none)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """A page of runs, newest first; pass ``next_cursor`` as ``cursor=`` for the next one
+    (None: this was the last page)."""
+
+    runs: list[RunSummary]
+    next_cursor: str | None
+    db_now: datetime               # the database clock when the page was read
 
 
 # --- the workflow registry and the process list (issue 14: start by name, `durable workers`) ---

@@ -356,3 +356,45 @@ class RunFilter:
     older_than_s: float | None = None   # created more than this many seconds ago
     newer_than_s: float | None = None   # created at most this many seconds ago
     before: tuple[datetime, uuid.UUID] | None = None  # keyset cursor (created_at, id)
+
+
+# --- re-driving runs (durable/store/redrive.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A run resumed: its live link, the status it had, the history it superseded (events
+    ``superseded_from`` .. ``marker_seq - 1``), the failed links of the children re-run."""
+
+    run_id: uuid.UUID
+    tree_key: int
+    workflow: str
+    queue: str
+    previous_status: str
+    superseded_from: int
+    superseded: int
+    rerun: list[uuid.UUID]
+    marker_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    """A run made from another (restart: no history; fork: ``copied`` of its first events)."""
+
+    run_id: uuid.UUID
+    tree_key: int
+    workflow: str
+    queue: str
+    copied: int
+    history_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveCandidate:
+    """A top-level run a bulk resume/restart would take."""
+
+    id: uuid.UUID
+    workflow: str
+    status: str
+    created_at: datetime
+    error: Any

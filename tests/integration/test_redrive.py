@@ -1,0 +1,286 @@
+"""Re-driving runs: resume (in place, from the failure), restart (a new run, same input),
+fork (a new run from the first N events of the history), their bad input, fencing and a
+concurrent double resume. Real PostgreSQL, executors in this process.
+(Resume after the workflow's module changed, in a worker process: test_redrive_procs.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+import durable
+from durable.store import events as store_events
+
+from wf_redrive import BROKEN, CALLS, parent, sleepy_leaf, steps_flow, timed
+from helpers import eventually, events, rows, status_of, tree_key
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLS.clear()
+    BROKEN.clear()
+
+
+async def _failed(engine: durable.Engine, handle: durable.RunHandle) -> None:
+    with pytest.raises(durable.RunFailedError):
+        await handle.result(timeout=20)
+
+
+async def test_resume_after_a_fixed_bug_does_not_repeat_completed_steps(engine, db):
+    BROKEN.add("c")
+    h = await engine.start(steps_flow, ["a", "b", "c", "d"])
+    await _failed(engine, h)
+    assert CALLS == {"a": 1, "b": 1, "c": 1}
+    before = await events(db, h.run_id)
+
+    BROKEN.clear()  # the bug is fixed
+    again = await engine.resume(h.run_id)
+    assert again.run_id == h.run_id
+    assert await again.result(timeout=20) == ["a", "b", "c", "d"]
+    assert CALLS == {"a": 1, "b": 1, "c": 2, "d": 1}  # a and b replayed from the journal
+
+    history = await rows(db, "SELECT seq, kind, data FROM durable_events WHERE run_id = %s ORDER BY seq", h.run_id)
+    kinds = [k for _, k, _ in history]
+    # the failed attempt is kept whole (its step_failed too), then the resume marker, then the new tail
+    assert [(s, k) for s, k, _ in history[:len(before)]] == [(e[0], e[2]) for e in before]
+    assert kinds == ["step_completed", "step_completed", "step_failed", "resumed", "step_completed",
+                     "step_completed"]
+    marker = next(d for _, k, d in history if k == "resumed")
+    failed_seq = next(s for s, k, _ in history if k == "step_failed")
+    assert marker["previous_status"] == "failed"
+    assert marker["previous_error"]["type"] == "StepError"
+    assert marker["superseded_from"] == failed_seq and marker["superseded"] == 1
+    info = await engine.info(h.run_id)
+    assert info.status == "completed" and info.error is None
+
+
+async def test_resume_of_a_run_whose_child_failed_reruns_only_that_child(engine, db):
+    BROKEN.add("k2")
+    h = await engine.start(parent, {"prefix": "p-", "kids": ["k1", "k2", "k3"]})
+    await _failed(engine, h)
+    assert CALLS == {"p-first": 1, "k1": 1, "k2": 1, "k3": 1}
+    kids = dict(await rows(db, "SELECT input #>> '{}', id FROM durable_runs WHERE parent_id = %s", h.run_id))
+
+    BROKEN.clear()
+    again = await engine.resume(h.run_id)
+    assert await again.result(timeout=20) == ["p-first", "k1", "k2", "k3", "p-last"]
+    assert CALLS == {"p-first": 1, "k1": 1, "k2": 2, "k3": 1, "p-last": 1}
+    # the failed child became 'continued' into a new attempt (the retry mechanism)
+    chain = await rows(db, "SELECT status, attempt, continued_to IS NOT NULL FROM durable_runs "
+                           "WHERE chain_root_id = %s ORDER BY attempt", kids["k2"])
+    assert [(s, a, c) for s, a, c in chain] == [("continued", 1, True), ("completed", 2, False)]
+    for label in ("k1", "k3"):
+        assert await rows(db, "SELECT count(*) FROM durable_runs WHERE chain_root_id = %s", kids[label]) == [(1,)]
+
+
+async def test_resume_a_cancelled_tree_reruns_the_cancelled_children(engine, db):
+    h = await engine.start(parent, {"prefix": "c-", "kids": ["s1", "s2"], "leaf": "redrive.sleepy_leaf"})
+
+    async def waiting() -> bool:
+        got = await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND status = 'suspended'",
+                         h.run_id)
+        return got == [(2,)]
+
+    await eventually(waiting, what="both children waiting for their signal")
+    await engine.cancel(h.run_id)
+    with pytest.raises(durable.RunCancelledError):
+        await h.result(timeout=20)
+    assert await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s AND status = 'cancelled'",
+                      h.run_id) == [(2,)]
+
+    again = await engine.resume(h.run_id)
+    assert await status_of(db, h.run_id) in ("pending", "running", "suspended")
+    new_kids: list[uuid.UUID] = []
+
+    async def rerun() -> bool:
+        new_kids[:] = [r[0] for r in await rows(
+            db, "SELECT id FROM durable_runs WHERE parent_id = %s AND attempt = 2 AND status = 'suspended'",
+            h.run_id)]
+        return len(new_kids) == 2
+
+    await eventually(rerun, what="the cancelled children re-run as new attempts")
+    for kid in new_kids:
+        await engine.signal(kid, "go")
+    assert await again.result(timeout=20) == ["c-first", "s1", "s2", "c-last"]
+    assert CALLS == {"c-first": 1, "s1": 1, "s2": 1, "c-last": 1}
+
+
+async def test_resume_a_timed_out_run_gets_a_fresh_execution_timeout(engine, db):
+    h = await engine.start(timed, "t", timeout=1.0)
+    with pytest.raises(durable.RunFailedError) as failed:
+        await h.result(timeout=20)
+    assert failed.value.error["type"] == "WorkflowTimeoutError"
+    again = await engine.resume(h.run_id)
+
+    async def waiting() -> bool:
+        return await status_of(db, h.run_id) == "suspended"
+
+    await eventually(waiting, what="the resumed run waiting for its signal")
+    await engine.signal(h.run_id, "go")
+    assert await again.result(timeout=20) == "t-1,t-2"
+    assert CALLS == {"t-1": 1, "t-2": 1}
+
+
+async def test_fork_at_n_reruns_exactly_the_operations_after_n(engine, db):
+    h = await engine.start(steps_flow, ["a", "b", "c", "d", "e"])
+    assert await h.result(timeout=20) == ["a", "b", "c", "d", "e"]
+    assert CALLS == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1}
+    history = await rows(db, "SELECT seq, kind, name FROM durable_events WHERE run_id = %s ORDER BY seq", h.run_id)
+    assert [k for _, k, _ in history] == ["step_completed"] * 5
+
+    fork = await engine.fork(h.run_id, at=2)
+    assert fork.run_id != h.run_id
+    assert await fork.result(timeout=20) == ["a", "b", "c", "d", "e"]
+    assert CALLS == {"a": 1, "b": 1, "c": 2, "d": 2, "e": 2}  # exactly the operations after 2
+    origin = await rows(db, "SELECT origin_id, origin_kind, origin_at, input FROM durable_runs WHERE id = %s",
+                        fork.run_id)
+    assert origin == [(h.run_id, "fork", 2, ["a", "b", "c", "d", "e"])]
+    assert len(await events(db, fork.run_id)) == 5
+
+
+async def test_fork_keeps_children_finished_in_the_prefix_and_reruns_the_rest(engine, db):
+    h = await engine.start(parent, {"prefix": "f-", "kids": ["x1", "x2"]})
+    assert await h.result(timeout=20) == ["f-first", "x1", "x2", "f-last"]
+    history = await rows(db, "SELECT seq, kind FROM durable_events WHERE run_id = %s ORDER BY seq", h.run_id)
+    kinds = [k for _, k in history]
+    # step, 2 child starts, 2 outcomes, step
+    assert kinds[0] == "step_completed" and kinds[1:3] == ["child_started"] * 2
+    first_outcome = kinds.index("child_completed") + 1  # its seq (seqs start at 1)
+    CALLS.clear()
+
+    fork = await engine.fork(h.run_id, at=first_outcome)  # x? finished within the prefix, the other not
+    assert await fork.result(timeout=20) == ["f-first", "x1", "x2", "f-last"]
+    assert sum(CALLS[k] for k in ("x1", "x2")) == 1 and CALLS["f-first"] == 0 and CALLS["f-last"] == 1
+    kids = await rows(db, "SELECT count(*) FROM durable_runs WHERE parent_id = %s", fork.run_id)
+    assert kids == [(1,)]  # the unfinished child re-ran as a new child of the fork
+
+
+async def test_restart_gives_a_new_run_with_the_same_input(engine, db):
+    BROKEN.add("b")
+    h = await engine.start(steps_flow, ["a", "b"])
+    await _failed(engine, h)
+    BROKEN.clear()
+    new = await engine.restart(h.run_id)
+    assert new.run_id != h.run_id
+    assert await new.result(timeout=20) == ["a", "b"]
+    assert CALLS == {"a": 2, "b": 2}
+    assert await rows(db, "SELECT origin_id, origin_kind, input, workflow FROM durable_runs WHERE id = %s",
+                      new.run_id) == [(h.run_id, "restart", ["a", "b"], "redrive.steps")]
+    assert await status_of(db, h.run_id) == "failed"  # the original is left as it was
+
+
+# --- bad input: typed errors, nothing written ---------------------------------------------------
+
+
+async def _snapshot(db) -> list[tuple]:
+    return await rows(db, "SELECT (SELECT count(*) FROM durable_runs), (SELECT count(*) FROM durable_events), "
+                          "(SELECT count(*) FROM durable_due), "
+                          "(SELECT coalesce(sum(lease_epoch), 0) FROM durable_runs)")
+
+
+async def test_resume_of_a_completed_run_is_refused_naming_restart_and_fork(engine, db):
+    h = await engine.start(steps_flow, ["a"])
+    await h.result(timeout=20)
+    before = await _snapshot(db)
+    with pytest.raises(durable.RunNotResumableError) as err:
+        await engine.resume(h.run_id)
+    assert err.value.status == "completed"
+    assert "completed" in str(err.value) and "restart" in str(err.value) and "fork" in str(err.value)
+    assert await _snapshot(db) == before
+
+
+async def test_resume_of_a_waiting_run_is_refused(engine, db):
+    h = await engine.start(timed, "w")
+    await eventually(lambda: status_of(db, h.run_id), what="started")
+
+    async def waiting() -> bool:
+        return await status_of(db, h.run_id) == "suspended"
+
+    await eventually(waiting, what="waiting for its signal")
+    before = await _snapshot(db)
+    with pytest.raises(durable.RunNotResumableError) as err:
+        await engine.resume(h.run_id)
+    assert err.value.status == "suspended" and "cancel" in str(err.value)
+    assert await _snapshot(db) == before
+    await engine.cancel(h.run_id)
+
+
+async def test_resume_of_a_child_names_the_root(engine, db):
+    BROKEN.add("k1")
+    h = await engine.start(parent, {"prefix": "r-", "kids": ["k1"]})
+    await _failed(engine, h)
+    (kid,) = [r[0] for r in await rows(db, "SELECT id FROM durable_runs WHERE parent_id = %s", h.run_id)]
+    before = await _snapshot(db)
+    with pytest.raises(durable.RunNotResumableError) as err:
+        await engine.resume(kid)
+    assert str(h.run_id) in str(err.value) and "root" in str(err.value)
+    assert await _snapshot(db) == before
+
+
+async def test_fork_past_the_history_names_its_length(engine, db):
+    h = await engine.start(steps_flow, ["a", "b", "c"])
+    await h.result(timeout=20)
+    before = await _snapshot(db)
+    with pytest.raises(durable.ForkPositionError) as err:
+        await engine.fork(h.run_id, at=4)
+    assert err.value.history_length == 3 and "3 events" in str(err.value) and "between 0 and 3" in str(err.value)
+    with pytest.raises(durable.ForkPositionError):
+        await engine.fork(h.run_id, at=-1)
+    assert await _snapshot(db) == before
+
+
+async def test_unknown_run_ids(engine, db):
+    before = await _snapshot(db)
+    for call in (engine.resume, engine.restart, lambda rid: engine.fork(rid, at=0)):
+        with pytest.raises(durable.RunNotFoundError):
+            await call(uuid.uuid4())
+    with pytest.raises(durable.ConfigurationError):
+        await engine.resume("not-a-uuid")
+    assert await _snapshot(db) == before
+
+
+# --- fencing and concurrency ----------------------------------------------------------------------
+
+
+async def test_a_stale_executor_is_fenced_after_a_resume(engine, db):
+    h = await engine.start(timed, "s")
+
+    async def waiting() -> bool:
+        return await status_of(db, h.run_id) == "suspended"
+
+    await eventually(waiting, what="waiting for its signal")
+    # an executor that held the run before it was cancelled: its lease epoch
+    (epoch,) = (await rows(db, "SELECT lease_epoch FROM durable_runs WHERE id = %s", h.run_id))[0]
+    await engine.cancel(h.run_id)
+    await engine.resume(h.run_id)
+    n_before = len(await events(db, h.run_id))
+    conn = await db.conn()
+    try:
+        ok = await store_events.append_event(conn, tree_key(h.run_id), h.run_id, epoch, n_before + 1, 99,
+                                             "step_completed", "stale", '{"attempt": 1, "result": "stale"}')
+    finally:
+        await conn.close()
+    assert not ok
+    assert len(await events(db, h.run_id)) == n_before
+    (now_epoch,) = (await rows(db, "SELECT lease_epoch FROM durable_runs WHERE id = %s", h.run_id))[0]
+    assert now_epoch > epoch
+    await engine.cancel(h.run_id)
+
+
+async def test_a_run_resumed_twice_concurrently_resumes_once(db):
+    from helpers import new_engine
+    BROKEN.add("b")
+    async with new_engine(db, execute=False) as client:
+        async with new_engine(db) as worker:
+            h = await worker.start(steps_flow, ["a", "b"])
+            await _failed(worker, h)
+        BROKEN.clear()
+        results = await asyncio.gather(*(client.resume(h.run_id) for _ in range(4)), return_exceptions=True)
+    ok = [r for r in results if isinstance(r, durable.RunHandle)]
+    refused = [r for r in results if isinstance(r, durable.RunNotResumableError)]
+    assert len(ok) == 1 and len(refused) == 3, results
+    assert all(r.status in ("suspended", "running", "completed") for r in refused), refused
+    assert await rows(db, "SELECT count(*) FROM durable_events WHERE run_id = %s AND kind = 'resumed'",
+                      h.run_id) == [(1,)]

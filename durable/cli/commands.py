@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo``.
+"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|resume|restart|fork``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -23,11 +23,13 @@ from typing import Any, TextIO
 import psycopg
 from pydantic_core import to_jsonable_python
 
+from ..errors import ForkPositionError, RunNotResumableError  # re-driving runs
 from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError,
                       RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
                       SchemaVersionError, WorkflowNotFoundError)
 from ..store import migrate, retention
 from . import inspect as cli_inspect
+from . import redrive as cli_redrive
 from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, engine, import_modules, parse_json, run_id, seconds, settings)
 from .demo import run_demo
@@ -176,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc.",
+        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc, "
+                    "resume, restart, fork.",
         epilog=f"exit codes:\n{codes}\n\nDurations: 30s, 15m, 12h, 7d, 2w, 1h30m or plain seconds.\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
     _globals(parser, None)
@@ -239,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="stop after this many batches")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     add("demo", "run a small demo workflow (embedded PostgreSQL when no DSN is set)")
+    cli_redrive.add_parsers(add)  # resume, restart, fork (durable/cli/redrive.py)
     return parser
 
 
@@ -246,6 +250,8 @@ def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
     if name in ("runs", "show", "tree"):
         return getattr(cli_inspect, f"cmd_{name}")
+    if name in ("resume", "restart", "fork"):
+        return getattr(cli_redrive, f"cmd_{name}")
     return globals()[f"cmd_{name}"]
 
 
@@ -254,7 +260,8 @@ def _exit_for(exc: BaseException) -> int | None:
         return exc.code
     if isinstance(exc, RunNotFoundError):
         return NOT_FOUND
-    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError)):
+    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError,
+                        ForkPositionError, RunNotResumableError)):
         return USAGE
     if isinstance(exc, (DatabaseUnavailableError, SchemaVersionError, psycopg.OperationalError)):
         return DB_UNAVAILABLE

@@ -6,6 +6,7 @@ concurrent double resume. Real PostgreSQL, executors in this process.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -284,3 +285,88 @@ async def test_a_run_resumed_twice_concurrently_resumes_once(db):
     assert all(r.status in ("suspended", "running", "completed") for r in refused), refused
     assert await rows(db, "SELECT count(*) FROM durable_events WHERE run_id = %s AND kind = 'resumed'",
                       h.run_id) == [(1,)]
+
+
+# --- the CLI ----------------------------------------------------------------------------------------
+
+
+async def _cli(db, *args: str, expect: int = 0) -> tuple[str, str]:
+    import io
+    from durable.cli import commands as cli
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(cli.main, ["--dsn", db.dsn, "--schema", db.schema, *args], stdout=out, stderr=err)
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    assert code == expect, f"exit {code}, expected {expect}\nstdout: {out.getvalue()}\nstderr: {err.getvalue()}"
+    return out.getvalue(), err.getvalue()
+
+
+async def test_cli_resume_restart_fork_and_bulk_dry_run(engine, db):
+    BROKEN.add("b")
+    failed = [await engine.start(steps_flow, ["a", "b", label]) for label in ("x", "y")]
+    for h in failed:
+        await _failed(engine, h)
+    ok = await engine.start(steps_flow, ["a"])
+    await ok.result(timeout=20)
+    BROKEN.clear()
+
+    # bulk, dry run: lists the failed runs of the workflow glob, changes nothing
+    out, _ = await _cli(db, "resume", "--status", "failed", "--workflow", "redrive.*", "--since", "1h",
+                        "--dry-run", "--json")
+    doc = json.loads(out)
+    assert {uuid.UUID(r["run_id"]) for r in doc["runs"]} == {h.run_id for h in failed} and doc["dry_run"]
+    assert [await status_of(db, h.run_id) for h in failed] == ["failed", "failed"]
+    out, _ = await _cli(db, "resume", "--status", "failed", "--workflow", "other.*")
+    assert "no runs match" in out
+
+    # one run, then the rest in bulk
+    out, _ = await _cli(db, "resume", str(failed[0].run_id))
+    assert f"resumed run {failed[0].run_id}" in out
+    assert await failed[0].result(timeout=20) == ["a", "b", "x"]
+    out, _ = await _cli(db, "resume", "--status", "failed", "--workflow", "redrive.steps")
+    assert "resumed 1 run(s)" in out
+    assert await failed[1].result(timeout=20) == ["a", "b", "y"]
+
+    out, _ = await _cli(db, "restart", str(ok.run_id), "--json")
+    new = uuid.UUID(json.loads(out)["new_run_id"])
+    assert await engine.get_handle(new).result(timeout=20) == ["a"]
+    out, _ = await _cli(db, "fork", str(ok.run_id), "--at", "1")
+    assert f"forked run {ok.run_id} at 1 as run" in out
+
+    # bad input: usage errors naming the fix, nothing written
+    _, err = await _cli(db, "resume", str(ok.run_id), expect=2)
+    assert "completed" in err and "restart" in err
+    _, err = await _cli(db, "fork", str(ok.run_id), "--at", "9", expect=2)
+    assert "between 0 and 1" in err
+    _, err = await _cli(db, "resume", expect=2)
+    assert "--status" in err
+    _, err = await _cli(db, "resume", "--status", "completed", expect=2)
+    assert "choose from failed, cancelled" in err
+    _, err = await _cli(db, "resume", str(uuid.uuid4()), expect=3)
+
+
+@pytest.mark.postgres_only(reason="reads PostgreSQL's plan")
+async def test_bulk_selection_is_an_index_scan_that_stops_at_its_limit(db):
+    """50,000 finished top-level runs (666 of them failed runs of orders.*) and 50,000 children:
+    the selection of a bulk re-drive is an ordered index scan of creation time that stops at
+    its limit, not a sequential scan and sort."""
+    from datetime import datetime, timezone
+    from durable.store.statements import q
+    from helpers import execute
+    await execute(db, """
+        INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, parent_id, workflow, version, queue, status,
+                                  input, finished_at, created_at)
+        SELECT durable_tree_key(g), g, g, g, CASE WHEN i %% 2 = 1 THEN g END,
+               CASE WHEN i %% 3 = 0 THEN 'orders.pay' ELSE 'mail.send' END, 1, 'default',
+               CASE WHEN i %% 50 = 0 THEN 'failed' ELSE 'completed' END, '{}',
+               now() - interval '1 second' * i, now() - interval '1 second' * i
+          FROM (SELECT gen_random_uuid() AS g, i FROM generate_series(1, 100000) i) s""")
+    await execute(db, "ANALYZE durable_runs")
+    stmt = (q("redrive_candidates").replace("%(since)s", "%s").replace("%(statuses)s", "%s")
+            .replace("%(pattern)s", "%s").replace("%(limit)s", "%s"))
+    plan = await rows(db, "EXPLAIN (ANALYZE, FORMAT JSON) " + stmt, datetime(2020, 1, 1, tzinfo=timezone.utc),
+                      ["failed"], "orders.%", 20)
+    text = json.dumps(plan[0][0])
+    # an ordered scan of an index of creation time (the roots' or all runs'), stopping at the limit
+    assert "durable_runs_roots_created_idx" in text or "durable_runs_created_idx" in text, text
+    assert "Seq Scan" not in text and "Scan Direction\": \"Backward" in text, text
+    assert plan[0][0][0]["Plan"]["Actual Rows"] == 20

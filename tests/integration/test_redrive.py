@@ -322,6 +322,11 @@ async def test_cli_resume_restart_fork_and_bulk_dry_run(engine, db):
     out, _ = await _cli(db, "resume", str(failed[0].run_id))
     assert f"resumed run {failed[0].run_id}" in out
     assert await failed[0].result(timeout=20) == ["a", "b", "x"]
+    out, _ = await _cli(db, "show", str(failed[0].run_id))
+    superseded = [line for line in out.splitlines() if "(superseded)" in line]
+    assert len(superseded) == 1 and "step_failed" in superseded[0]
+    assert any("resumed" in line and "was failed" in line and "events 2..2 superseded" in line
+               for line in out.splitlines()), out
     out, _ = await _cli(db, "resume", "--status", "failed", "--workflow", "redrive.steps")
     assert "resumed 1 run(s)" in out
     assert await failed[1].result(timeout=20) == ["a", "b", "y"]

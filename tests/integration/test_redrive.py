@@ -375,3 +375,28 @@ async def test_bulk_selection_is_an_index_scan_that_stops_at_its_limit(db):
     assert "durable_runs_roots_created_idx" in text or "durable_runs_created_idx" in text, text
     assert "Seq Scan" not in text and "Scan Direction\": \"Backward" in text, text
     assert plan[0][0][0]["Plan"]["Actual Rows"] == 20
+
+
+async def test_a_run_resumed_twice_supersedes_both_failures(engine, db):
+    """Fails, is resumed, fails again further on, is resumed again: each resume supersedes
+    its own failure; the completed steps never run twice."""
+    BROKEN.update({"b", "c"})
+    h = await engine.start(steps_flow, ["a", "b", "c", "d"])
+    await _failed(engine, h)
+    BROKEN.discard("b")
+    await _failed(engine, await engine.resume(h.run_id))
+    BROKEN.clear()
+    assert await (await engine.resume(h.run_id)).result(timeout=20) == ["a", "b", "c", "d"]
+    assert CALLS == {"a": 1, "b": 2, "c": 2, "d": 1}
+    history = await rows(db, "SELECT seq, kind, data->>'superseded_from' FROM durable_events WHERE run_id = %s "
+                             "ORDER BY seq", h.run_id)
+    assert [(s, k) for s, k, _ in history] == [
+        (1, "step_completed"), (2, "step_failed"), (3, "resumed"), (4, "step_completed"), (5, "step_failed"),
+        (6, "resumed"), (7, "step_completed"), (8, "step_completed")]
+    assert [f for _, k, f in history if k == "resumed"] == ["2", "5"]
+    # a fork of it copies the replayable history only (renumbered), and re-runs what follows
+    CALLS.clear()
+    fork = await engine.fork(h.run_id, at=7)
+    assert await fork.result(timeout=20) == ["a", "b", "c", "d"]
+    assert CALLS == {"d": 1}
+    assert [r[2] for r in await events(db, fork.run_id)] == ["step_completed"] * 4

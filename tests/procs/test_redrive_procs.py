@@ -93,3 +93,21 @@ async def test_resume_after_the_module_was_fixed_in_a_restarted_worker(db, worke
                                       run.run_id)]
     assert kinds == ["step_completed", "step_failed", "resumed", "step_completed", "step_completed"]
     sys.modules.pop("redrive_fix", None)
+
+
+def test_readme_redrive_example_runs_as_written(db, tmp_path):
+    import os
+    import re
+    import subprocess
+
+    from helpers import ROOT
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"## Re-driving runs\n\n```python\n(.*?)```", text, re.S)
+    assert m, "README has no python block under '## Re-driving runs'"
+    script = tmp_path / "redrive_example.py"
+    script.write_text(m.group(1))
+    env = {**os.environ, "DURABLE_DSN": db.dsn, "DURABLE_SCHEMA": db.schema, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:5] == ["reserve o-1", "failed", "['reserved o-1', 'charged o-1']", "reserve o-1",
+                                          "True"], out.stdout

@@ -170,7 +170,7 @@ def event_detail(kind: str, data: Any, width: int = 70) -> str:
     if kind == "wait_started":
         return f"wait for run {d.get('run_id')}"
     if kind == "resumed":  # re-driving runs: what the resume superseded
-        lo, n = d.get("superseded_from"), d.get("superseded") or 0
+        lo, n = int(d.get("superseded_from") or 0), int(d.get("superseded") or 0)
         tail = f"events {lo}..{lo + n - 1} superseded" if n else "nothing superseded"
         kids = len(d.get("rerun_children") or [])
         return (tail + (f", {kids} child(ren) re-run" if kids else "")

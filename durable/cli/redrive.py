@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..engine import Engine
-from ..errors import DurableError, RunNotFoundError
+from ..errors import DurableError
 from ..handle import RunHandle
 from ..runtime import redrive
 from ..store.rows import RedriveCandidate
@@ -95,7 +95,7 @@ async def _redrive(args: argparse.Namespace, out: Out, verb: str, allowed: tuple
             if not args.dry_run:
                 try:
                     row["new_run_id"] = (await act(e, c.id)).run_id
-                except (DurableError, RunNotFoundError) as exc:  # raced with another re-drive or retention
+                except DurableError as exc:  # raced with another re-drive, or with retention
                     row["refused"] = str(exc)
             results.append(row)
     failed = sum(1 for r in results if "refused" in r)

@@ -13,8 +13,9 @@ import pytest
 
 import durable
 from durable.store import events as store_events
+from durable.store import runs as store_runs
 
-from wf_redrive import BROKEN, CALLS, parent, sleepy_leaf, steps_flow, timed
+from wf_redrive import BROKEN, CALLS, GATE, gated, parent, steps_flow, timed
 from helpers import eventually, events, rows, status_of, tree_key
 
 
@@ -246,28 +247,36 @@ async def test_unknown_run_ids(engine, db):
 
 
 async def test_a_stale_executor_is_fenced_after_a_resume(engine, db):
-    h = await engine.start(timed, "s")
+    """An executor held the run (running, in a step) when it was cancelled; the run is
+    resumed and runs again under a new holder. The old holder's lease epoch can neither
+    append to the journal nor finish the run."""
+    GATE["open"] = asyncio.Event()
+    h = await engine.start(gated, "g")
 
-    async def waiting() -> bool:
-        return await status_of(db, h.run_id) == "suspended"
+    async def in_step(n: int) -> bool:
+        return CALLS["g-2"] == n and await status_of(db, h.run_id) == "running"
 
-    await eventually(waiting, what="waiting for its signal")
-    # an executor that held the run before it was cancelled: its lease epoch
-    (epoch,) = (await rows(db, "SELECT lease_epoch FROM durable_runs WHERE id = %s", h.run_id))[0]
+    await eventually(lambda: in_step(1), what="the run in its gated step")
+    (stale,) = (await rows(db, "SELECT lease_epoch FROM durable_runs WHERE id = %s", h.run_id))[0]
     await engine.cancel(h.run_id)
     await engine.resume(h.run_id)
+    await eventually(lambda: in_step(2), what="the resumed run in its gated step again")
+    (epoch,) = (await rows(db, "SELECT lease_epoch FROM durable_runs WHERE id = %s", h.run_id))[0]
+    assert epoch >= stale + 2  # the resume's epoch, then the new claim's
     n_before = len(await events(db, h.run_id))
     conn = await db.conn()
     try:
-        ok = await store_events.append_event(conn, tree_key(h.run_id), h.run_id, epoch, n_before + 1, 99,
-                                             "step_completed", "stale", '{"attempt": 1, "result": "stale"}')
+        assert not await store_events.append_event(conn, tree_key(h.run_id), h.run_id, stale, n_before + 1, 99,
+                                                   "step_completed", "stale", '{"attempt": 1, "result": "stale"}')
+        assert await store_runs.finish(conn, tree_key(h.run_id), h.run_id, stale, "completed", '"stale"', None,
+                                       10) == "lost"
+        await conn.commit()
     finally:
         await conn.close()
-    assert not ok
-    assert len(await events(db, h.run_id)) == n_before
-    (now_epoch,) = (await rows(db, "SELECT lease_epoch FROM durable_runs WHERE id = %s", h.run_id))[0]
-    assert now_epoch > epoch
-    await engine.cancel(h.run_id)
+    assert len(await events(db, h.run_id)) == n_before and await status_of(db, h.run_id) == "running"
+    GATE["open"].set()
+    assert await h.result(timeout=20) == ["g-1", "g-2"]
+    assert CALLS["g-1"] == 1
 
 
 async def test_a_run_resumed_twice_concurrently_resumes_once(db):

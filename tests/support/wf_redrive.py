@@ -57,3 +57,19 @@ async def timed(ctx: durable.Context, label: str) -> str:
     first = await ctx.step(work, label + "-1")
     await ctx.wait_signal("go")
     return first + "," + await ctx.step(work, label + "-2")
+
+
+GATE: dict[str, Any] = {}              # "open": an asyncio.Event the gated step waits for
+
+
+@durable.step(retry=NO_RETRY)
+async def gated_step(label: str) -> str:
+    CALLS[label] += 1
+    await GATE["open"].wait()
+    return label
+
+
+@durable.workflow("redrive.gated")
+async def gated(ctx: durable.Context, label: str) -> list[str]:
+    """A step, then a step that waits (running, holding its lease) until the test opens GATE."""
+    return [await ctx.step(work, label + "-1"), await ctx.step(gated_step, label + "-2")]

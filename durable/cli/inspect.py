@@ -86,6 +86,9 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         field("continued", f"as {run['continued_to']}")
     if run["idempotency_key"]:
         field("key", run["idempotency_key"])
+    if run.get("origin_id"):  # re-driven: restart or fork of another run
+        field("origin", f"{run['origin_kind']} of {run['origin_id']}"
+                        + (f" at {run['origin_at']}" if run["origin_kind"] == "fork" else ""))
     width = None if args.full else 200
     field("input", clip(run["input"], width))
     if run["status"] == "completed":

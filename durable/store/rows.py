@@ -312,6 +312,9 @@ class RunDetail(TypedDict):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    origin_id: uuid.UUID | None          # restart/fork: the run this one was made from
+    origin_kind: str | None
+    origin_at: int | None
     db_now: datetime
     event_count: int
     pending_signals: int

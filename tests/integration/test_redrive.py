@@ -345,6 +345,9 @@ async def test_cli_resume_restart_fork_and_bulk_dry_run(engine, db):
     assert await engine.get_handle(new).result(timeout=20) == ["a"]
     out, _ = await _cli(db, "fork", str(ok.run_id), "--at", "1")
     assert f"forked run {ok.run_id} at 1 as run" in out
+    forked = out.split(" as run ")[1].split()[0]
+    out, _ = await _cli(db, "show", forked)
+    assert f"fork of {ok.run_id} at 1" in out
 
     # bad input: usage errors naming the fix, nothing written
     _, err = await _cli(db, "resume", str(ok.run_id), expect=2)

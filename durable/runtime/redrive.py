@@ -44,6 +44,8 @@ async def resume(pool: Pool, run_id: uuid.UUID, *, max_depth: int) -> Resumed:
              res.run_id, res.previous_status, res.superseded, res.superseded_from, len(res.rerun),
              extra={"run_id": str(res.run_id), "workflow": res.workflow, "previous_status": res.previous_status,
                     "superseded": res.superseded, "rerun_children": len(res.rerun)})
+    hooks.emit("run.redriven", run_id=res.run_id, workflow=res.workflow, action="resume", origin_run_id=run_id,
+               previous_status=res.previous_status, rerun_children=len(res.rerun))
     return res
 
 
@@ -64,6 +66,7 @@ async def fork(pool: Pool, run_id: uuid.UUID, *, at: int, kind: str = "fork") ->
              "restarted" if kind == "restart" else f"forked at {at}", res.run_id, res.copied,
              extra={"run_id": str(res.run_id), "workflow": res.workflow, "origin_id": str(run_id),
                     "origin_kind": kind})
+    hooks.emit("run.redriven", run_id=res.run_id, workflow=res.workflow, action=kind, origin_run_id=run_id)
     hooks.emit("run.started", run_id=res.run_id, workflow=res.workflow, queue=res.queue, parent_run_id=None)
     return res
 

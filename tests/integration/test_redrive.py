@@ -38,7 +38,13 @@ async def test_resume_after_a_fixed_bug_does_not_repeat_completed_steps(engine, 
     before = await events(db, h.run_id)
 
     BROKEN.clear()  # the bug is fixed
-    again = await engine.resume(h.run_id)
+    seen: list[durable.hooks.HookEvent] = []
+    detach = durable.hooks.on("run.redriven", seen.append)
+    try:
+        again = await engine.resume(h.run_id)
+    finally:
+        detach()
+    assert [(e.fields["action"], e.fields["previous_status"]) for e in seen] == [("resume", "failed")]
     assert again.run_id == h.run_id
     assert await again.result(timeout=20) == ["a", "b", "c", "d"]
     assert CALLS == {"a": 1, "b": 1, "c": 2, "d": 1}  # a and b replayed from the journal

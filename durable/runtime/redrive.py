@@ -24,8 +24,9 @@ from datetime import datetime, timezone
 from ..errors import ConfigurationError, ForkPositionError
 from ..observe import hooks
 from ..store import redrive as store_redrive
+from ..store import search as store_search
 from ..store.connections import Conn, Pool, run_typed
-from ..store.rows import Forked, RedriveCandidate, Resumed
+from ..store.rows import Forked, RedriveCandidate, Resumed, tree_key_of
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,12 @@ async def fork(pool: Pool, run_id: uuid.UUID, *, at: int, kind: str = "fork") ->
     new_id = uuid.uuid4()
 
     async def go(conn: Conn) -> Forked:
-        return await store_redrive.fork(conn, run_id, at=at, new_id=new_id, kind=kind)
+        async with conn.transaction():  # the new run carries the search attributes of its origin
+            res = await store_redrive.fork(conn, run_id, at=at, new_id=new_id, kind=kind)
+            attrs = await store_search.run_attributes(conn, tree_key_of(run_id), run_id)
+            if attrs:
+                await store_search.start_attributes(conn, res.tree_key, res.run_id, attrs)
+            return res
 
     res = await run_typed(pool, go, what=f"{kind} of run {run_id}")
     log.info("run %s %s as run %s (%d event(s) of history kept)", run_id,

@@ -181,6 +181,12 @@ async def start_attributes(conn: Conn, tree_key: int, run_id: uuid.UUID, attrs: 
     await conn.execute(q("search_start_attributes"), {"attrs": Jsonb(attrs), "key": tree_key, "id": run_id})
 
 
+async def run_attributes(conn: Conn, tree_key: int, run_id: uuid.UUID) -> dict[str, Any]:
+    """A run's search attributes ({} when none or no such run)."""
+    row = await (await conn.execute(q("search_run_attributes"), {"key": tree_key, "id": run_id})).fetchone()
+    return dict(row[0]) if row and row[0] else {}
+
+
 async def set_attributes(conn: Conn, tree_key: int, run_id: uuid.UUID, epoch: int, seq: int, pos: int | None,
                          op: str | None, attrs: dict[str, Any]) -> bool:
     """Merge ``attrs`` into a running run's attributes and journal them, fenced by the

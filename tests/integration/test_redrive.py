@@ -179,6 +179,20 @@ async def test_restart_gives_a_new_run_with_the_same_input(engine, db):
     assert await status_of(db, h.run_id) == "failed"  # the original is left as it was
 
 
+async def test_restart_and_fork_carry_the_search_attributes_over(engine, db):
+    BROKEN.add("b")
+    h = await engine.start(steps_flow, ["a", "b"], attributes={"customer": "c1", "tier": ["gold"]})
+    await _failed(engine, h)
+    BROKEN.clear()
+    restarted = await engine.restart(h.run_id)
+    forked = await engine.fork(h.run_id, at=1)
+    for new in (restarted, forked):
+        assert await new.result(timeout=20) == ["a", "b"]
+    page = await engine.list_runs(attributes={"customer": "c1"})
+    assert {r.id for r in page.runs} == {h.run_id, restarted.run_id, forked.run_id}
+    assert all(r.attributes == {"customer": "c1", "tier": ["gold"]} for r in page.runs)
+
+
 # --- bad input: typed errors, nothing written ---------------------------------------------------
 
 

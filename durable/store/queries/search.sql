@@ -78,6 +78,10 @@ INSERT INTO durable_search_keys (key) SELECT k FROM unnest(%s::text[]) AS k ORDE
 -- the attributes given to engine.start, in the start's transaction
 UPDATE durable_runs SET attributes = %(attrs)s::jsonb WHERE tree_key = %(key)s AND id = %(id)s
 
+-- name: search_run_attributes
+-- a run's attributes (a restart or fork carries them over to the new run)
+SELECT attributes FROM durable_runs WHERE tree_key = %(key)s AND id = %(id)s
+
 -- name: search_set_attributes
 -- ctx.set_attributes: merged into the run's attributes and journaled, fenced by the lease
 SELECT durable_set_attributes(%(key)s, %(id)s, %(epoch)s, %(seq)s, %(pos)s, %(op)s, %(attrs)s::jsonb)

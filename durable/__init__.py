@@ -9,7 +9,7 @@ from .config import EngineSettings
 from .engine import Engine
 from .errors import (ApplicationError, CancellationRequested, ChildCancelledError, ChildDepthError,
                      ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
-                     HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
+                     FailureInfo, HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
                      SchemaVersionError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
@@ -33,4 +33,5 @@ __all__ = [
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
+    "FailureInfo",  # issue 14: structured failures (the cause chain)
 ]

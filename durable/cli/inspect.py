@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from ..errors import RunNotFoundError
+from ..errors import FailureInfo, RunNotFoundError
 from ..store import inspect as store_inspect
 from ..store.rows import RunFilter, TreeRow
 from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
@@ -47,11 +47,38 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
     now = rows[0]["db_now"]
     out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"],
               [[str(r["id"]), f"{r['workflow']}", r["status"], r["queue"], ago(r["created_at"], now),
-                took(dict(r), now), r["error_type"] or ""] for r in rows],
+                took(dict(r), now), clip_error(r["error_type"], r["error_message"])] for r in rows],
               styles={2: lambda cell: STATUS_STYLE.get(cell.strip())})
     if cursor_out:
         out.print(out.c(f"more: durable runs … --cursor {cursor_out}", "dim"))
     return OK
+
+
+def clip_error(kind: str | None, message: str | None, width: int = 60) -> str:
+    """The runs table's ERROR cell: the root cause, ``Declined: card refused``."""
+    if not kind:
+        return ""
+    text = f"{kind}: {message}" if message else kind
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cause_chain(error: Any, width: int | None) -> list[str]:
+    """``show``'s cause chain, outermost link first (nothing for an error without a cause)."""
+    info = FailureInfo.from_doc(error)
+    if info is None or info.cause is None:
+        return []
+    lines = []
+    for depth, link in enumerate(info.chain()):
+        where = [f"run {link.run_id}" if link.run_id else "", link.workflow or "",
+                 f"step {link.step!r}" if link.step else "", "non-retryable" if link.non_retryable else ""]
+        label = ", ".join(w for w in where if w)
+        text = f"{'  ' * depth}{'└ ' if depth else 'chain: '}{link.type}" + (f" ({label})" if label else "")
+        if link.cause is None:  # the root: its message and details
+            text += f": {link.message}" if link.message else ""
+            if link.details is not None:
+                text += f"  details={clip(link.details, width)}"
+        lines.append(text if width is None else text[:width])
+    return lines
 
 
 async def cmd_show(args: argparse.Namespace, out: Out) -> int:
@@ -92,6 +119,8 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         field("result", clip(run["result"], width))
     if run["error"] is not None:
         field("error", c(error_line(run["error"]), "red"))
+        for line in cause_chain(run["error"], width):
+            field("", c(line, "dim"))
         tb = run["error"].get("traceback") if isinstance(run["error"], dict) else None
         if tb and args.full:
             out.print(c(tb.rstrip(), "dim"))

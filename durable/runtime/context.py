@@ -19,7 +19,8 @@ from typing import Any, TypeVar, overload
 from ..errors import ConfigurationError, PayloadError, SignalTimeoutError, StepError, StepTimeoutError
 from ..observe import hooks
 from ..retry import DEFAULT_STEP_RETRY, RetryPolicy
-from ..serde import error_doc, roundtrip, validate
+from ..failures import error_doc
+from ..serde import roundtrip, validate
 from ..store.rows import Key
 from . import branches, cancel, keys, signals
 from .children import ChildRef, Children, ParentClosePolicy

@@ -30,7 +30,7 @@ from ..store import runs as store_runs
 from ..store.connections import Pool
 from ..store.events import SeqTaken
 from ..store.rows import Claim, Event, Pending
-from . import branches
+from . import branches, runlog
 from .execution import Execution
 from .host import RunView
 from .parked import ParkedRuns
@@ -140,6 +140,8 @@ class RunTable:
         ex.start()
         hooks.emit("run.resumed", run_id=ex.run_id, workflow=wf.name, source=source,
                    wake_latency_s=claim.resumed_latency_s)
+        runlog.debug("claimed" if not history else "claimed (replaying its history)", ex.run_id, wf.name,
+                     source=source, attempt=claim.attempt)
 
     def on_claimed(self, claim: Claim, source: str) -> None:
         run_id = claim.id
@@ -154,6 +156,7 @@ class RunTable:
             ex.park_future.set_result(claim)
             hooks.emit("run.resumed", run_id=run_id, workflow=ex.wf.name, source=source,
                        wake_latency_s=claim.resumed_latency_s)
+            runlog.debug("resumed", run_id, ex.wf.name, source=source)
             return
         self.replay(claim, source)
 
@@ -366,9 +369,7 @@ class RunTable:
         for run_id, token in held:
             ex = self.active.get(run_id)
             if run_id not in seen and ex is not None and ex.journal.token == token:
-                lost += 1
-                log.info("run %s: lease lost (cancelled or claimed elsewhere); stopping its execution", run_id,
-                         extra={"run_id": str(run_id), "workflow": ex.wf.name})
+                lost += 1  # its execution logs the loss once it has stopped (runlog)
                 hooks.emit("lease.lost", run_id=run_id, workflow=ex.wf.name)
                 ex.stop(LeaseLost())
         hooks.emit("heartbeat", leases=len(held), lost=lost)

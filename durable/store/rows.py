@@ -282,7 +282,8 @@ class RunListRow(TypedDict):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    error_type: str | None
+    error_type: str | None     # the root cause's type (the innermost link of the error's chain)
+    error_message: str | None  # the root cause's message, cut to 200 characters
     db_now: datetime
 
 

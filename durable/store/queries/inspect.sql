@@ -47,6 +47,10 @@ SELECT r.id, r.parent_id, r.continued_to, p.lvl, r.workflow, r.status, r.queue, 
 
 -- name: _run_list_columns
 -- The columns of `durable runs` (the filters and the order are composed in store/inspect.py).
+-- error_type / error_message: the root cause (the innermost link of the error's cause chain,
+-- repeated as `root` at the top of the document; durable/failures.py), else the error's own.
 SELECT id, workflow, version, queue, status, parent_id, root_id, created_at, started_at,
-       finished_at, error ->> 'type' AS error_type, now() AS db_now
+       finished_at, coalesce(error #>> '{root,type}', error ->> 'type') AS error_type,
+       left(coalesce(error #>> '{root,message}', error ->> 'message', error ->> 'reason'), 200) AS error_message,
+       now() AS db_now
   FROM durable_runs

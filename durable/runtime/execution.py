@@ -356,8 +356,8 @@ class Execution:
 
     async def _log_lease_lost(self) -> None:
         """The lease is gone: one line saying why. A run cancelled or timed out meanwhile
-        is logged by the process that cancelled it or by its timeout; this execution then
-        logs at DEBUG only. A run another process took over is a WARNING."""
+        is logged by the process that cancelled it or whose sweep expired it; this
+        execution then logs at DEBUG only. A run another process took over is a WARNING."""
         try:
             async with self.host.pool.connection() as conn:
                 row = await asyncio.wait_for(store_runs.info(conn, self.run_id), 5.0)
@@ -368,8 +368,7 @@ class Execution:
         if status == "cancelled":
             runlog.debug("stopped (cancelled)", self.run_id, self.wf.name)
         elif status == "failed" and isinstance(doc, dict) and doc.get("type") == "WorkflowTimeoutError":
-            runlog.outcome(logging.WARNING, "timed_out", self.run_id, self.wf.name, self.attempt,
-                           error_type="WorkflowTimeoutError")
+            runlog.debug("stopped (timed out; the timeout sweep logged it)", self.run_id, self.wf.name)
         elif status in ("failed", "completed", "continued"):
             runlog.debug(f"stopped ({status} elsewhere)", self.run_id, self.wf.name)
         else:

@@ -210,6 +210,16 @@ class CancelOutcome:
 class Expired:
     expired: int
     next_deadline_in_s: float | None  # seconds until the earliest deadline left (None: none)
+    runs: tuple["TimedOut", ...] = ()  # the expired runs it could name (for their log lines)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """A run the timeout sweep failed with WorkflowTimeoutError."""
+
+    id: uuid.UUID
+    workflow: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)

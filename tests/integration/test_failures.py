@@ -268,6 +268,20 @@ async def test_a_timed_out_run_is_one_warning_line(db, engine, logs):
     assert_no_secret(logs)
 
 
+async def test_a_timed_out_run_no_process_executes_is_logged_by_the_sweep(db, logs):
+    async with new_engine(db) as first:
+        h = await first.start(wf.waits, job(), timeout=1.5)
+        await eventually(lambda: _status_is(db, h.run_id, "suspended"))
+    async with new_engine(db, execute=True) as second:
+        await eventually(lambda: _status_is(db, h.run_id, "failed"))
+        await asyncio.sleep(0.3)
+    lines = run_lines(logs, h.run_id)
+    assert [(r.reason, r.levelno, r.workflow, r.attempt) for r in lines] == [
+        ("timed_out", logging.WARNING, "fail.waits", 1)]
+    assert not [r for r in logs.records if "exceeded their execution timeout" in r.getMessage()], \
+        "the sweep named the run instead of counting it"
+
+
 async def test_a_lost_lease_is_one_warning_line(db, engine, logs):
     wf.HOLD = asyncio.Event()
     h = await engine.start(wf.holds, job())

@@ -23,7 +23,7 @@ from ..observe import hooks
 from ..failures import error_doc
 from ..serde import roundtrip, validate
 from ..store import runs as store_runs
-from ..store.rows import Claim, Event
+from ..store.rows import Claim, Event, RunInfo
 from . import branches, renew, runlog
 from .context import Context
 from .host import Host
@@ -334,13 +334,14 @@ class Execution:
         fields: dict[str, Any] = {"run_id": self.run_id, "workflow": self.wf.name,
                                   "queue": self.queue, "duration_s": duration}
         if status == "failed":
-            fields["error_type"] = json.loads(error or "{}").get("type")
+            doc = json.loads(error or "{}")
+            fields["error_type"] = doc.get("type")
+            fields["root_error_type"] = runlog.root_type(doc)  # the application's, at the chain's root
         elif status == "cancelled":
             fields["reason"] = json.loads(error or "{}").get("reason") or "cancelled"
         hooks.emit(f"run.{status}", **fields)
         self.host.deliver(self.run_id, status, json.loads(result) if result else None,
                           json.loads(error) if error else None)
-
 
     # --- the run's outcome line (durable/runtime/runlog.py) ------------------------------
 
@@ -358,10 +359,16 @@ class Execution:
         """The lease is gone: one line saying why. A run cancelled or timed out meanwhile
         is logged by the process that cancelled it or whose sweep expired it; this
         execution then logs at DEBUG only. A run another process took over is a WARNING."""
-        try:
+        if not runlog.log.isEnabledFor(logging.WARNING):
+            return
+
+        async def read() -> RunInfo | None:
             async with self.host.pool.connection() as conn:
-                row = await asyncio.wait_for(store_runs.info(conn, self.run_id), 5.0)
-        except Exception:  # the database is gone too: say what is known
+                return await store_runs.info(conn, self.run_id)
+
+        try:
+            row = await asyncio.wait_for(read(), 2.0)
+        except Exception:  # the database is gone too, or the pool closed: say what is known
             row = None
         status = row.status if row is not None else None
         doc = row.error if row is not None else None

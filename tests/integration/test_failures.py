@@ -87,6 +87,16 @@ async def test_grandchild_type_is_the_root_type_two_levels_up(db, engine):
     assert "root" not in doc["cause"] and "traceback" not in doc["cause"]
 
 
+async def test_the_run_failed_hook_carries_the_root_type(db, engine):
+    seen: list[tuple[str, str]] = []
+    off = durable.hooks.on("run.failed", lambda ev: seen.append((ev["error_type"], ev["root_error_type"])))
+    try:
+        await failure(engine, wf.keyerror, job())
+    finally:
+        off()
+    assert seen == [("StepError", "KeyError")]
+
+
 async def test_catching_a_child_failure_sees_the_root_type_on_replay(db):
     """The except clause reads the outcome from the journal: after the engine is closed
     and another opened, the replay sees the same root_type, chain and details."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 log = logging.getLogger("durable.runs")
@@ -53,3 +54,16 @@ def debug(event: str, run_id: uuid.UUID, workflow: str, **fields: Any) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("run %s (%s) %s", run_id, workflow, event,
                   extra={"event": f"run.{event}", "run_id": str(run_id), "workflow": workflow, **fields})
+
+
+class RunLogger(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.log``: the workflow's logger (``durable.workflow.<name>``) adding ``run_id``
+    and ``workflow`` to every line's ``extra`` fields, keeping the caller's own."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+def run_logger(run_id: uuid.UUID, workflow: str) -> RunLogger:
+    return RunLogger(logging.getLogger(f"durable.workflow.{workflow}"), {"run_id": str(run_id), "workflow": workflow})

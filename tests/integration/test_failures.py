@@ -308,3 +308,11 @@ async def test_a_lost_lease_is_one_warning_line(db, engine, logs):
     lines = run_lines(logs, h.run_id)
     assert [(r.reason, r.levelno, r.workflow) for r in lines] == [("lease_lost", logging.WARNING, "fail.holds")]
     assert_no_secret(logs)
+
+
+async def test_ctx_log_lines_carry_the_run_id(db, engine, logs):
+    h = await engine.start(wf.logs_line, job())
+    assert await h.result(timeout=10) == "ok"
+    (line,) = [r for r in logs.records if r.getMessage() == "hello from the workflow"]
+    assert line.name == "durable.workflow.fail.logs"
+    assert (line.run_id, line.workflow, line.order) == (str(h.run_id), "fail.logs", "o-1")

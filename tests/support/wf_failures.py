@@ -103,3 +103,9 @@ async def waits(ctx: durable.Context, job: dict[str, Any]) -> str:
 @durable.workflow("fail.holds")
 async def holds(ctx: durable.Context, job: dict[str, Any]) -> str:
     return await ctx.step(hold_step, job)
+
+
+@durable.workflow("fail.logs")
+async def logs_line(ctx: durable.Context, job: dict[str, Any]) -> str:
+    ctx.log.info("hello from the workflow", extra={"order": "o-1"})
+    return "ok"

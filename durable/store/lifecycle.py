@@ -76,20 +76,18 @@ async def continue_as_new(conn: Conn, tree_key: int, run_id: uuid.UUID, token: i
 
 async def expire_overdue(conn: Conn, limit: int, max_depth: int) -> Expired:
     """Fail runs past their execution timeout (skipping rows others hold), and name the
-    runs expired (one transaction: the candidates are read first, the expired among them
-    after, by the transaction's clock)."""
-    async with conn.transaction():
-        now = (await (await conn.execute(q("expire_now"))).fetchone() or (None,))[0]
-        candidates = await (await conn.execute(q("expire_candidates"), (limit,))).fetchall()
-        row = await (await conn.execute(q("expire_overdue"), (limit, max_depth))).fetchone()
-        if row is None:
-            return Expired(0, None)
-        runs: tuple[TimedOut, ...] = ()
-        if row[0] and candidates:
-            got = await conn.execute(q("expired_among"), ([c[0] for c in candidates], [c[1] for c in candidates],
-                                                          now))
-            runs = tuple(TimedOut(id=r[0], workflow=r[1], attempt=r[2]) for r in await got.fetchall())
-    return Expired(expired=int(row[0]), next_deadline_in_s=None if row[1] is None else float(row[1]), runs=runs)
+    runs it expired: the candidates are read with the sweep's own snapshot (before it),
+    the expired among them after, by the sweep's clock."""
+    row = await (await conn.execute(q("expire_overdue"), (limit, max_depth, limit))).fetchone()
+    if row is None:
+        return Expired(0, None)
+    expired, next_in, now, candidates = int(row[0]), row[1], row[2], row[3] or []
+    runs: tuple[TimedOut, ...] = ()
+    if expired and candidates:
+        keys, ids = [int(c[0]) for c in candidates], [uuid.UUID(c[1]) for c in candidates]
+        got = await conn.execute(q("expired_among"), (keys, ids, now))
+        runs = tuple(TimedOut(id=r[0], workflow=r[1], attempt=r[2]) for r in await got.fetchall())
+    return Expired(expired=expired, next_deadline_in_s=None if next_in is None else float(next_in), runs=runs)
 
 
 async def run_labels(conn: Conn, run_id: uuid.UUID) -> RunLabels | None:

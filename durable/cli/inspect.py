@@ -101,12 +101,12 @@ def _attrs_line(attrs: dict[str, Any], width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def clip_error(kind: str | None, message: str | None, width: int = 60) -> str:
-    """The runs table's ERROR cell: the root cause, ``Declined: card refused``."""
+def clip_error(kind: str | None, message: str | None) -> str:
+    """The runs table's ERROR cell: the root cause, ``Declined: card refused`` (the message
+    is cut to 200 characters by the query; the table fits it to a terminal)."""
     if not kind:
         return ""
-    text = f"{kind}: {message}" if message else kind
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return f"{kind}: {message}" if message else kind
 
 
 def cause_chain(error: Any, width: int | None) -> list[str]:

@@ -234,8 +234,8 @@ class Execution:
             self.host.replay(stale.claim, source="local")
         except Stop as stop:  # lease lost, evicted, shutdown, database gone: not a failure
             reason = stop.reason
-            if isinstance(stop, LeaseLost):
-                await self._log_lease_lost()
+            if isinstance(stop, LeaseLost):  # why: cancelled or finished elsewhere is no lease loss
+                reason = await self._log_lease_lost()
         except asyncio.CancelledError:
             reason = "shutdown"
             raise
@@ -359,12 +359,12 @@ class Execution:
             runlog.outcome(logging.INFO, "cancelled", self.run_id, self.wf.name, self.attempt,
                            text="it finished its cleanup after a graceful cancel")
 
-    async def _log_lease_lost(self) -> None:
-        """The lease is gone: one line saying why. A run cancelled or timed out meanwhile
-        is logged by the process that cancelled it or whose sweep expired it; this
-        execution then logs at DEBUG only. A run another process took over is a WARNING."""
-        if not runlog.log.isEnabledFor(logging.WARNING):
-            return
+    async def _log_lease_lost(self) -> str:
+        """The lease is gone: one line saying why, and the end reason (``cancelled``,
+        ``finished`` or ``lease_lost``, as ``execution.ended`` reports it). A run cancelled
+        or timed out meanwhile is logged by the process that cancelled it or whose sweep
+        expired it; this execution then logs at DEBUG only. A run another process took
+        over is a WARNING."""
 
         async def read() -> RunInfo | None:
             async with self.host.pool.connection() as conn:
@@ -378,9 +378,12 @@ class Execution:
         doc = row.error if row is not None else None
         if status == "cancelled":
             runlog.debug("stopped (cancelled)", self.run_id, self.wf.name)
-        elif status == "failed" and isinstance(doc, dict) and doc.get("type") == "WorkflowTimeoutError":
+            return "cancelled"
+        if status == "failed" and isinstance(doc, dict) and doc.get("type") == "WorkflowTimeoutError":
             runlog.debug("stopped (timed out; the timeout sweep logged it)", self.run_id, self.wf.name)
-        elif status in ("failed", "completed", "continued"):
+            return "finished"
+        if status in ("failed", "completed", "continued"):
             runlog.debug(f"stopped ({status} elsewhere)", self.run_id, self.wf.name)
-        else:
-            runlog.outcome(logging.WARNING, "lease_lost", self.run_id, self.wf.name, self.attempt)
+            return "finished"
+        runlog.outcome(logging.WARNING, "lease_lost", self.run_id, self.wf.name, self.attempt)
+        return "lease_lost"

@@ -9,7 +9,7 @@ from .config import EngineSettings
 from .engine import Engine
 from .errors import (ApplicationError, CancellationRequested, ChildCancelledError, ChildDepthError,
                      ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
-                     HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
+                     FailureInfo, HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
                      SchemaVersionError, SearchAttributeError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
@@ -36,4 +36,5 @@ __all__ = [
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
     "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError", "ForkPositionError", "RunNotResumableError",
+    "FailureInfo",  # issue 14: structured failures (the cause chain)
 ]

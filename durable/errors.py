@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 
 class DurableError(Exception):
@@ -61,8 +62,85 @@ class RunConflictError(DurableError):
     """A run id or idempotency key is already taken by a run of another workflow or input."""
 
 
-class RunFailedError(DurableError):
-    """The awaited run ended as failed. `error` holds the journaled error document."""
+# --- structured failures: the cause chain of a journaled error document ----------------
+
+
+@dataclass(frozen=True)
+class FailureInfo:
+    """One link of a failure's cause chain, read from a journaled error document.
+
+    A run that failed because a step raised ``ApplicationError("card refused",
+    type="Declined")`` in its child has the chain ``ChildFailedError`` (the run) →
+    ``StepError`` (the child, with its ``run_id`` and ``workflow``) → ``Declined`` (the
+    application's error). ``type`` is the application's own type name (``KeyError``, or
+    ``ApplicationError``'s ``type=``); ``cause`` the next link inward (None at the root);
+    ``run_id``/``workflow`` are set on links that are a run's own failure, ``step`` on a
+    step's failure."""
+
+    type: str
+    message: str = ""
+    non_retryable: bool = False
+    details: Any = None
+    cause: "FailureInfo | None" = None
+    run_id: str | None = None
+    workflow: str | None = None
+    step: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "FailureInfo | None":
+        """The chain of an error document (None when there is none)."""
+        if not isinstance(doc, dict):
+            return None
+        return cls(type=str(doc.get("type") or "Error"), message=str(doc.get("message") or doc.get("reason") or ""),
+                   non_retryable=bool(doc.get("non_retryable", False)), details=doc.get("details"),
+                   cause=cls.from_doc(doc.get("cause")), run_id=doc.get("run_id"), workflow=doc.get("workflow"),
+                   step=doc.get("step"))
+
+    def chain(self) -> Iterator["FailureInfo"]:
+        """This link, then each cause inward to the root."""
+        link: FailureInfo | None = self
+        while link is not None:
+            yield link
+            link = link.cause
+
+    @property
+    def root(self) -> "FailureInfo":
+        """The innermost link: the application's own error."""
+        *_, last = self.chain()
+        return last
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+class _Caused:
+    """``cause``/``root``/``root_type`` of an error that carries a journaled error document."""
+
+    cause: FailureInfo | None
+
+    @property
+    def root(self) -> FailureInfo | None:
+        """The innermost link of the cause chain (the application's own error)."""
+        return self.cause.root if self.cause is not None else None
+
+    @property
+    def root_type(self) -> str | None:
+        """The application's own error type at the root of the chain, e.g. ``"Declined"``
+        or ``"KeyError"`` (``.type`` is the outermost link's, e.g. ``"StepError"``)."""
+        root = self.root
+        return root.type if root is not None else None
+
+    @property
+    def root_message(self) -> str:
+        root = self.root
+        return root.message if root is not None else ""
+
+
+class RunFailedError(_Caused, DurableError):
+    """The awaited run ended as failed. ``error`` holds the journaled error document;
+    ``cause`` the same as a :class:`FailureInfo` chain (the run's own failure first);
+    ``root_type`` / ``root_message`` its innermost link (the application's error);
+    ``type`` / ``message`` the outermost link (e.g. ``StepError``), as before."""
 
     def __init__(self, run_id: Any, error: dict[str, Any] | None, workflow: str | None = None) -> None:
         err = error or {}
@@ -71,7 +149,12 @@ class RunFailedError(DurableError):
         self.error = err
         self.type = err.get("type")
         self.message = err.get("message", "")
-        super().__init__(f"run {run_id} failed: {self.type}: {self.message}")
+        self.cause = FailureInfo.from_doc(err) if err else None
+        text = f"run {run_id} failed: {self.type}: {self.message}"
+        root = self.root
+        if root is not None and root is not self.cause and str(root) not in text:
+            text += f" (root cause {root})"
+        super().__init__(text)
 
 
 class RunFinishedError(DurableError):
@@ -109,9 +192,10 @@ class NonDeterminismError(DurableError):
         )
 
 
-class StepError(DurableError):
+class StepError(_Caused, DurableError):
     """A step failed after its retries. Raised the same way live and on replay, so
-    workflow code that catches it behaves deterministically."""
+    workflow code that catches it behaves deterministically. ``error`` is the step's
+    journaled error document; ``cause`` / ``root_type`` the application's error in it."""
 
     def __init__(self, step: str, error: dict[str, Any], attempts: int) -> None:
         self.step = step
@@ -119,6 +203,7 @@ class StepError(DurableError):
         self.type = error.get("type")
         self.message = error.get("message", "")
         self.attempts = attempts
+        self.cause = FailureInfo.from_doc(error)
         super().__init__(f"step {step!r} failed after {attempts} attempt(s): {self.type}: {self.message}")
 
 
@@ -135,7 +220,9 @@ class StepCallError(DurableError):
 
 
 class ChildFailedError(RunFailedError):
-    """A child run failed. Carries the child's run id and journaled error."""
+    """A child run failed. Carries the child's run id and journaled error; ``cause`` is
+    the child's failure chain and ``root_type`` the application's error type at its root
+    (a grandchild's, a step's), the same live and on replay."""
 
 
 class ChildCancelledError(RunCancelledError):

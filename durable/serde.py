@@ -8,17 +8,13 @@ is written.
 from __future__ import annotations
 
 import json
-import traceback
 from functools import lru_cache
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from .errors import ApplicationError, PayloadError
-
-_MAX_TRACEBACK = 8000
-
+from .errors import PayloadError
 
 def dumps(value: Any, *, what: str, limit: int) -> str:
     """Encode ``value`` as JSON text; refuse it clearly when it cannot be stored."""
@@ -63,25 +59,6 @@ def roundtrip(value: Any, tp: Any, *, what: str, limit: int) -> tuple[str, Any]:
     """Encode for the journal and return (json_text, the value a replay would see)."""
     text = dumps(value, what=what, limit=limit)
     return text, validate(json.loads(text), tp, what=what)
-
-
-def error_doc(exc: BaseException) -> dict[str, Any]:
-    """The journaled form of an exception (type, message, traceback)."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    doc: dict[str, Any] = {
-        "type": getattr(exc, "type", None) if isinstance(exc, ApplicationError) else type(exc).__name__,
-        "module": type(exc).__module__,
-        "message": str(exc),
-        "traceback": tb[-_MAX_TRACEBACK:],
-    }
-    if isinstance(exc, ApplicationError):
-        doc["non_retryable"] = exc.non_retryable
-        if exc.details is not None:
-            try:
-                doc["details"] = to_jsonable_python(exc.details)
-            except PydanticSerializationError:
-                doc["details"] = repr(exc.details)
-    return doc
 
 
 def _type_name(tp: Any) -> str:

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import ConfigurationError, RunNotFoundError
+from ..errors import ConfigurationError, FailureInfo, RunNotFoundError
 from ..store import inspect as store_inspect
 from ..store import search as store_search
 from ..store.rows import RunFilter, TreeRow
@@ -76,7 +76,7 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
     show_attrs = any(r.attributes for r in rows)
     out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"] + (["ATTRIBUTES"] if show_attrs else []),
               [[str(r.id), r.workflow, r.status, r.queue, ago(r.created_at, now), took(asdict(r), now),
-                r.error_type or ""] + ([_attrs_line(r.attributes)] if show_attrs else []) for r in rows],
+                clip_error(r.error_type, r.error_message)] + ([_attrs_line(r.attributes)] if show_attrs else []) for r in rows],
               styles={2: lambda cell: STATUS_STYLE.get(cell.strip())}, ids=0,
               shrink=(1, 3, 6) + ((7,) if show_attrs else ()))
     if page.next_cursor:
@@ -99,6 +99,33 @@ def _attrs_line(attrs: dict[str, Any], width: int = 60) -> str:
     text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
                     for k, v in sorted(attrs.items()))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def clip_error(kind: str | None, message: str | None) -> str:
+    """The runs table's ERROR cell: the root cause, ``Declined: card refused`` (the message
+    is cut to 200 characters by the query; the table fits it to a terminal)."""
+    if not kind:
+        return ""
+    return f"{kind}: {message}" if message else kind
+
+
+def cause_chain(error: Any, width: int | None) -> list[str]:
+    """``show``'s cause chain, outermost link first (nothing for an error without a cause)."""
+    info = FailureInfo.from_doc(error)
+    if info is None or info.cause is None:
+        return []
+    lines = []
+    for depth, link in enumerate(info.chain()):
+        where = [f"run {link.run_id}" if link.run_id else "", link.workflow or "",
+                 f"step {link.step!r}" if link.step else "", "non-retryable" if link.non_retryable else ""]
+        label = ", ".join(w for w in where if w)
+        text = f"{'  ' * depth}{'└ ' if depth else 'chain: '}{link.type}" + (f" ({label})" if label else "")
+        if link.cause is None:  # the root: its message and details
+            text += f": {link.message}" if link.message else ""
+            if link.details is not None:
+                text += f"  details={clip(link.details, width)}"
+        lines.append(text if width is None else text[:width])
+    return lines
 
 
 async def cmd_show(args: argparse.Namespace, out: Out) -> int:
@@ -146,6 +173,8 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         field("result", clip(run["result"], width))
     if run["error"] is not None:
         field("error", c(error_line(run["error"]), "red"))
+        for line in cause_chain(run["error"], width):
+            field("", c(line, "dim"))
         tb = run["error"].get("traceback") if isinstance(run["error"], dict) else None
         if tb and args.full:
             out.print(c(tb.rstrip(), "dim"))

@@ -219,8 +219,13 @@ def took(row: dict[str, Any], now: datetime) -> str:
 
 
 def error_line(error: Any) -> str:
+    """``Type: message`` of an error document's root cause (the innermost link of its
+    cause chain, e.g. ``Declined: card refused``), else of the document itself."""
     if not isinstance(error, dict):
         return compact(error)
+    root = error.get("root")
+    if isinstance(root, dict) and root.get("type"):
+        error = root
     kind = error.get("type") or "Error"
     msg = error.get("message") or error.get("reason") or ""
     return f"{kind}: {msg}" if msg else kind

@@ -18,7 +18,9 @@ Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
                        A run was created: ``engine.start``, a child start, or the
                        successor of a continue-as-new or of a retried run.
 ``run.completed``      run_id, workflow, queue, duration_s
-``run.failed``         run_id, workflow, queue, duration_s, error_type
+``run.failed``         run_id, workflow, queue, duration_s, error_type, root_error_type
+                       (the outermost type, e.g. StepError, and the application's own
+                       type at the root of the cause chain, e.g. Declined)
 ``run.cancelled``      run_id, workflow, queue, reason, [duration_s]. Emitted for the run
                        a hard ``cancel()`` targeted (its cancelled descendants are counted
                        by ``cascade.completed``), and by a run that finished its cleanup

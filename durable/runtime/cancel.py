@@ -20,7 +20,7 @@ from ..observe import hooks
 from ..store import lifecycle as store_lifecycle
 from ..store.connections import Conn, Pool, run_typed
 from ..store.rows import CancelOutcome, Event, split_key
-from . import keys
+from . import keys, runlog
 from .host import RunView
 
 log = logging.getLogger(__name__)
@@ -83,18 +83,21 @@ async def cancel(pool: Pool, run_id: uuid.UUID, *, graceful: bool, reason: str, 
         log.info("cancel of run %s: it had already %s; nothing to do", run_id, got.status_before,
                  extra={"run_id": str(run_id)})
         return res
-    if graceful:
-        log.info("run %s was asked to cancel; it sees CancellationRequested at its next await", got.live_id,
-                 extra={"run_id": str(got.live_id)})
+    if graceful:  # the run logs its outcome when it ends (runlog)
+        log.debug("run %s was asked to cancel; it sees CancellationRequested at its next await", got.live_id,
+                  extra={"run_id": str(got.live_id)})
         return res
-    log.info("cancelled run %s and %d descendant(s) in %.3f s", got.live_id, got.cancelled - 1,
-             time.perf_counter() - started, extra={"run_id": str(got.live_id)})
-    if hooks.listening("run.cancelled") and got.live_id is not None:  # one label lookup, only when someone listens
+    labels = None
+    if got.live_id is not None and (hooks.listening("run.cancelled") or runlog.log.isEnabledFor(logging.INFO)):
+        # one label lookup, only when someone listens: the hook or the log line
         async with pool.connection() as conn:
             labels = await store_lifecycle.run_labels(conn, got.live_id)
-        if labels is not None:
-            hooks.emit("run.cancelled", run_id=labels.id, workflow=labels.workflow, queue=labels.queue,
-                       reason=reason)
+    runlog.outcome(logging.INFO, "cancelled", got.live_id or run_id, labels.workflow if labels else None, None,
+                   text=f"with {got.cancelled - 1} descendant(s) in {time.perf_counter() - started:.3f} s",
+                   cancel_reason=reason, descendants=got.cancelled - 1)
+    if labels is not None:
+        hooks.emit("run.cancelled", run_id=labels.id, workflow=labels.workflow, queue=labels.queue,
+                   reason=reason)
     report_cascade(run_id, got.cancelled, got.truncated, max_depth)
     return res
 

@@ -10,7 +10,6 @@ workflow's own.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -20,9 +19,10 @@ from ..attributes import check_attributes
 from ..errors import ConfigurationError, PayloadError, SignalTimeoutError, StepError, StepTimeoutError
 from ..observe import hooks
 from ..retry import DEFAULT_STEP_RETRY, RetryPolicy
-from ..serde import error_doc, roundtrip, validate
+from ..failures import error_doc
+from ..serde import roundtrip, validate
 from ..store.rows import Key
-from . import branches, cancel, keys, signals
+from . import branches, cancel, keys, runlog, signals
 from .children import ChildRef, Children, ParentClosePolicy
 from .host import RunView
 from .registry import StepDef, WorkflowDef, as_step, resolve
@@ -40,7 +40,7 @@ class Context:
     def __init__(self, ex: RunView) -> None:
         self._ex = ex
         self._children = Children(ex)
-        self.log = logging.getLogger(f"durable.workflow.{ex.wf.name}")
+        self.log = runlog.run_logger(ex.run_id, ex.wf.name)  # lines carry run_id and workflow
 
     # --- facts about the run -------------------------------------------------------------
 

@@ -20,16 +20,17 @@ from typing import Any
 
 from ..errors import CancellationRequested, NonDeterminismError, PayloadError
 from ..observe import hooks
-from ..serde import error_doc, roundtrip, validate
+from ..failures import error_doc
+from ..serde import roundtrip, validate
 from ..store import runs as store_runs
-from ..store.rows import Claim, Event
-from . import branches, renew
+from ..store.rows import Claim, Event, RunInfo
+from . import branches, renew, runlog
 from .context import Context
 from .host import Host
 from .journal import Journal, replayable
 from .parked import RUN_BYTES
 from .registry import WorkflowDef
-from .stops import ContinueAsNew, Stale, Stop
+from .stops import ContinueAsNew, LeaseLost, Stale, Stop
 from .waits import Waiter, Waits
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ class Execution:
                 raise self.journal.lost()
         self.journal.token = None
         hooks.emit("run.suspended", run_id=self.run_id, workflow=self.wf.name)
+        runlog.debug("suspended", self.run_id, self.wf.name)
         due_now = suspended.due_now or self.kicked.is_set()
         claim = await self.host.park(self, fire_at, due_now=due_now, db_now=suspended.db_now)
         if claim.last_seq != self.journal.next_seq - 1:
@@ -232,6 +234,8 @@ class Execution:
             self.host.replay(stale.claim, source="local")
         except Stop as stop:  # lease lost, evicted, shutdown, database gone: not a failure
             reason = stop.reason
+            if isinstance(stop, LeaseLost):  # why: cancelled or finished elsewhere is no lease loss
+                reason = await self._log_lease_lost()
         except asyncio.CancelledError:
             reason = "shutdown"
             raise
@@ -273,7 +277,6 @@ class Execution:
             await renew.continue_as_new(self, can)
             return "continued"
         except NonDeterminismError as exc:
-            log.error("%s", exc, extra={"run_id": str(self.run_id), "workflow": self.wf.name})
             await self._fail(exc)
             return "nondeterminism"
         except CancellationRequested:
@@ -297,7 +300,6 @@ class Execution:
         if extra is not None:
             ev = self.journal.by_key[extra][0]
             exc = NonDeterminismError(self.run_id, extra, f"{ev.kind} {ev.name!r}", "the workflow returning")
-            log.error("%s", exc, extra={"run_id": str(self.run_id), "workflow": self.wf.name})
             await self._fail(exc)
             return
         try:
@@ -317,23 +319,71 @@ class Execution:
         doc = error_doc(exc)
         if isinstance(exc, NonDeterminismError):
             doc["type"] = "NonDeterminismError"
-        await self._finish("failed", None, json.dumps(doc))
+        doc["run_id"] = str(self.run_id)  # the run's own link of the cause chain
+        doc["workflow"] = self.wf.name
+        await self._finish("failed", None, json.dumps(doc),
+                           note=str(exc) if isinstance(exc, NonDeterminismError) else "")
 
-    async def _finish(self, status: str, result: str | None, error: str | None) -> None:
+    async def _finish(self, status: str, result: str | None, error: str | None, note: str = "") -> None:
         outcome = await self.journal.finish(status, result, error)
-        if outcome in ("lost", "stopped"):
-            return
+        if outcome == "lost":  # nothing written: cancelled, timed out or taken over meanwhile
+            raise self.journal.halt(LeaseLost())
+        if outcome == "stopped":
+            raise self.stopping or self.journal.halt(LeaseLost())
         if outcome == "retried":  # a child's retry policy re-runs it as a new attempt
             renew.attempt_retried(self, error)
             return
+        self._log_outcome(status, error, note)
         duration = time.monotonic() - self.started_mono
         fields: dict[str, Any] = {"run_id": self.run_id, "workflow": self.wf.name,
                                   "queue": self.queue, "duration_s": duration}
         if status == "failed":
-            fields["error_type"] = json.loads(error or "{}").get("type")
+            doc = json.loads(error or "{}")
+            fields["error_type"] = doc.get("type")
+            fields["root_error_type"] = runlog.root_type(doc)  # the application's, at the chain's root
         elif status == "cancelled":
             fields["reason"] = json.loads(error or "{}").get("reason") or "cancelled"
         hooks.emit(f"run.{status}", **fields)
         self.host.deliver(self.run_id, status, json.loads(result) if result else None,
                           json.loads(error) if error else None)
 
+    # --- the run's outcome line (durable/runtime/runlog.py) ------------------------------
+
+    def _log_outcome(self, status: str, error: str | None, note: str) -> None:
+        doc = json.loads(error) if error else None
+        if status == "failed":
+            nondeterministic = isinstance(doc, dict) and doc.get("type") == "NonDeterminismError"
+            runlog.outcome(logging.WARNING, "nondeterminism" if nondeterministic else "failed", self.run_id,
+                           self.wf.name, self.attempt, error_type=runlog.root_type(doc), text=note)
+        elif status == "cancelled":
+            runlog.outcome(logging.INFO, "cancelled", self.run_id, self.wf.name, self.attempt,
+                           text="it finished its cleanup after a graceful cancel")
+
+    async def _log_lease_lost(self) -> str:
+        """The lease is gone: one line saying why, and the end reason (``cancelled``,
+        ``finished`` or ``lease_lost``, as ``execution.ended`` reports it). A run cancelled
+        or timed out meanwhile is logged by the process that cancelled it or whose sweep
+        expired it; this execution then logs at DEBUG only. A run another process took
+        over is a WARNING."""
+
+        async def read() -> RunInfo | None:
+            async with self.host.pool.connection() as conn:
+                return await store_runs.info(conn, self.run_id)
+
+        try:
+            row = await asyncio.wait_for(read(), 2.0)
+        except Exception:  # the database is gone too, or the pool closed: say what is known
+            row = None
+        status = row.status if row is not None else None
+        doc = row.error if row is not None else None
+        if status == "cancelled":
+            runlog.debug("stopped (cancelled)", self.run_id, self.wf.name)
+            return "cancelled"
+        if status == "failed" and isinstance(doc, dict) and doc.get("type") == "WorkflowTimeoutError":
+            runlog.debug("stopped (timed out; the timeout sweep logged it)", self.run_id, self.wf.name)
+            return "finished"
+        if status in ("failed", "completed", "continued"):
+            runlog.debug(f"stopped ({status} elsewhere)", self.run_id, self.wf.name)
+            return "finished"
+        runlog.outcome(logging.WARNING, "lease_lost", self.run_id, self.wf.name, self.attempt)
+        return "lease_lost"

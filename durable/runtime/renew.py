@@ -17,6 +17,7 @@ import uuid
 from ..observe import hooks
 from ..store import lifecycle as store_lifecycle
 from ..store.rows import in_tree
+from . import runlog
 from .host import RunView
 from .stops import ContinueAsNew
 
@@ -65,10 +66,8 @@ def attempt_retried(ex: RunView, error: str | None) -> None:
     made this run 'continued' and inserted the successor, due after the retry delay)."""
     successor = retry_run_id(ex.run_id, ex.grafted)
     err = json.loads(error or "{}")
-    log.info("run %s (attempt %d) failed with %s; its retry policy re-runs it as run %s",
-             ex.run_id, ex.attempt, err.get("type"), successor,
-             extra={"run_id": str(ex.run_id), "workflow": ex.wf.name, "attempt": ex.attempt,
-                    "error_type": err.get("type")})
+    runlog.outcome(logging.INFO, "retried", ex.run_id, ex.wf.name, ex.attempt, error_type=runlog.root_type(err),
+                   text=f"its retry policy re-runs it as run {successor}", successor_run_id=str(successor))
     hooks.emit("run.continued", run_id=ex.run_id, workflow=ex.wf.name, queue=ex.queue,
                successor_run_id=successor, duration_s=time.monotonic() - ex.started_mono,
                reason="retry", error_type=err.get("type"))

@@ -30,7 +30,7 @@ from ..store import runs as store_runs
 from ..store.connections import Pool
 from ..store.events import SeqTaken
 from ..store.rows import Claim, Event, Pending
-from . import branches
+from . import branches, runlog
 from .execution import Execution
 from .host import RunView
 from .parked import ParkedRuns
@@ -140,6 +140,8 @@ class RunTable:
         ex.start()
         hooks.emit("run.resumed", run_id=ex.run_id, workflow=wf.name, source=source,
                    wake_latency_s=claim.resumed_latency_s)
+        runlog.debug("claimed" if not history else "claimed (replaying its history)", ex.run_id, wf.name,
+                     source=source, attempt=claim.attempt)
 
     def on_claimed(self, claim: Claim, source: str) -> None:
         run_id = claim.id
@@ -154,6 +156,7 @@ class RunTable:
             ex.park_future.set_result(claim)
             hooks.emit("run.resumed", run_id=run_id, workflow=ex.wf.name, source=source,
                        wake_latency_s=claim.resumed_latency_s)
+            runlog.debug("resumed", run_id, ex.wf.name, source=source)
             return
         self.replay(claim, source)
 
@@ -372,14 +375,13 @@ class RunTable:
         for ex, token in gone:
             if ex.journal.token != token:
                 continue
-            fields = {"run_id": str(ex.run_id), "workflow": ex.wf.name}
             if ended.get(ex.run_id) == "cancelled":
-                log.info("run %s: cancelled; stopping its execution", ex.run_id, extra=fields)
+                # the cancel's own line is the outcome (runtime/cancel.py, runlog): DEBUG here
+                runlog.debug("stopped (cancelled)", ex.run_id, ex.wf.name)
                 ex.stop(Cancelled())
                 continue
             lost += 1
-            log.info("run %s: lease lost (claimed elsewhere, or ended); stopping its execution", ex.run_id,
-                     extra=fields)
+            # its execution logs the loss once it has stopped (Execution._log_lease_lost, runlog)
             hooks.emit("lease.lost", run_id=ex.run_id, workflow=ex.wf.name)
             ex.stop(LeaseLost())
         hooks.emit("heartbeat", leases=len(held), lost=lost)

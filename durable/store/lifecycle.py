@@ -15,7 +15,7 @@ from psycopg import sql
 from ..errors import DurableError, RunFinishedError, RunNotFoundError
 from .connections import Conn
 from .runs import key_of
-from .rows import CancelOutcome, Expired, RunLabels
+from .rows import CancelOutcome, Expired, RunLabels, TimedOut
 from .statements import q
 
 
@@ -75,11 +75,19 @@ async def continue_as_new(conn: Conn, tree_key: int, run_id: uuid.UUID, token: i
 
 
 async def expire_overdue(conn: Conn, limit: int, max_depth: int) -> Expired:
-    """Fail runs past their execution timeout (skipping rows others hold)."""
-    row = await (await conn.execute(q("expire_overdue"), (limit, max_depth))).fetchone()
+    """Fail runs past their execution timeout (skipping rows others hold), and name the
+    runs it expired: the candidates are read with the sweep's own snapshot (before it),
+    the expired among them after, by the sweep's clock."""
+    row = await (await conn.execute(q("expire_overdue"), (limit, max_depth, limit))).fetchone()
     if row is None:
         return Expired(0, None)
-    return Expired(expired=int(row[0]), next_deadline_in_s=None if row[1] is None else float(row[1]))
+    expired, next_in, now, candidates = int(row[0]), row[1], row[2], row[3] or []
+    runs: tuple[TimedOut, ...] = ()
+    if expired and candidates:
+        keys, ids = [int(c[0]) for c in candidates], [uuid.UUID(c[1]) for c in candidates]
+        got = await conn.execute(q("expired_among"), (keys, ids, now))
+        runs = tuple(TimedOut(id=r[0], workflow=r[1], attempt=r[2]) for r in await got.fetchall())
+    return Expired(expired=expired, next_deadline_in_s=None if next_in is None else float(next_in), runs=runs)
 
 
 async def run_labels(conn: Conn, run_id: uuid.UUID) -> RunLabels | None:

@@ -210,6 +210,16 @@ class CancelOutcome:
 class Expired:
     expired: int
     next_deadline_in_s: float | None  # seconds until the earliest deadline left (None: none)
+    runs: tuple["TimedOut", ...] = ()  # the expired runs it could name (for their log lines)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """A run the timeout sweep failed with WorkflowTimeoutError."""
+
+    id: uuid.UUID
+    workflow: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +381,8 @@ class RunSummary:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    error_type: str | None
+    error_type: str | None           # the root cause's type (the innermost link of its error's chain)
+    error_message: str | None = None  # the root cause's message, cut to 200 characters
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,7 @@ async def list_runs(conn: Conn, f: RunFilter, limit: int) -> RunPage:
         now = clock[0]
     runs = [RunSummary(id=r[0], workflow=r[1], version=r[2], queue=r[3], status=r[4], parent_id=r[5], root_id=r[6],
                        child_key=r[7], attributes=r[8], created_at=r[9], started_at=r[10], finished_at=r[11],
-                       error_type=r[12]) for r in rows[:limit]]
+                       error_type=r[12], error_message=r[14]) for r in rows[:limit]]
     nxt = encode_cursor(runs[-1].created_at, runs[-1].id) if len(rows) > limit else None
     return RunPage(runs=runs, next_cursor=nxt, db_now=now)
 

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 
+from ..runtime import runlog
 from ..runtime.runs import RunTable
 from ..store import lifecycle as store_lifecycle
 from .loop import BackgroundLoop
@@ -114,6 +115,11 @@ class Timeouts(BackgroundLoop):
             got = await store_lifecycle.expire_overdue(conn, limit, self.settings.max_child_depth)
         self.next_deadline_in = got.next_deadline_in_s
         if got.expired:
-            log.info("%d run(s) exceeded their execution timeout and failed with WorkflowTimeoutError", got.expired)
+            for run in got.runs:  # one line per run (runlog); their executors log at DEBUG only
+                runlog.outcome(logging.WARNING, "timed_out", run.id, run.workflow, run.attempt,
+                               error_type="WorkflowTimeoutError")
+            if got.expired > len(got.runs):
+                log.info("%d run(s) exceeded their execution timeout and failed with WorkflowTimeoutError",
+                         got.expired - len(got.runs))
             self.runs.check_cancelled()
         return got.expired

@@ -23,5 +23,17 @@ SELECT durable_continue(%s, %s, %s, %s, %s, %s, %s::jsonb)
 -- name: expire_overdue
 -- Expire overdue runs, and say how long until the earliest remaining deadline (read with
 -- the statement's snapshot, so right after runs expired it may still name theirs: the loop
--- then simply looks again at once).
-SELECT durable_expire_runs(%s, %s), durable_next_deadline_in()
+-- then simply looks again at once). With the same snapshot (so as they were before the
+-- sweep): the earliest deadlines, [tree_key, run_id] pairs (the runs it expires are among
+-- them), and the statement's clock (their finished_at), to name them (`expired_among`).
+SELECT durable_expire_runs(%s, %s), durable_next_deadline_in(), durable_now(),
+       (SELECT jsonb_agg(jsonb_build_array(c.tree_key, c.run_id))
+          FROM (SELECT d.tree_key, d.run_id FROM durable_deadlines d ORDER BY d.deadline_at LIMIT %s) c)
+
+-- name: expired_among
+-- Of the candidates `expire_overdue` read, the runs it failed with WorkflowTimeoutError
+-- (finished at its clock).
+SELECT id, workflow, attempt FROM durable_runs
+ WHERE tree_key = ANY(%s) AND id = ANY(%s) AND status = 'failed' AND finished_at = %s
+   AND error ->> 'type' = 'WorkflowTimeoutError'
+ ORDER BY id

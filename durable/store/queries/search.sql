@@ -6,8 +6,12 @@
 -- (How these files are read: durable/store/statements.py.)
 
 -- name: _search_list
+-- error_type / error_message: the root cause (the innermost link of the error's cause chain,
+-- repeated as `root` at the top of the document: durable/failures.py), else the error's own.
 SELECT id, workflow, version, queue, status, parent_id, root_id, child_key, coalesce(attributes, '{}') AS attributes,
-       created_at, started_at, finished_at, error ->> 'type' AS error_type, now() AS db_now
+       created_at, started_at, finished_at, coalesce(error #>> '{root,type}', error ->> 'type') AS error_type,
+       now() AS db_now,
+       left(coalesce(error #>> '{root,message}', error ->> 'message', error ->> 'reason'), 200) AS error_message
   FROM durable_runs
 
 -- name: _search_order

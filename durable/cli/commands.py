@@ -27,6 +27,7 @@ from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError
                       RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
                       SchemaVersionError, WorkflowNotFoundError)
 from ..store import migrate, retention
+from . import export as cli_export
 from . import inspect as cli_inspect
 from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, engine, import_modules, parse_json, run_id, seconds, settings)
@@ -239,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="stop after this many batches")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     add("demo", "run a small demo workflow (embedded PostgreSQL when no DSN is set)")
+    # --- issue 15: a run's history for durable.testing.Replayer ---
+    p = add("export", "print a run's history as a JSON document (durable export RUN > run.json)",
+            "Replay it against new code with durable.testing.Replayer before a deploy.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout")
     return parser
 
 
@@ -246,6 +252,8 @@ def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
     if name in ("runs", "show", "tree"):
         return getattr(cli_inspect, f"cmd_{name}")
+    if name == "export":
+        return cli_export.cmd_export
     return globals()[f"cmd_{name}"]
 
 

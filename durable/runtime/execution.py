@@ -23,7 +23,7 @@ from ..observe import hooks
 from ..serde import error_doc, roundtrip, validate
 from ..store import runs as store_runs
 from ..store.rows import Claim, Event
-from . import branches, renew
+from . import branches, keys, renew
 from .context import Context
 from .host import Host
 from .journal import Journal
@@ -285,6 +285,8 @@ class Execution:
         return "terminal"
 
     def _unreplayed_history(self) -> int | None:
+        if self.main_branch is not None:
+            keys.skip_retired(self, self.main_branch)  # deprecated patch markers at the end
         used = self.main_branch.index if self.main_branch is not None else 0
         return self.journal.max_pos if self.journal.max_pos >= used else None
 

@@ -356,3 +356,21 @@ class RunFilter:
     older_than_s: float | None = None   # created more than this many seconds ago
     newer_than_s: float | None = None   # created at most this many seconds ago
     before: tuple[datetime, uuid.UUID] | None = None  # keyset cursor (created_at, id)
+
+
+# --- a run's history as a document (issue 15: durable export, durable.testing.Replayer) -------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRun:
+    """The row of a run whose history is exported or replayed."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    workflow: str
+    version: int
+    status: str
+    input: Any
+    attempt: int
+    grafted: bool

@@ -46,7 +46,7 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
         return OK
     now = rows[0]["db_now"]
     out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"],
-              [[str(r["id"]), f"{r['workflow']}", r["status"], r["queue"], ago(r["created_at"], now),
+              [[str(r["id"]), f"{r['workflow']} v{r['version']}", r["status"], r["queue"], ago(r["created_at"], now),
                 took(dict(r), now), r["error_type"] or ""] for r in rows],
               styles={2: lambda cell: STATUS_STYLE.get(cell.strip())})
     if cursor_out:

@@ -32,13 +32,13 @@ def old_code() -> Iterator[None]:
     W.CODE["mode"] = "old"
 
 
-async def recorded(db, job, workflow=W.order, mode: str = "old") -> uuid.UUID:
-    """A run recorded by ``mode``'s code: suspended at its signal wait when job asks for
-    one (the engine closed then), else completed."""
+async def recorded(db, job, workflow=W.order, mode: str = "old", wait: bool = False) -> uuid.UUID:
+    """A run recorded by ``mode``'s code: suspended at its signal wait with ``wait`` (the
+    engine closed then), else completed."""
     W.CODE["mode"] = mode
     async with new_engine(db) as engine:
         h = await engine.start(workflow, job)
-        if (job.get("wait") if isinstance(job, dict) else job):
+        if wait:
             async def waiting() -> bool:
                 return await h.status() == "suspended"
             await eventually(waiting, what="the run to wait for its signal")
@@ -57,7 +57,7 @@ async def export(db, run_id: uuid.UUID, path: Path) -> None:
 
 
 async def test_replayer_passes_the_guarded_change_and_reports_the_unguarded(db, tmp_path):
-    run = await recorded(db, {"n": 1, "wait": True})
+    run = await recorded(db, {"n": 1, "wait": True}, wait=True)
     history = await Replayer.history_from_db(db.dsn, run, schema=db.schema)
     assert (history.workflow, history.version, history.input) == ("patching.order", 1, {"n": 1, "wait": True})
     assert [(e.key, e.kind, e.name) for e in history.events] == [(0, "step_completed", "patching.a"),
@@ -172,3 +172,16 @@ async def test_cli_export_of_an_unknown_run(db):
     code = await asyncio.to_thread(cli.main, ["--dsn", db.dsn, "--schema", db.schema, "export",
                                               str(uuid.uuid4())], stdout=out, stderr=err)
     assert code == 3 and "does not exist" in err.getvalue()
+
+
+async def test_replayer_replays_children_from_the_history(db):
+    run = await recorded(db, 1, workflow=W.parent, mode="old")
+    history = await Replayer.history_from_db(db.dsn, run, schema=db.schema)
+    assert [e.kind for e in history.events] == ["child_started", "child_completed"]
+    replayer = Replayer(workflows=[W.parent])
+    result = await replayer.replay(history)
+    assert result.ok and result.outcome == "completed"  # the child's outcome came from the history
+    W.CODE["mode"] = "unguarded"
+    result = await replayer.replay(history, raise_on_divergence=False)
+    assert result.divergence is not None and result.divergence.position == 0
+    assert "a different input" in result.divergence.got and "ctx.patched" in result.divergence.message

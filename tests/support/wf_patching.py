@@ -111,3 +111,11 @@ async def bad(ctx: durable.Context, what: str) -> bool:
     first = ctx.patched("dup")
     await ctx.step(step_a, 1)
     return first and ctx.patched("dup")  # a second place
+
+
+@durable.workflow("patching.parent")
+async def parent(ctx: durable.Context, n: int) -> dict[str, Any]:
+    """A child run; the unguarded code changes the child's input."""
+    if CODE["mode"] == "unguarded":
+        n += 100
+    return await ctx.child(order, {"n": n})

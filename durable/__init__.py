@@ -12,7 +12,7 @@ from .errors import (ApplicationError, CancellationRequested, ChildCancelledErro
                      HistoryLimitError, NonDeterminismError, PatchError, PayloadError, RegistrationError,
                      ReplayError, RunCancelledError,
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
-                     SchemaVersionError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
+                     SchemaVersionError, SearchAttributeError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
 from .handle import RunHandle, RunInfo
 from .observe import hooks, metrics
@@ -22,6 +22,7 @@ from .runtime.cancel import CancelResult
 from .runtime.children import ChildRef, ParentClosePolicy
 from .runtime.context import Context
 from .runtime.registry import StepDef, WorkflowDef, step, workflow
+from .store.rows import RegisteredWorkflow, RunPage, RunSummary, WorkerInfo
 
 __version__ = "0.1.0"
 
@@ -35,4 +36,5 @@ __all__ = [
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
+    "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError",
 ]

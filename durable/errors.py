@@ -202,3 +202,30 @@ class ApplicationError(DurableError):
         self.type = type or "ApplicationError"
         self.non_retryable = non_retryable
         self.details = details
+
+
+# --- run id prefixes (the CLI) ----------------------------------------------------------
+
+
+class AmbiguousRunIdError(DurableError):
+    """A run id prefix matches more than one run; give more characters of the id. The ids
+    of one tree share their first 16 hex digits (the tree's key), so a child needs more."""
+
+    def __init__(self, prefix: str, matches: list[Any]) -> None:
+        shown = ", ".join(str(m) for m in matches[:5]) + (", …" if len(matches) > 5 else "")
+        super().__init__(
+            f"run id prefix {prefix!r} matches {'more than 5' if len(matches) > 5 else len(matches)} runs "
+            f"({shown}); give more characters of the id (the runs of a tree share its first 16 hex digits: a "
+            "run with children, or a child, needs 17 or more, or its full id)"
+        )
+        self.prefix = prefix
+        self.matches = matches
+
+
+# --- search attributes (issue 14: listing and searching runs) ---------------------------
+
+
+class SearchAttributeError(DurableError):
+    """A search attribute is not a scalar (str, int, float, bool) or a list of scalars, its
+    key is not a plain name, or a filter names a key no run has ever set. Nothing was
+    written."""

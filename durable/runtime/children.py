@@ -149,7 +149,7 @@ class Children:
                     specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
                                   "queue": queue or wf.queue, "input": text, "key": key, "hash": digest,
                                   "policy": policy, "timeout": timeout or wf.execution_timeout,
-                                  "retry": retry.to_doc() if retry else None})
+                                  "retry": retry.to_doc() if retry else None, "child_key": k})
                 seen.add(cid)
                 refs.append(ChildRef(cid, wf.name, ex.run_id, key, self))
             if specs:

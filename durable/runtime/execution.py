@@ -51,6 +51,8 @@ class Execution:
         self.root_id = claim.root_id
         self.parent_id = claim.parent_id
         self.attempt = claim.attempt
+        # the run's first execution (nothing journaled, never suspended): where metrics count a start
+        self.first = claim.last_seq == 0 and claim.prev_status == "pending"
         self.depth = claim.depth
         self.queue = claim.queue or wf.queue  # the run's queue (labels)
         self.raw_input = claim.input
@@ -219,7 +221,8 @@ class Execution:
         return await wf.fn(self.ctx)
 
     async def _main(self) -> None:
-        hooks.emit("execution.started", run_id=self.run_id, workflow=self.wf.name)
+        hooks.emit("execution.started", run_id=self.run_id, workflow=self.wf.name, queue=self.queue,
+                   attempt=self.attempt, parent_run_id=self.parent_id, first=self.first)
         reason = "terminal"
         try:
             reason = await self._run_to_end()

@@ -105,7 +105,7 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
     if execution_timeout is not None and not (0 < execution_timeout <= 10 * 365 * 86400):
         raise RegistrationError(f"workflow {name!r}: execution_timeout must be > 0 seconds and at most 10 years")
 
-    def register(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
+    def decorate(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
         if not inspect.iscoroutinefunction(fn):
             raise RegistrationError(f"workflow {name!r}: {fn.__qualname__} must be an `async def` function")
         params = list(inspect.signature(fn).parameters.values())
@@ -121,20 +121,28 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
             input_type=hints.get(params[1].name) if takes_input else None,
             result_type=hints.get("return"), queue=queue, execution_timeout=execution_timeout,
         )
-        versions = _versions.setdefault(name, {})
-        existing = versions.get(version)
-        if existing is not None and not (existing.fn.__module__ == fn.__module__
-                                         and existing.fn.__qualname__ == fn.__qualname__):
-            raise RegistrationError(
-                f"workflow {name!r} version {version} is registered twice by different functions "
-                f"({existing.fn.__module__}.{existing.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
-                "give one of them another version (version=...) or another name"
-            )
-        versions[version] = wf
-        _workflows[name] = versions[max(versions)]  # new runs take the newest version
-        return wf
+        return register(wf)
 
-    return register
+    return decorate
+
+
+def register(wf: WorkflowDef[I, R]) -> WorkflowDef[I, R]:
+    """Put a definition in this process's registry (what ``@durable.workflow`` does; tests
+    that unregister a workflow put it back this way). Another version of a registered name is
+    added next to it; the same version again replaces it only when it is the same function."""
+    name, version, fn = wf.name, wf.version, wf.fn
+    versions = _versions.setdefault(name, {})
+    existing = versions.get(version)
+    if existing is not None and not (existing.fn.__module__ == fn.__module__
+                                     and existing.fn.__qualname__ == fn.__qualname__):
+        raise RegistrationError(
+            f"workflow {name!r} version {version} is registered twice by different functions "
+            f"({existing.fn.__module__}.{existing.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
+            "give one of them another version (version=...) or another name"
+        )
+    versions[version] = wf
+    _workflows[name] = versions[max(versions)]  # new runs take the newest version
+    return wf
 
 
 @overload

@@ -15,7 +15,7 @@ from helpers import new_engine, rows
 
 
 def register_v2() -> durable.WorkflowDef:
-    return durable.workflow("versions.flow", version=2)(V2.flow_v2.fn)
+    return registry.register(V2.flow_v2)
 
 
 async def test_two_versions_in_one_process_each_complete_their_runs(db):
@@ -53,6 +53,6 @@ async def test_a_process_without_the_version_does_not_claim_its_runs(db):
                 workers = await rows(db, "SELECT workflows FROM durable_workers WHERE owner = %s", engine.owner)
                 assert workers and "versions.flow:1" not in workers[0][0] and "versions.flow:2" in workers[0][0]
         finally:
-            durable.workflow("versions.flow", version=1)(V1.flow_v1.fn)  # a worker with v1 starts
+            registry.register(V1.flow_v1)  # a worker with v1 starts
         async with new_engine(db) as engine:
             assert await client.result(v1_run.run_id, timeout=20) == "v1:1"

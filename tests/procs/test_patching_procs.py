@@ -90,4 +90,4 @@ async def test_a_worker_claims_only_the_versions_it_registers(db, worker_procs):
             assert await v1_run.result(timeout=30) == "v1:1"
     finally:
         if v2 is not None:
-            durable.workflow("versions.flow", version=2)(v2.fn)
+            registry.register(v2)

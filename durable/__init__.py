@@ -14,6 +14,7 @@ from .errors import (ApplicationError, CancellationRequested, ChildCancelledErro
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
                      SchemaVersionError, SearchAttributeError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
+from .errors import ForkPositionError, RunNotResumableError  # re-driving runs
 from .handle import RunHandle, RunInfo
 from .observe import hooks, metrics
 from .retry import RetryPolicy
@@ -36,5 +37,5 @@ __all__ = [
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
-    "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError",
+    "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError", "ForkPositionError", "RunNotResumableError",
 ]

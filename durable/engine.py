@@ -29,7 +29,7 @@ from .errors import ConfigurationError, PayloadError, RunConflictError, RunNotFo
 from .handle import RunHandle
 from .observe import hooks, metrics, tracing
 from .observe.exposition import MetricsServer, QueueCollector
-from .runtime import branches, cancel, catalog, signals
+from .runtime import branches, cancel, catalog, redrive, signals
 from .runtime.notifications import Notifications
 from .runtime.registry import WorkflowDef, all_workflows, resolve
 from .runtime.results import ResultWaits
@@ -464,6 +464,35 @@ class Engine:
                          attributes=dict(attributes) if attributes else None,
                          before=store_search.decode_cursor(cursor) if cursor is not None else None)
 
+
+    # --- re-driving runs: resume / restart / fork (durable/runtime/redrive.py) -------------
+
+    async def resume(self, run_id: uuid.UUID | str) -> RunHandle[Any]:
+        """Resume a failed, cancelled or timed-out top-level run under its id: completed
+        operations replay from its history, the failed step (or failed/cancelled child) and
+        what follows it run again. Raises RunNotResumableError (a completed or in-flight run,
+        or a child run: resume its root), RunNotFoundError; nothing is written then."""
+        pool = self._require_open()
+        res = await redrive.resume(pool, self.get_handle(run_id).run_id, max_depth=self.settings.max_child_depth)
+        self.runs.claim_soon(res.tree_key, res.run_id, res.queue)
+        return RunHandle(self, res.run_id, res.workflow)
+
+    async def restart(self, run_id: uuid.UUID | str) -> RunHandle[Any]:
+        """Start a new run of the same workflow with the same input (any status); the new
+        run's ``origin_id`` names this one."""
+        return await self._fork(run_id, 0, "restart")
+
+    async def fork(self, run_id: uuid.UUID | str, *, at: int) -> RunHandle[Any]:
+        """Start a new run whose history is the first ``at`` events of this run's (positions
+        as ``durable show`` numbers them); operations after them run again. Raises
+        ForkPositionError past the end of the history."""
+        return await self._fork(run_id, at, "fork")
+
+    async def _fork(self, run_id: uuid.UUID | str, at: int, kind: str) -> RunHandle[Any]:
+        pool = self._require_open()
+        res = await redrive.fork(pool, self.get_handle(run_id).run_id, at=at, kind=kind)
+        self.runs.claim_soon(res.tree_key, res.run_id, res.queue)
+        return RunHandle(self, res.run_id, res.workflow)
 
     # --- the workflow registry, start by name, the worker list (issue 14) -----------------
 

@@ -229,3 +229,29 @@ class SearchAttributeError(DurableError):
     """A search attribute is not a scalar (str, int, float, bool) or a list of scalars, its
     key is not a plain name, or a filter names a key no run has ever set. Nothing was
     written."""
+
+
+# --- re-driving runs (resume / restart / fork) ---------------------------------------------
+
+
+class RunNotResumableError(DurableError):
+    """``resume`` refused: the run is not failed, cancelled or timed out (``status`` says what
+    it is), or it is a child run (``root_id`` names the tree's root to resume instead).
+    Nothing was written."""
+
+    def __init__(self, message: str, *, run_id: Any, status: str | None = None, root_id: Any = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.root_id = root_id
+
+
+class ForkPositionError(DurableError):
+    """``fork(at=N)`` past the end of the run's history (``history_length`` events), or
+    negative. Nothing was written."""
+
+    def __init__(self, message: str, *, run_id: Any, at: int, history_length: int | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.at = at
+        self.history_length = history_length

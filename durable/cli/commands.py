@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded``.
+"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded|resume|restart|fork``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -24,14 +24,15 @@ from typing import Any, TextIO
 import psycopg
 from pydantic_core import to_jsonable_python
 
-from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError,
-                      RegistrationError, RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError,
-                      RunTimeoutError, SchemaVersionError, SearchAttributeError,
-                      WorkflowNotFoundError)
+from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, ForkPositionError,
+                      PayloadError, RegistrationError, RunCancelledError, RunFailedError, RunFinishedError,
+                      RunNotFoundError, RunNotResumableError, RunTimeoutError, SchemaVersionError,
+                      SearchAttributeError, WorkflowNotFoundError)
 from ..durations import FORMS
 from ..store import migrate, retention
 from . import export as cli_export
 from . import inspect as cli_inspect
+from . import redrive as cli_redrive
 from . import registry as cli_registry
 from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, duration_type, engine, expand_run_ids, import_modules, parse_json, run_id, seconds,
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc.",
+        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc, "
+                    "resume, restart, fork.",
         epilog=f"exit codes:\n{codes}\n\nDurations (every flag): {FORMS}.\n"
                "Run ids: the full id or a unique prefix of at least 4 hex digits (hyphens optional).\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
@@ -283,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "stop: stop it (fast shutdown)")
     p.add_argument("--data-dir", metavar="DIR", help="its data folder (default: env DURABLE_DATA_DIR, else "
                                                      "the user data dir, e.g. ~/.local/share/durable/pg)")
+    cli_redrive.add_parsers(add)  # resume, restart, fork (durable/cli/redrive.py)
     # --- issue 15: a run's history for durable.testing.Replayer ---
     p = add("export", "print a run's history as a JSON document (durable export RUN > run.json)",
             "Replay it against new code with durable.testing.Replayer before a deploy.")
@@ -297,6 +300,8 @@ def command(name: str) -> Any:
         return getattr(cli_inspect, f"cmd_{name}")
     if name in ("workers", "workflows"):  # the registry's views (issue 14)
         return getattr(cli_registry, f"cmd_{name}")
+    if name in ("resume", "restart", "fork"):
+        return getattr(cli_redrive, f"cmd_{name}")
     if name == "export":
         return cli_export.cmd_export
     return globals()[f"cmd_{name}"]
@@ -323,7 +328,7 @@ def _exit_for(exc: BaseException) -> int | None:
     if isinstance(exc, RunNotFoundError):
         return NOT_FOUND
     if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError,
-                        AmbiguousRunIdError, SearchAttributeError)):
+                        AmbiguousRunIdError, SearchAttributeError, ForkPositionError, RunNotResumableError)):
         return USAGE
     if isinstance(exc, (DatabaseUnavailableError, SchemaVersionError, psycopg.OperationalError)):
         return DB_UNAVAILABLE

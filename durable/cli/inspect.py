@@ -137,6 +137,9 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         field("child key", run["child_key"])
     if run.get("attributes"):
         field("attrs", _attrs_line(run["attributes"], 200))
+    if run.get("origin_id"):  # re-driven: restart or fork of another run
+        field("origin", f"{run['origin_kind']} of {run['origin_id']}"
+                        + (f" at {run['origin_at']}" if run["origin_kind"] == "fork" else ""))
     width = None if args.full else 200
     field("input", clip(run["input"], width))
     if run["status"] == "completed":
@@ -166,11 +169,17 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
     field("history", f"{run['event_count']} event(s)" + (f", first {len(events)} shown (--events N)"
                                                          if run["event_count"] > len(events) else ""))
     if events:
+        # events a resume superseded (kept, but replay skips them: durable/runtime/journal.py replayable)
+        superseded = [(e["data"].get("superseded_from") or e["seq"], e["seq"]) for e in events
+                      if e["kind"] == "resumed" and isinstance(e["data"], dict)]
         out.table(["SEQ", "POS", "KIND", "NAME", "AT", "DETAIL"],
-                  [[str(e["seq"]), "" if e["pos"] is None else str(e["pos"]), e["kind"], e["name"] or "",
+                  [[str(e["seq"]), "" if e["pos"] is None else str(e["pos"]),
+                    e["kind"] + (" (superseded)" if any(lo <= e["seq"] < hi for lo, hi in superseded) else ""),
+                    e["name"] or "",
                     f"+{duration((e['created_at'] - run['created_at']).total_seconds())}",
                     event_detail(e["kind"], e["data"], 200 if args.full else 70)] for e in events],
-                  styles={2: lambda k: "red" if k.endswith(("failed", "cancelled")) else
+                  styles={2: lambda k: "dim" if k.endswith("(superseded)") else
+                          "red" if k.endswith(("failed", "cancelled")) else
                           "yellow" if k in ("step_retry", "cancel_observed") else None}, shrink=(3, 5))
     return OK
 

@@ -245,6 +245,12 @@ def event_detail(kind: str, data: Any, width: int = 70) -> str:
         return f"sleep {duration(d.get('seconds'))}"
     if kind == "wait_started":
         return f"wait for run {d.get('run_id')}"
+    if kind == "resumed":  # re-driving runs: what the resume superseded
+        lo, n = int(d.get("superseded_from") or 0), int(d.get("superseded") or 0)
+        tail = f"events {lo}..{lo + n - 1} superseded" if n else "nothing superseded"
+        kids = len(d.get("rerun_children") or [])
+        return (tail + (f", {kids} child(ren) re-run" if kids else "")
+                + f"; was {d.get('previous_status')}: {error_line(d.get('previous_error'))}")[:width]
     return compact(d, width) if d else ""
 
 

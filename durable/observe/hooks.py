@@ -30,6 +30,10 @@ Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
                        wake_latency_s (a suspended run: its wake-up due time → resumed;
                        None for a first start)
 ``run.suspended``      run_id, workflow
+``run.redriven``       run_id, workflow, action ('resume'|'restart'|'fork'), origin_run_id,
+                       [previous_status, rerun_children] (resume). An operator re-drove a
+                       run (``engine.resume`` / ``restart`` / ``fork``); restart and fork
+                       also emit ``run.started`` for the new run.
 ``execution.started``  run_id, workflow, queue, attempt, parent_run_id, first (this process
                        began executing a run; ``first`` is True when the run begins for the
                        first time: nothing journaled yet, never suspended)

@@ -26,7 +26,7 @@ from ..store.rows import Claim, Event
 from . import branches, keys, renew
 from .context import Context
 from .host import Host
-from .journal import Journal
+from .journal import Journal, replayable
 from .parked import RUN_BYTES
 from .registry import WorkflowDef
 from .stops import ContinueAsNew, Stale, Stop
@@ -60,6 +60,7 @@ class Execution:
         self.cancel_requested = claim.cancel_requested
         self.cancel_observed = False
         self.interrupt_seq: int | None = None  # replay: a wait interrupted by a cancel request
+        history = replayable(history)  # a resumed run skips the history its resume superseded
         self.journal = Journal(claim.tree_key, self.run_id, wf.name, host.pool, host.settings, history,
                                claim.lease_epoch,
                                on_halt=self._abort_waits, on_children_started=host.work_added)

@@ -39,6 +39,17 @@ log = logging.getLogger(__name__)
 _EVENT_LIMIT_EXTRA = 4096  # an event's data is a payload plus bookkeeping
 
 
+def replayable(history: list[Event]) -> list[Event]:
+    """The events replay reads: a ``resumed`` event (written by ``durable_resume``,
+    sql/0008_redrive.sql) supersedes the events from its ``superseded_from`` seq up to it.
+    They stay in the history (``durable show`` lists them) but replay skips them, so the
+    operations there run again; the marker itself is kept (it carries no key)."""
+    ranges = [(int(ev.data.get("superseded_from") or ev.seq), ev.seq) for ev in history if ev.kind == "resumed"]
+    if not ranges:
+        return history
+    return [ev for ev in history if not any(lo <= ev.seq < hi for lo, hi in ranges)]
+
+
 class Journal:
     """History and fenced writes of one execution of one run."""
 

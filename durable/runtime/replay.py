@@ -32,7 +32,7 @@ from . import branches, keys
 from .context import Context
 from .history import RunHistory
 from .host import Host, RunView
-from .journal import Journal
+from .journal import Journal, replayable
 from .registry import WorkflowDef
 from .stops import ContinueAsNew, Stop
 from .sync_steps import SyncSteps
@@ -145,7 +145,7 @@ class OfflineRun:
         self.cancel_observed = False
         self.interrupt_seq: int | None = None
         self.park_future: asyncio.Future[Claim] | None = None
-        events: list[Event] = list(history.events)
+        events: list[Event] = replayable(list(history.events))  # as Execution: a resume's superseded events
         self.journal: Journal = ReplayJournal(self.tree_key, self.run_id, wf.name, cast(Pool, None), settings,
                                               events, 1, on_halt=lambda stop: None, on_children_started=lambda: None)
         self.waits = Waits(self.journal, wf.name)

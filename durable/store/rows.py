@@ -297,6 +297,9 @@ class RunDetail(TypedDict):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    origin_id: uuid.UUID | None          # restart/fork: the run this one was made from
+    origin_kind: str | None
+    origin_at: int | None
     db_now: datetime
     event_count: int
     pending_signals: int
@@ -420,6 +423,48 @@ class WorkerInfo:
     last_seen: datetime  # its last heartbeat (every lease_ttl/3 seconds while alive)
     expires_at: datetime  # its leases expire then unless it beats again
     alive: bool  # expires_at is still ahead (a process that stopped cleanly expires at once)
+
+
+# --- re-driving runs (durable/store/redrive.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A run resumed: its live link, the status it had, the history it superseded (events
+    ``superseded_from`` .. ``marker_seq - 1``), the failed links of the children re-run."""
+
+    run_id: uuid.UUID
+    tree_key: int
+    workflow: str
+    queue: str
+    previous_status: str
+    superseded_from: int
+    superseded: int
+    rerun: list[uuid.UUID]
+    marker_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    """A run made from another (restart: no history; fork: ``copied`` of its first events)."""
+
+    run_id: uuid.UUID
+    tree_key: int
+    workflow: str
+    queue: str
+    copied: int
+    history_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveCandidate:
+    """A top-level run a bulk resume/restart would take."""
+
+    id: uuid.UUID
+    workflow: str
+    status: str
+    created_at: datetime
+    error: Any
 
 
 # --- a run's history as a document (issue 15: durable export, durable.testing.Replayer) -------

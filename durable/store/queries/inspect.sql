@@ -12,7 +12,7 @@ SELECT r.id, r.root_id, r.parent_id, r.chain_root_id, r.continued_to, r.workflow
        r.input, r.result, r.error, r.attempt, r.depth, r.parent_close_policy, r.idempotency_key, r.lease_owner,
        r.lease_epoch,
        r.next_wakeup_at, r.deadline_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at,
-       r.child_key, r.attributes, now() AS db_now,
+       r.child_key, r.attributes, r.origin_id, r.origin_kind, r.origin_at, now() AS db_now,
        (SELECT count(*) FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id) AS event_count,
        (SELECT count(*) FROM durable_signals s
          WHERE s.tree_key = r.tree_key AND s.run_id = r.id AND s.consumed_seq IS NULL) AS pending_signals,

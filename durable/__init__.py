@@ -9,7 +9,8 @@ from .config import EngineSettings
 from .engine import Engine
 from .errors import (ApplicationError, CancellationRequested, ChildCancelledError, ChildDepthError,
                      ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
-                     FailureInfo, HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
+                     FailureInfo, HistoryLimitError, NonDeterminismError, PatchError, PayloadError,
+                     RegistrationError, ReplayError, RunCancelledError,
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
                      SchemaVersionError, SearchAttributeError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
@@ -32,6 +33,7 @@ __all__ = [
     "DurableError", "ApplicationError", "BranchError", "CancellationRequested", "ContentionError",
     "ChildCancelledError", "ChildDepthError", "ChildFailedError", "ConfigurationError", "DatabaseUnavailableError",
     "HistoryLimitError", "NonDeterminismError", "PayloadError", "RegistrationError", "RunCancelledError",
+    "PatchError", "ReplayError",
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",

@@ -187,9 +187,31 @@ class NonDeterminismError(DurableError):
         self.found = found
         super().__init__(
             f"non-determinism in run {run_id} at operation {position}: the history has "
-            f"{expected}, but the code now does {found}. Deploy code compatible with "
-            "running runs (register a new workflow version for changed logic) or cancel them."
+            f"{expected}, but the code now does {found}. {_nondeterminism_fix(expected)}"
         )
+
+
+def _nondeterminism_fix(expected: str) -> str:
+    if expected.startswith("patch "):  # a ctx.patched marker the code no longer asks for
+        change = expected[len("patch "):]
+        return (f"That marker was journaled by ctx.patched({change}): keep that call (or replace it with "
+                f"ctx.deprecate_patch({change})) until every run that recorded it has finished.")
+    return ("The workflow's code changed under a running run: guard the change with "
+            "`if ctx.patched(\"change-id\"):` new code `else:` old code (runs recorded before the change replay "
+            "the old path, new runs take the new one), or register the changed code as a new version "
+            "(@durable.workflow(name, version=N+1), keeping the old version registered until its runs finish); "
+            "durable.testing.Replayer checks a change against stored histories before a deploy. Or cancel "
+            "the affected runs.")
+
+
+class PatchError(DurableError):
+    """``ctx.patched`` / ``ctx.deprecate_patch`` was called with a change id that is not a
+    non-empty string, or with one change id at two places of one run's execution."""
+
+
+class ReplayError(DurableError):
+    """``durable.testing.Replayer`` cannot replay a history: its workflow (or that version)
+    is not among the Replayer's workflows, or the history document is malformed."""
 
 
 class StepError(_Caused, DurableError):

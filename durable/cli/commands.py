@@ -30,6 +30,7 @@ from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailab
                       SearchAttributeError, WorkflowNotFoundError)
 from ..durations import FORMS
 from ..store import migrate, retention
+from . import export as cli_export
 from . import inspect as cli_inspect
 from . import redrive as cli_redrive
 from . import registry as cli_registry
@@ -285,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="its data folder (default: env DURABLE_DATA_DIR, else "
                                                      "the user data dir, e.g. ~/.local/share/durable/pg)")
     cli_redrive.add_parsers(add)  # resume, restart, fork (durable/cli/redrive.py)
+    # --- issue 15: a run's history for durable.testing.Replayer ---
+    p = add("export", "print a run's history as a JSON document (durable export RUN > run.json)",
+            "Replay it against new code with durable.testing.Replayer before a deploy.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout")
     return parser
 
 
@@ -296,6 +302,8 @@ def command(name: str) -> Any:
         return getattr(cli_registry, f"cmd_{name}")
     if name in ("resume", "restart", "fork"):
         return getattr(cli_redrive, f"cmd_{name}")
+    if name == "export":
+        return cli_export.cmd_export
     return globals()[f"cmd_{name}"]
 
 

@@ -75,7 +75,7 @@ async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
     now = page.db_now
     show_attrs = any(r.attributes for r in rows)
     out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"] + (["ATTRIBUTES"] if show_attrs else []),
-              [[str(r.id), r.workflow, r.status, r.queue, ago(r.created_at, now), took(asdict(r), now),
+              [[str(r.id), f"{r.workflow} v{r.version}", r.status, r.queue, ago(r.created_at, now), took(asdict(r), now),
                 clip_error(r.error_type, r.error_message)] + ([_attrs_line(r.attributes)] if show_attrs else []) for r in rows],
               styles={2: lambda cell: STATUS_STYLE.get(cell.strip())}, ids=0,
               shrink=(1, 3, 6) + ((7,) if show_attrs else ()))

@@ -22,7 +22,7 @@ import durable
 from durable.store import connections as db
 from durable.observe import metrics
 from durable.errors import ConfigurationError, DatabaseUnavailableError, DurableError
-from durable.runtime.registry import WorkflowDef, all_workflows
+from durable.runtime.registry import WorkflowDef, all_versions
 
 from .health import Health
 from .settings import DispatcherSettings
@@ -59,7 +59,7 @@ def import_workflow_modules(modules: tuple[str, ...]) -> list[WorkflowDef[Any, A
                       type(exc).__name__, exc, exc_info=True)
             raise StartupError(f"module {name!r} failed to import; fix it or the --module value "
                                "(see the traceback above)", EXIT_FAILURE) from None
-    workflows = list(all_workflows().values())
+    workflows = all_versions()
     if not workflows:
         raise StartupError(
             f"no workflows are registered after importing {', '.join(modules)}: decorate workflow "
@@ -176,7 +176,7 @@ class Dispatcher:
             self.collector = metrics.register_queue_collector(e.dsn, s.schema_name)
         except ValueError:  # a collector for these families is already registered in this process
             self.collector = None
-        workflows = sorted(all_workflows().values(), key=lambda w: w.key)
+        workflows = all_versions()  # every (name, version) this dispatcher claims
         for wf in workflows:
             if wf.queue not in s.queues:
                 log.warning("workflow %s defaults to queue %r, which this dispatcher does not serve "

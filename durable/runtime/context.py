@@ -10,6 +10,7 @@ workflow's own.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -25,6 +26,7 @@ from ..store.rows import Key
 from . import branches, cancel, keys, runlog, signals
 from .children import ChildRef, Children, ParentClosePolicy
 from .host import RunView
+from .patches import Patches
 from .registry import StepDef, WorkflowDef, as_step, resolve
 from .stops import ContinueAsNew, Stop
 from .timing import positive
@@ -40,6 +42,7 @@ class Context:
     def __init__(self, ex: RunView) -> None:
         self._ex = ex
         self._children = Children(ex)
+        self._patches = Patches(ex)
         self.log = runlog.run_logger(ex.run_id, ex.wf.name)  # lines carry run_id and workflow
 
     # --- facts about the run -------------------------------------------------------------
@@ -76,6 +79,32 @@ class Context:
         if b.main:
             return b.index <= self._ex.journal.max_pos
         return self._ex.journal.at(b.next_key()) is not None
+
+    # --- safe code changes (patches; issue 15) --------------------------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """True when this run takes the new code of change ``change_id``: new runs, and
+        replays whose history reached this point after the change; False for a history
+        recorded before it (which replays the old code)::
+
+            if ctx.patched("fraud-check"):
+                await ctx.step(check_fraud, order)
+            else:
+                await ctx.step(old_check, order)
+
+        Journals a marker the first time it answers True live. Once no run recorded before
+        the change is in flight, replace it with :meth:`deprecate_patch`."""
+        caller = sys._getframe(1)
+        return self._patches.ask(change_id, (caller.f_code.co_filename, caller.f_lineno), deprecated=False)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """The second step of a change guarded by :meth:`patched`: the code takes the new
+        path always (delete the old one); histories that journaled the change's marker
+        replay (their marker is consumed here), and new runs journal a deprecated marker
+        that code without this call steps over, so the call itself can be deleted once the
+        runs recorded with ``patched`` have finished."""
+        caller = sys._getframe(1)
+        self._patches.ask(change_id, (caller.f_code.co_filename, caller.f_lineno), deprecated=True)
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -341,8 +370,10 @@ class Context:
     # --- continue-as-new -----------------------------------------------------------------
 
     def continue_as_new(self, input: Any = None, *, workflow: WorkflowDef[Any, Any] | str | None = None) -> None:
-        """End this run and continue as a new run with fresh history (raises; does not return)."""
-        wf = resolve(workflow) if workflow is not None else self._ex.wf
+        """End this run and continue as a new run with fresh history (raises; does not return).
+        Without ``workflow=`` the successor runs the newest version of this workflow
+        registered here (a long-lived loop moves to new code this way)."""
+        wf = resolve(workflow if workflow is not None else self._ex.wf.name)
         text, _ = roundtrip(input, wf.input_type, what=f"continue_as_new input of {wf.name!r}",
                             limit=self._ex.settings.payload_limit_bytes)
         raise ContinueAsNew(text, wf)

@@ -24,7 +24,7 @@ from ..failures import error_doc
 from ..serde import roundtrip, validate
 from ..store import runs as store_runs
 from ..store.rows import Claim, Event, RunInfo
-from . import branches, renew, runlog
+from . import branches, keys, renew, runlog
 from .context import Context
 from .host import Host
 from .journal import Journal, replayable
@@ -292,6 +292,8 @@ class Execution:
         return "terminal"
 
     def _unreplayed_history(self) -> int | None:
+        if self.main_branch is not None:
+            keys.skip_retired(self, self.main_branch)  # deprecated patch markers at the end
         used = self.main_branch.index if self.main_branch is not None else 0
         return self.journal.max_pos if self.journal.max_pos >= used else None
 

@@ -53,6 +53,8 @@ def replayable(history: list[Event]) -> list[Event]:
 class Journal:
     """History and fenced writes of one execution of one run."""
 
+    offline = False  # True: a replay without a database (durable/runtime/replay.py)
+
     def __init__(self, tree_key: int, run_id: uuid.UUID, workflow: str, pool: Pool, settings: EngineSettings,
                  history: list[Event], token: int | None, *, on_halt: Callable[[Stop], None],
                  on_children_started: Callable[[], None]) -> None:

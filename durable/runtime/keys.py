@@ -10,6 +10,8 @@ from . import branches
 from .host import RunView
 from .stops import Shutdown
 
+PATCH_MARKER = "patch"  # the event kind of a patch marker (durable/runtime/patches.py)
+
 
 def branch(ex: RunView) -> branches.Branch:
     """The branch calling an operation (it must be one of ``ex``'s workflow tasks)."""
@@ -21,7 +23,20 @@ def take(ex: RunView) -> Key:
     ex.journal.check_live()
     if ex.host.closing:  # graceful shutdown: stop at this durable point
         raise ex.journal.halt(Shutdown())
-    return branch(ex).take()
+    b = branch(ex)
+    skip_retired(ex, b)
+    return b.take()
+
+
+def skip_retired(ex: RunView, b: branches.Branch, keep: str | None = None) -> None:
+    """Step ``b`` over the markers of deprecated patches journaled at its next keys (but
+    ``keep``'s): once ``ctx.deprecate_patch(id)`` is deleted from the code, runs that
+    journaled its marker replay as if it were not there (durable/runtime/patches.py)."""
+    while True:
+        evs = ex.journal.at(b.next_key())
+        if not evs or evs[0].kind != PATCH_MARKER or not evs[0].data.get("deprecated") or evs[0].name == keep:
+            return
+        b.index += 1
 
 
 def give_back(ex: RunView) -> None:

@@ -60,7 +60,8 @@ class StepDef(Generic[R]):
         return self.fn(*args, **kwargs)
 
 
-_workflows: dict[str, WorkflowDef[Any, Any]] = {}
+_workflows: dict[str, WorkflowDef[Any, Any]] = {}  # name -> its newest version (what new runs take)
+_versions: dict[str, dict[int, WorkflowDef[Any, Any]]] = {}  # name -> every version registered here
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -91,8 +92,11 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
     """Register ``async def fn(ctx, input)`` as a workflow under a stable ``name``.
 
     The name (not the Python function name) is what the database stores, so renaming or
-    moving the function does not strand running runs. Bump ``version`` when the code
-    changes in a way running histories would not replay.
+    moving the function does not strand running runs. Several versions of one name may be
+    registered in one process: a run stays on the version it started with (this process
+    claims only runs of the versions it registers) and new runs take the newest. Register
+    a new version when the code changes in a way running histories would not replay (or
+    guard the change with ``ctx.patched``).
     """
     if not isinstance(name, str) or not name.strip():
         raise RegistrationError("@durable.workflow needs a stable non-empty name, e.g. @durable.workflow('orders.charge')")
@@ -101,7 +105,7 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
     if execution_timeout is not None and not (0 < execution_timeout <= 10 * 365 * 86400):
         raise RegistrationError(f"workflow {name!r}: execution_timeout must be > 0 seconds and at most 10 years")
 
-    def register(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
+    def decorate(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
         if not inspect.iscoroutinefunction(fn):
             raise RegistrationError(f"workflow {name!r}: {fn.__qualname__} must be an `async def` function")
         params = list(inspect.signature(fn).parameters.values())
@@ -117,25 +121,28 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
             input_type=hints.get(params[1].name) if takes_input else None,
             result_type=hints.get("return"), queue=queue, execution_timeout=execution_timeout,
         )
-        existing = _workflows.get(name)
-        if existing is not None:
-            same_code = existing.fn.__module__ == fn.__module__ and existing.fn.__qualname__ == fn.__qualname__
-            if existing.version != version:
-                raise RegistrationError(
-                    f"workflow {name!r} is registered twice in this process with versions "
-                    f"{existing.version} and {version}. One process runs one version of a workflow: "
-                    "give the new code a new name (e.g. 'orders.charge.v2') or remove the old registration."
-                )
-            if not same_code:
-                raise RegistrationError(
-                    f"workflow {name!r} version {version} is registered twice by different functions "
-                    f"({existing.fn.__module__}.{existing.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
-                    "workflow names must be unique"
-                )
-        _workflows[name] = wf
-        return wf
+        return register(wf)
 
-    return register
+    return decorate
+
+
+def register(wf: WorkflowDef[I, R]) -> WorkflowDef[I, R]:
+    """Put a definition in this process's registry (what ``@durable.workflow`` does; tests
+    that unregister a workflow put it back this way). Another version of a registered name is
+    added next to it; the same version again replaces it only when it is the same function."""
+    name, version, fn = wf.name, wf.version, wf.fn
+    versions = _versions.setdefault(name, {})
+    existing = versions.get(version)
+    if existing is not None and not (existing.fn.__module__ == fn.__module__
+                                     and existing.fn.__qualname__ == fn.__qualname__):
+        raise RegistrationError(
+            f"workflow {name!r} version {version} is registered twice by different functions "
+            f"({existing.fn.__module__}.{existing.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
+            "give one of them another version (version=...) or another name"
+        )
+    versions[version] = wf
+    _workflows[name] = versions[max(versions)]  # new runs take the newest version
+    return wf
 
 
 @overload
@@ -205,10 +212,30 @@ def resolve(ref: WorkflowDef[I, R] | str) -> WorkflowDef[I, R]:
 
 
 def all_workflows() -> dict[str, WorkflowDef[Any, Any]]:
+    """Every registered workflow name and its newest version."""
     return dict(_workflows)
 
 
-def unregister(name: str) -> None:
-    """Remove a registration (tests that redefine workflows use this)."""
-    _workflows.pop(name, None)
+def all_versions() -> list[WorkflowDef[Any, Any]]:
+    """Every registered (workflow, version), by name then version."""
+    return [wf for name in sorted(_versions) for _, wf in sorted(_versions[name].items())]
+
+
+def get_version(name: str, version: int) -> WorkflowDef[Any, Any] | None:
+    """The definition of ``name`` at ``version`` registered here (None when there is none)."""
+    return _versions.get(name, {}).get(version)
+
+
+def unregister(name: str, version: int | None = None) -> None:
+    """Remove a registration (every version, or one; tests that redefine workflows use this)."""
+    versions = _versions.get(name, {})
+    if version is None:
+        versions.clear()
+    else:
+        versions.pop(version, None)
+    if versions:
+        _workflows[name] = versions[max(versions)]
+    else:
+        _versions.pop(name, None)
+        _workflows.pop(name, None)
 

@@ -34,7 +34,7 @@ from . import branches, runlog
 from .execution import Execution
 from .host import RunView
 from .parked import ParkedRuns
-from .registry import WorkflowDef, all_workflows
+from .registry import WorkflowDef, all_versions, get_version
 from .results import ResultWaits
 from .stops import Cancelled, Evicted, Finished, LeaseLost, Shutdown
 from .sync_steps import SyncSteps
@@ -128,7 +128,7 @@ class RunTable:
         return self.settings.concurrency - len(self.active) - len(self.loading)
 
     def workflow_keys(self) -> list[str]:
-        return [wf.key for wf in all_workflows().values()]
+        return [wf.key for wf in all_versions()]  # every (name, version) registered here
 
     # --- beginning executions -------------------------------------------------------------
 
@@ -168,8 +168,7 @@ class RunTable:
     async def _load_and_begin(self, claim: Claim, source: str) -> None:
         run_id = claim.id
         try:
-            wf = next((w for w in all_workflows().values()
-                       if w.name == claim.workflow and w.version == claim.version), None)
+            wf = get_version(claim.workflow, claim.version)  # the version the run started with
             if wf is None:  # unregistered since the claim: give it back
                 await self._release_soon(claim.tree_key, run_id, claim.lease_epoch)
                 return

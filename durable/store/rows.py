@@ -476,3 +476,21 @@ class RedriveCandidate:
     status: str
     created_at: datetime
     error: Any
+
+
+# --- a run's history as a document (issue 15: durable export, durable.testing.Replayer) -------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRun:
+    """The row of a run whose history is exported or replayed."""
+
+    id: uuid.UUID
+    root_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    workflow: str
+    version: int
+    status: str
+    input: Any
+    attempt: int
+    grafted: bool

@@ -57,13 +57,13 @@ async def test_an_executing_engine_registers_its_workflows_once(db):
 
     # a changed definition (here: the queue) is written by the next engine to open
     changed = rt_registry.WorkflowDef(**{**wf_registry.checkout.__dict__, "queue": "registry-2"})
-    rt_registry._workflows["registry.checkout"] = changed
+    rt_registry.register(changed)
     try:
         async with new_engine(db, queues=("registry-2",)) as third:
             now = await registry_row(db, "registry.checkout")
             assert now[1] == "registry-2" and now[3] != xmin and now[5] == third.owner and now[4] > updated_at
     finally:
-        rt_registry._workflows["registry.checkout"] = wf_registry.checkout
+        rt_registry.register(wf_registry.checkout)
 
 
 @pytest.fixture
@@ -75,8 +75,8 @@ def remote_only():
         rt_registry.unregister("registry.ping")
 
     yield forget
-    rt_registry._workflows["registry.checkout"] = wf_registry.checkout
-    rt_registry._workflows["registry.ping"] = wf_registry.ping
+    rt_registry.register(wf_registry.checkout)
+    rt_registry.register(wf_registry.ping)
 
 
 async def test_start_by_name_from_a_client_without_the_workflow(db, remote_only):
@@ -86,7 +86,7 @@ async def test_start_by_name_from_a_client_without_the_workflow(db, remote_only)
             handle = await client.start("registry.checkout", {"sku": "x", "qty": 2}, result_type=Receipt)
             info = await handle.info()
             assert (info.workflow, info.version, info.queue) == ("registry.checkout", 1, "registry")
-            rt_registry._workflows["registry.checkout"] = wf_registry.checkout  # the worker's code is back
+            rt_registry.register(wf_registry.checkout)  # the worker's code is back
             got = await handle.result(timeout=20)
             assert got == Receipt(sku="x", total=500) and isinstance(got, Receipt)
             # the plain JSON result without result_type=, and get_handle(result_type=)
@@ -121,7 +121,7 @@ async def test_unknown_name_and_input_failing_the_schema_write_nothing(db, remot
             await client.start("registry.checkout", {"sku": "x", "qty": 2}, key="k1")
         assert await count(db, "durable_runs") == 1
         assert await count(db, "durable_due") == 1
-        rt_registry._workflows["registry.checkout"] = wf_registry.checkout
+        rt_registry.register(wf_registry.checkout)
         same = await client.start(wf_registry.checkout, wf_registry.Order(sku="x", qty=1), key="k1")
         assert [(same.run_id,)] == await rows(db, "SELECT id FROM durable_runs")  # model defaults filled in
         rt_registry.unregister("registry.checkout")

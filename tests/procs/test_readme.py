@@ -22,3 +22,12 @@ def test_quick_start_runs_as_written(db, tmp_path):
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[{'order': '1', 'charged': True}, {'order': '2', 'charged': True}]"
+
+
+def test_changing_code_safely_runs_as_written(db, tmp_path):
+    script = tmp_path / "changing_code.py"
+    script.write_text(_block("Changing workflow code safely"))
+    env = {**os.environ, "DURABLE_DSN": db.dsn, "DURABLE_SCHEMA": db.schema, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines() == ["charged o-1", "True completed"]

@@ -1,6 +1,4 @@
-"""Helpers for testing workflows against a real PostgreSQL.
-
-``TimeControl`` moves the engine's clock (``durable_now()`` in the schema) forward so
+"""``TimeControl``: move the engine's clock (``durable_now()`` in the schema) forward so
 timers, sleeps, retry waits, signal timeouts and execution timeouts fire without
 waiting. Leases keep using the real clock, so advancing time never expires a lease.
 """
@@ -9,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-from .engine import Engine
-from .errors import ConfigurationError
-from .store.events import db_now
-from .store.lifecycle import set_clock_offset
+from ..engine import Engine
+from ..errors import ConfigurationError
+from ..store.events import db_now
+from ..store.lifecycle import set_clock_offset
 
 
 class TimeControl:

@@ -53,6 +53,13 @@ async def runs_by_prefix(conn: Conn, prefix: str, limit: int) -> list[uuid.UUID]
     return [row[0] for row in await cur.fetchall()]
 
 
+async def queue_depths(conn: Conn) -> list[QueueDepth]:
+    """Queue depths (the web console's workers page)."""
+    cur = await conn.execute(q("queue_depths_async"))
+    return [QueueDepth(queue=r[0], ready=int(r[1]), oldest_ready_s=r[2], waiting=int(r[3]))
+            for r in await cur.fetchall()]
+
+
 def queue_depths_sync(conn: Any) -> list[QueueDepth]:
     """Queue depths on a blocking connection (the metrics collector runs in a thread)."""
     return [QueueDepth(queue=r[0], ready=int(r[1]), oldest_ready_s=r[2], waiting=int(r[3]))

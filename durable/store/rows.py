@@ -383,6 +383,7 @@ class RunSummary:
     finished_at: datetime | None
     error_type: str | None           # the root cause's type (the innermost link of its error's chain)
     error_message: str | None = None  # the root cause's message, cut to 200 characters
+    attempt: int = 1                  # its attempt (a child retried by its retry policy: 2, 3, ...)
 
 
 @dataclass(frozen=True, slots=True)

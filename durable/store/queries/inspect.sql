@@ -57,3 +57,7 @@ SELECT m.id FROM (
     UNION
     SELECT k.id FROM durable_run_keys k WHERE k.id BETWEEN %(lo)s AND %(hi)s
 ) m ORDER BY m.id LIMIT %(limit)s
+
+-- name: queue_depths_async
+-- (the web console's workers page; the same as queue_depths)
+SELECT queue, ready, oldest, waiting FROM durable_queue_depths()

@@ -1,0 +1,138 @@
+"""What the console's pages show, read through the engine and the store's read views (no
+SQL here): the runs list with counts by status, one run (detail, timeline, tree), the
+workers and queues."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..engine import Engine
+from ..errors import ConfigurationError, FailureInfo, RunNotFoundError
+from ..store import inspect as store_inspect
+from ..store import registry as store_registry
+from ..store.connections import Conn, run_typed
+from ..store.rows import QueueDepth, RunDetail, RunSummary, WorkerInfo
+from ..trees import group_children, tree_doc
+from . import timeline
+from .filters import RunsQuery, id_prefix, idempotency_run_id
+
+COUNT_CAP = 10_000      # counts by status are over the newest this many matching runs
+EVENTS_SHOWN = 2000     # history events on a run page
+TREE_LIMIT = 20_000     # runs of a tree read for a run page
+TEXT_MATCHES = 20       # runs found by id prefix / idempotency key
+
+
+@dataclass
+class RunsView:
+    runs: list[RunSummary]
+    next_cursor: str | None
+    now: datetime
+    counts: dict[str, int]
+    counts_capped: bool
+    text_matches: list[RunDetail] | None  # the free-text search's runs (None: no search)
+
+
+@dataclass
+class RunView:
+    run: RunDetail
+    events: list[dict[str, Any]]
+    items: list[timeline.Item]
+    span_s: float
+    tree: dict[str, Any]
+    tree_runs: int
+    tree_truncated: bool
+    chain: list[FailureInfo]
+    now: datetime
+
+
+def _pool(engine: Engine) -> Any:
+    if engine.pool is None:
+        raise ConfigurationError("the engine is not open: open it (async with Engine(...)) before serving "
+                                 "the console")
+    return engine.pool
+
+
+async def runs_view(engine: Engine, rq: RunsQuery) -> RunsView:
+    page = await engine.list_runs(**rq.kwargs, limit=rq.limit, cursor=rq.cursor)
+    counts, capped = await engine.count_runs_by_status(
+        **{k: v for k, v in rq.kwargs.items() if k != "status"}, cap=COUNT_CAP)
+    matches = None
+    if rq.text:
+        async def read(conn: Conn) -> list[RunDetail]:
+            return await _text_matches(conn, rq.text, rq.workflow)
+
+        matches = await run_typed(_pool(engine), read, what="searching runs by id or key")
+    return RunsView(page.runs, page.next_cursor, page.db_now, counts, capped, matches)
+
+
+async def _text_matches(conn: Conn, text: str, workflow: str) -> list[RunDetail]:
+    """Runs whose id starts with ``text``, and the run started with idempotency key
+    ``text`` (of the workflow filter when it names one, else of any registered workflow)."""
+    ids: list[uuid.UUID] = []
+    prefix = id_prefix(text)
+    if prefix is not None:
+        ids += await store_inspect.runs_by_prefix(conn, prefix, TEXT_MATCHES)
+    names = [workflow] if workflow and "*" not in workflow and "?" not in workflow \
+        else (await store_registry.names(conn))[:500]
+    ids += [idempotency_run_id(n, text) for n in names]
+    found: list[RunDetail] = []
+    for rid in dict.fromkeys(ids):
+        detail = await store_inspect.show_run(conn, rid)
+        if detail is not None and (rid in ids[:TEXT_MATCHES] or detail["idempotency_key"] == text):
+            found.append(detail)
+        if len(found) >= TEXT_MATCHES:
+            break
+    return found
+
+
+async def run_view(engine: Engine, rid: uuid.UUID) -> RunView:
+    async def read(conn: Conn) -> tuple[RunDetail | None, list[dict[str, Any]], list[Any]]:
+        detail = await store_inspect.show_run(conn, rid)
+        if detail is None:
+            return None, [], []
+        events = await store_inspect.show_events(conn, rid, EVENTS_SHOWN)
+        rows = await store_inspect.run_tree(conn, rid, TREE_LIMIT + 1)
+        return detail, [dict(e) for e in events], list(rows)
+
+    detail, events, rows = await run_typed(_pool(engine), read, what=f"reading run {rid}")
+    if detail is None:
+        raise RunNotFoundError(rid)
+    tree, size, truncated = tree_doc(rows, rid, TREE_LIMIT) if rows else (
+        {"id": rid, "workflow": detail["workflow"], "status": detail["status"], "children": [],
+         "continued_as": None, "key": detail["child_key"]}, 1, False)
+    status = {str(r["id"]): _chain_status(r, rows) for r in rows}
+    items, span = timeline.build(events, detail["created_at"], status, detail["continued_to"],
+                                 detail["finished_at"] or detail["db_now"])
+    info = FailureInfo.from_doc(detail["error"])
+    return RunView(detail, events, items, max(span, 0.001), group_children(tree), size, truncated,
+                   list(info.chain()) if info is not None else [], detail["db_now"])
+
+
+def _chain_status(row: Any, rows: list[Any]) -> str:
+    if row["status"] != "continued":
+        return str(row["status"])
+    by_id = {r["id"]: r for r in rows}
+    seen = 0
+    while row["status"] == "continued" and row["continued_to"] in by_id and seen < 1000:
+        row, seen = by_id[row["continued_to"]], seen + 1
+    return str(row["status"])
+
+
+@dataclass
+class WorkersView:
+    workers: list[WorkerInfo]
+    queues: list[QueueDepth]
+    now: datetime
+
+
+async def workers_view(engine: Engine) -> WorkersView:
+    workers = await engine.list_workers()
+
+    async def read(conn: Conn) -> list[QueueDepth]:
+        return await store_inspect.queue_depths(conn)
+
+    depths = await run_typed(_pool(engine), read, what="reading queue depths")
+    return WorkersView(workers, depths, datetime.now(timezone.utc))

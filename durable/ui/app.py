@@ -54,6 +54,10 @@ def create_app(engine: Engine, *, token: str | None = None, read_only: bool = Fa
 
     def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            if engine.pool is None:
+                return console.problem(request, 503, "Engine not open", "The console's engine is not open yet "
+                                       "(or was closed).", hint="Open it (async with engine: ...) for as long as "
+                                       "the app serves, e.g. in the app's lifespan; see the README's Web console.")
             try:
                 return await handler(console, request)
             except DurableError as exc:  # the engine's typed errors: a message, never a traceback

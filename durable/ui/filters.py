@@ -26,7 +26,7 @@ class BadFilter(Exception):
     """A filter the page cannot read: ``name`` is the query parameter, ``accepted`` its form."""
 
     def __init__(self, name: str, value: str, accepted: str) -> None:
-        super().__init__(f"filter {name}={value!r} is not valid: {accepted}")
+        super().__init__(f"filter {name}={value!r} is not valid; it takes {accepted}")
         self.name = name
         self.value = value
         self.accepted = accepted

@@ -55,7 +55,9 @@ def pretty(value: Any) -> str:
 
 
 def short_id(value: Any) -> str:
-    return str(value)[:8]
+    """The start and end of a run id (the runs of one tree share their first 16 hex digits)."""
+    text = str(value)
+    return f"{text[:8]}…{text[-6:]}" if len(text) == 36 else text
 
 
 def chain(node: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..engine import Engine
-from ..errors import ConfigurationError, FailureInfo, RunNotFoundError
+from ..errors import FailureInfo, RunNotFoundError
 from ..store import inspect as store_inspect
 from ..store import registry as store_registry
 from ..store.connections import Conn, run_typed
@@ -49,9 +49,7 @@ class RunView:
 
 
 def _pool(engine: Engine) -> Any:
-    if engine.pool is None:
-        raise ConfigurationError("the engine is not open: open it (async with Engine(...)) before serving "
-                                 "the console")
+    assert engine.pool is not None  # the app answers 503 while the engine is not open (app.py)
     return engine.pool
 
 
@@ -103,18 +101,21 @@ async def run_view(engine: Engine, rid: uuid.UUID) -> RunView:
     tree, size, truncated = tree_doc(rows, rid, TREE_LIMIT) if rows else (
         {"id": rid, "workflow": detail["workflow"], "status": detail["status"], "children": [],
          "continued_as": None, "key": detail["child_key"]}, 1, False)
-    status = {str(r["id"]): _chain_status(r, rows) for r in rows}
-    items, span = timeline.build(events, detail["created_at"], status, detail["continued_to"],
-                                 detail["finished_at"] or detail["db_now"])
+    by_id = {r["id"]: r for r in rows}
+    kids = {str(r["id"]): (_chain_status(r, by_id), r["child_key"]) for r in rows}
+    outcome = None
+    if detail["status"] in ("completed", "failed", "cancelled"):
+        outcome = (detail["status"], "→ " + timeline.compact(detail["result"]) if detail["status"] == "completed"
+                   else timeline.error_line(detail["error"]))
+    items, span = timeline.build(events, detail["created_at"], kids, detail["continued_to"],
+                                 detail["finished_at"] or detail["db_now"], outcome)
     info = FailureInfo.from_doc(detail["error"])
     return RunView(detail, events, items, max(span, 0.001), group_children(tree), size, truncated,
                    list(info.chain()) if info is not None else [], detail["db_now"])
 
 
-def _chain_status(row: Any, rows: list[Any]) -> str:
-    if row["status"] != "continued":
-        return str(row["status"])
-    by_id = {r["id"]: r for r in rows}
+def _chain_status(row: Any, by_id: dict[Any, Any]) -> str:
+    """The status of the last run of ``row``'s continue-as-new chain (as far as it was read)."""
     seen = 0
     while row["status"] == "continued" and row["continued_to"] in by_id and seen < 1000:
         row, seen = by_id[row["continued_to"]], seen + 1

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+GROUP_OVER = 20  # children started one after another shown one by one up to this many (as in the tree)
 _FAILED = ("step_failed", "child_failed", "child_cancelled", "cancel_observed", "signal_timeout")
 
 
@@ -80,9 +82,13 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def build(events: Sequence[Mapping[str, Any]], created_at: datetime, child_status: Mapping[str, str],
-          continued_to: uuid.UUID | None = None, end_at: datetime | None = None) -> tuple[list[Item], float]:
-    """The timeline's items and its length in seconds (the last event, or ``end_at``)."""
+def build(events: Sequence[Mapping[str, Any]], created_at: datetime, kids: Mapping[str, tuple[str, str | None]],
+          continued_to: uuid.UUID | None = None, end_at: datetime | None = None,
+          outcome: tuple[str, str] | None = None) -> tuple[list[Item], float]:
+    """The timeline's items and its length in seconds (the last event, or ``end_at``).
+    ``kids``: the status (of its chain's last run) and child key of each run in the tree,
+    by id. More than GROUP_OVER children started one after another are one item.
+    ``outcome``: a finished run's (status, result or error line), its last item."""
     cut = superseded_ranges(events)
     items: list[Item] = []
     steps: dict[tuple[int | None, str | None, bool], Item] = {}
@@ -124,10 +130,9 @@ def build(events: Sequence[Mapping[str, Any]], created_at: datetime, child_statu
         if kind in ("child_started", "children"):
             for cid in ids or [""]:
                 label = "child " + (str(d.get("workflow") or name or ""))
-                key = d.get("child_key") or d.get("key")
+                state, key = kids.get(cid, ("", None))
                 it = Item("child", label + (f" [{key}]" if key else ""), seq, e["pos"], at, at,
-                          state=child_status.get(cid, ""), links=[(cid, cid)] if cid else [], superseded=gone,
-                          events=[tag])
+                          state=state, links=[(cid, cid)] if cid else [], superseded=gone, events=[tag])
                 if cid:
                     children[cid] = it
                 items.append(it)
@@ -158,9 +163,38 @@ def build(events: Sequence[Mapping[str, Any]], created_at: datetime, child_statu
         items.append(it)
     if end_at is not None:
         last = max(last, (end_at - created_at).total_seconds())
+    if outcome is not None:
+        items.append(Item("outcome", "run finished", 10**9, None, last, last, state=outcome[0], detail=outcome[1]))
     if continued_to is not None:
         items.append(Item("continue", "continued as new", 10**9, None, last, last, state="continued",
                           links=[(str(continued_to), str(continued_to))]))
     for it in items:
         last = max(last, it.end_s)
-    return items, last
+    return _fan_outs(items), last
+
+
+def _fan_outs(items: list[Item]) -> list[Item]:
+    """Runs of more than GROUP_OVER child items of one workflow, one after another, as one
+    item with counts by status (the tree below lists them, grouped by key)."""
+    out: list[Item] = []
+    i = 0
+    while i < len(items):
+        j = i
+        head = items[i]
+        workflow = head.label.split(" [")[0]
+        while j < len(items) and items[j].kind == "child" and items[j].label.split(" [")[0] == workflow \
+                and items[j].superseded == head.superseded:
+            j += 1
+        if head.kind != "child" or j - i <= GROUP_OVER:
+            out.append(head)
+            i += 1
+            continue
+        run = items[i:j]
+        counts = Counter(it.state or "unknown" for it in run)
+        out.append(Item("children", f"{len(run)} × {workflow}", head.first_seq, head.pos,
+                        min(it.start_s for it in run), max(it.end_s for it in run),
+                        state=counts.most_common(1)[0][0] if len(counts) == 1 else "",
+                        detail=", ".join(f"{n} {s}" for s, n in counts.most_common()),
+                        superseded=head.superseded, events=[f"{run[0].first_seq}..{run[-1].first_seq} child_started"]))
+        i = j
+    return out

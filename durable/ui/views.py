@@ -31,7 +31,7 @@ async def runs_page(console: Console, request: Request) -> Response:
         rq = runs_query(request.query_params)
     except BadFilter as exc:
         return console.problem(request, 400, "Bad filter", str(exc),
-                               hint=f"Fix {exc.name}= ({exc.accepted}), or clear the filters.",
+                               hint=f"Fix {exc.name}= on the runs page, or clear the filters.",
                                back=console.base(request) + "/")
     try:
         view = await pages.runs_view(console.engine, rq)

@@ -19,7 +19,7 @@ import durable
 from durable.ui import create_app
 
 import wf_ui as W
-from helpers import eventually, rows, status_of
+from helpers import ROOT, eventually, rows, status_of
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -351,3 +351,37 @@ async def test_the_app_mounts_under_a_prefix(engine):
 
 async def _cancelled(engine: durable.Engine, rid: uuid.UUID) -> bool:
     return (await engine.info(rid)).status == "cancelled"
+
+
+async def test_counts_by_status_are_capped_and_say_so(engine, ui):
+    for i in range(3):
+        await engine.start(W.leaf, i, queue="nowhere")
+    assert await engine.count_runs_by_status(queue="nowhere") == ({"pending": 3}, False)
+    assert await engine.count_runs_by_status(queue="nowhere", cap=2) == ({"pending": 2}, True)
+    with pytest.raises(durable.ConfigurationError):
+        await engine.count_runs_by_status(cap=0)
+    r = await ui.get("/", params={"queue": "nowhere"})
+    assert "pending <b>3</b>" in r.text and "newest 10,000" not in r.text
+
+
+async def test_readme_example_mounts_the_console(db, monkeypatch):
+    """The README's Web console block, as written: the engine opens in the app's lifespan."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Web console\n.*?```python\n(.*?)```", text, re.S)
+    assert block, "README has no python block under '## Web console'"
+    monkeypatch.setenv("DURABLE_DSN", db.dsn)
+    monkeypatch.setenv("DURABLE_SCHEMA", db.schema)
+    monkeypatch.setenv("DURABLE_UI_TOKEN", TOKEN)
+    scope: dict[str, Any] = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)
+
+    app = scope["app"]
+    async with client(app) as c:
+        # before the lifespan opened the engine: 503, saying what to do
+        r = await c.get("/durable/login")
+        assert r.status_code == 503 and "lifespan" in r.text
+        async with app.router.lifespan_context(app):  # what uvicorn runs around serving
+            assert (await c.get("/durable/")).status_code == 303
+            await c.get("/durable/login", params={"token": TOKEN})
+            r = await c.get("/durable/workers")
+            assert r.status_code == 200 and 'data-live="workers"' in r.text

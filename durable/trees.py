@@ -7,10 +7,10 @@ UUIDs (``durable tree --all`` shows every child)."""
 
 from __future__ import annotations
 
+import heapq
 import re
-import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 GROUP_OVER = 20   # children under one parent shown one by one up to this many
@@ -36,27 +36,28 @@ def last_of_chain(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def tree_doc(rows: Sequence[Mapping[str, Any]], run_id: uuid.UUID, limit: int) -> tuple[dict[str, Any], int, bool]:
+def tree_doc(rows: Sequence[Mapping[str, Any]], run_id: Hashable, limit: int) -> tuple[dict[str, Any], int, bool]:
     """The tree document (``durable tree --json``'s ``tree``) of ``run_id`` from the rows of
     ``store/inspect.py:run_tree`` fetched with ``limit + 1``: children nested under their
-    parent, continue-as-new successors under ``continued_as``. Returns (tree, runs in it,
-    truncated). ``rows`` must hold ``run_id``."""
+    parent, continue-as-new successors under ``continued_as``. Returns (tree, runs read,
+    truncated). ``rows`` must hold ``run_id``; they may hold more of its tree (only its
+    subtree is in the document), and only the shape (``tree_shape``: no times, no error)."""
     truncated = len(rows) > limit
     nodes = {r["id"]: r for r in (rows[:limit] if truncated else rows)}
     if run_id not in nodes:
         nodes[run_id] = next(r for r in rows if r["id"] == run_id)
     successors = {r["continued_to"] for r in nodes.values() if r["continued_to"] in nodes}
-    kids: dict[uuid.UUID, list[Mapping[str, Any]]] = {}
+    kids: dict[Hashable, list[Mapping[str, Any]]] = {}
     for r in nodes.values():
         if r["id"] != run_id and r["id"] not in successors and r["parent_id"] in nodes:
             kids.setdefault(r["parent_id"], []).append(r)
 
     def doc(r: Mapping[str, Any]) -> dict[str, Any]:
         nxt = nodes.get(r["continued_to"]) if r["continued_to"] else None
-        return {"id": r["id"], "workflow": r["workflow"], "status": r["status"], "queue": r["queue"],
-                "created_at": r["created_at"], "started_at": r["started_at"], "finished_at": r["finished_at"],
-                "error": r["error"], "key": r["child_key"], "children": [doc(k) for k in kids.get(r["id"], [])],
-                "continued_as": doc(nxt) if nxt else None}
+        return {"id": r["id"], "workflow": r["workflow"], "status": r["status"], "queue": r.get("queue"),
+                "created_at": r.get("created_at"), "started_at": r.get("started_at"),
+                "finished_at": r.get("finished_at"), "error": r.get("error"), "key": r["child_key"],
+                "children": [doc(k) for k in kids.get(r["id"], [])], "continued_as": doc(nxt) if nxt else None}
 
     return doc(nodes[run_id]), len(nodes), truncated
 
@@ -68,7 +69,8 @@ def group_children(node: dict[str, Any], over: int = GROUP_OVER) -> dict[str, An
     out = dict(node)
     if node.get("continued_as"):
         out["continued_as"] = group_children(node["continued_as"], over)
-    kids = [group_children(k, over) for k in node.get("children", [])]
+    kids = [group_children(k, over) if k.get("children") or k.get("continued_as") else k
+            for k in node.get("children", [])]  # a leaf is taken as it is
     if len(kids) <= over:
         out["children"] = kids
         return out
@@ -81,8 +83,8 @@ def group_children(node: dict[str, Any], over: int = GROUP_OVER) -> dict[str, An
             out["children"] += members
             continue
         statuses = Counter(last_of_chain(m)["status"] for m in members)
-        examples = sorted(members, key=lambda m: (_ORDER.get(last_of_chain(m)["status"], 9), m.get("key") or "",
-                                                  str(m["id"])))[:EXAMPLES]
+        examples = heapq.nsmallest(EXAMPLES, members, key=lambda m: (_ORDER.get(last_of_chain(m)["status"], 9),
+                                                                      m.get("key") or "", str(m["id"])))
         out["children"].append({"group": {
             "workflow": workflow, "key_prefix": prefix, "count": len(members),
             "by_status": dict(sorted(statuses.items(), key=lambda kv: _ORDER.get(kv[0], 9))),

@@ -12,7 +12,7 @@ from ..store import inspect as store_inspect
 from ..store import search as store_search
 from ..store.rows import RunFilter
 from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
-from .groups import group_children, tree_doc
+from ..trees import group_children, tree_doc
 from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
 
 

@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 
 from .connections import Conn
 from .runs import key_of, lease_expiry
-from .rows import EventDetail, QueueDepth, RunDetail, TreeRow, tree_key_of
+from .rows import EventDetail, QueueDepth, RunDetail, TreeBriefRow, TreeRow, TreeShapeRow, tree_key_of
 from .statements import q
 
 
@@ -37,6 +37,23 @@ async def run_tree(conn: Conn, run_id: uuid.UUID, limit: int) -> list[TreeRow]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(q("run_tree"), {"key": key, "id": run_id, "limit": limit})
     return cast(list[TreeRow], await cur.fetchall())
+
+
+async def tree_shape(conn: Conn, tree_key: int, limit: int) -> list[TreeShapeRow]:
+    """The shape of a tree (the web console): every run (oldest first, at most ``limit``) as
+    {id, parent_id, continued_to, workflow, status, child_key}, ids as text."""
+    cur = await conn.execute(q("tree_shape"), {"key": tree_key, "limit": limit})
+    return [TreeShapeRow(id=r[0], parent_id=r[1], continued_to=r[2], workflow=r[3], status=r[4], child_key=r[5])
+            for r in await cur.fetchall()]
+
+
+async def tree_runs_brief(conn: Conn, tree_key: int, ids: list[str]) -> dict[str, TreeBriefRow]:
+    """Queue, times and root cause ({type, message}) of some runs of a tree, by id (text)."""
+    if not ids:
+        return {}
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("tree_runs_brief"), {"key": tree_key, "ids": ids})
+    return {r["id"]: cast(TreeBriefRow, r) for r in await cur.fetchall()}
 
 
 def prefix_bounds(prefix: str) -> dict[str, Any]:

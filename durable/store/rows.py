@@ -344,6 +344,28 @@ class TreeRow(TypedDict):
     db_now: datetime
 
 
+class TreeShapeRow(TypedDict):
+    """One run of a tree's shape (the web console's run page), ids as text."""
+
+    id: str
+    parent_id: str | None
+    continued_to: str | None
+    workflow: str
+    status: str
+    child_key: str | None
+
+
+class TreeBriefRow(TypedDict):
+    """Queue, times and root cause ({type, message}) of a run shown in a tree."""
+
+    id: str
+    queue: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class RunFilter:
     """Which runs ``durable runs`` lists (every field optional; all given must hold)."""

@@ -90,6 +90,7 @@ def _path(request: Request) -> str:
 
 def safe_next(target: str | None, base: str) -> str:
     """Where to go after login: a path inside the app (never another site)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not any(c.isspace() for c in target)):
         return target
     return base + "/"

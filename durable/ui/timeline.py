@@ -6,6 +6,7 @@ run's children."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -74,12 +75,11 @@ def _ids(data: Any) -> list[str]:
     return out
 
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
 def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+    return _UUID.match(text) is not None
 
 
 def build(events: Sequence[Mapping[str, Any]], created_at: datetime, kids: Mapping[str, tuple[str, str | None]],

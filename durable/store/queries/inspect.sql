@@ -61,3 +61,24 @@ SELECT m.id FROM (
 -- name: queue_depths_async
 -- (the web console's workers page; the same as queue_depths)
 SELECT queue, ready, oldest, waiting FROM durable_queue_depths()
+
+-- name: tree_shape
+-- (the web console's run page) the shape of a tree: every run's id, parent, successor,
+-- workflow, status and child key, at most %(limit)s, oldest first. One index range on the
+-- tree key (where run_tree walks the tree one lookup per run); ids as text: a 10,000-child
+-- fan-out is read and grouped without decoding 30,000 UUIDs. The runs shown one by one get
+-- their times and errors from tree_runs_brief.
+SELECT r.id::text, r.parent_id::text, r.continued_to::text, r.workflow, r.status, r.child_key
+  FROM durable_runs r WHERE r.tree_key = %(key)s
+ ORDER BY r.created_at, r.id LIMIT %(limit)s
+
+-- name: tree_runs_brief
+-- (the web console's run page) times and the root cause of the runs of a tree it shows one
+-- by one (an error document carries a traceback of up to 8 kB: only its root's type and
+-- message are read).
+SELECT r.id::text, r.queue, r.created_at, r.started_at, r.finished_at,
+       CASE WHEN r.error IS NULL THEN NULL
+            ELSE jsonb_build_object('type', coalesce(r.error #>> '{root,type}', r.error ->> 'type'),
+                                    'message', left(coalesce(r.error #>> '{root,message}', r.error ->> 'message',
+                                                             r.error ->> 'reason'), 200)) END AS error
+  FROM durable_runs r WHERE r.tree_key = %(key)s AND r.id = ANY(%(ids)s::uuid[])

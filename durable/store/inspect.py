@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 
 from .connections import Conn
 from .runs import key_of, lease_expiry
-from .rows import EventDetail, QueueDepth, RunDetail, TreeBriefRow, TreeRow, TreeShapeRow, tree_key_of
+from .rows import EventDetail, PendingSignalRow, QueueDepth, RunDetail, TreeBriefRow, TreeRow, TreeShapeRow, tree_key_of
 from .statements import q
 
 
@@ -54,6 +54,13 @@ async def tree_runs_brief(conn: Conn, tree_key: int, ids: list[str]) -> dict[str
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(q("tree_runs_brief"), {"key": tree_key, "ids": ids})
     return {r["id"]: cast(TreeBriefRow, r) for r in await cur.fetchall()}
+
+
+async def pending_signals(conn: Conn, tree_key: int, run_id: uuid.UUID, limit: int) -> list[PendingSignalRow]:
+    """Signals sent to a run and not received yet, oldest first (the web console)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("pending_signals"), {"key": tree_key, "id": run_id, "limit": limit})
+    return cast(list[PendingSignalRow], await cur.fetchall())
 
 
 def prefix_bounds(prefix: str) -> dict[str, Any]:

@@ -366,6 +366,16 @@ class TreeBriefRow(TypedDict):
     error: dict[str, Any] | None
 
 
+class PendingSignalRow(TypedDict):
+    """A signal sent to a run and not received yet (the web console's run page)."""
+
+    id: int
+    name: str
+    payload: str | None  # its JSON text, cut to 500 characters
+    delivery_id: str | None
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class RunFilter:
     """Which runs ``durable runs`` lists (every field optional; all given must hold)."""

@@ -15,7 +15,8 @@ from ..errors import FailureInfo, RunNotFoundError
 from ..store import inspect as store_inspect
 from ..store import registry as store_registry
 from ..store.connections import Conn, run_typed
-from ..store.rows import QueueDepth, RunDetail, RunSummary, WorkerInfo, tree_key_of
+from ..store.runs import key_of
+from ..store.rows import PendingSignalRow, QueueDepth, RunDetail, RunSummary, WorkerInfo, tree_key_of
 from ..trees import group_children, tree_doc
 from . import timeline
 from .filters import RunsQuery, id_prefix, idempotency_run_id
@@ -24,6 +25,7 @@ COUNT_CAP = 10_000      # counts by status are over the newest this many matchin
 EVENTS_SHOWN = 1000     # history events on a run page (the first ones)
 TREE_LIMIT = 20_000     # runs of a tree read for a run page
 TEXT_MATCHES = 20       # runs found by id prefix / idempotency key
+SIGNALS_SHOWN = 50      # pending signals listed on a run page
 
 
 @dataclass
@@ -42,6 +44,7 @@ class RunView:
     events: list[dict[str, Any]]
     items: list[timeline.Item]
     span_s: float
+    signals: list[PendingSignalRow]
     tree: dict[str, Any]
     tree_runs: int
     tree_truncated: bool
@@ -88,6 +91,8 @@ async def _text_matches(conn: Conn, text: str, workflow: str) -> list[RunDetail]
 
 
 async def run_view(engine: Engine, rid: uuid.UUID) -> RunView:
+    signals: list[PendingSignalRow] = []
+
     async def read(conn: Conn) -> tuple[RunDetail | None, list[dict[str, Any]], list[Mapping[str, Any]],
                                         dict[str, Any] | None, bool]:
         detail = await store_inspect.show_run(conn, rid)
@@ -95,6 +100,8 @@ async def run_view(engine: Engine, rid: uuid.UUID) -> RunView:
             return None, [], [], None, False
         events = [dict(e) for e in await store_inspect.show_events(conn, rid, EVENTS_SHOWN)]
         key = tree_key_of(detail["root_id"])
+        if detail["pending_signals"]:
+            signals[:] = await store_inspect.pending_signals(conn, await key_of(conn, rid), rid, SIGNALS_SHOWN)
         rows: list[Mapping[str, Any]] = list(await store_inspect.tree_shape(conn, key, TREE_LIMIT + 1))
         me = str(rid)
         if (len(rows) > TREE_LIMIT and detail["root_id"] != rid) or not any(r["id"] == me for r in rows):
@@ -126,7 +133,7 @@ async def run_view(engine: Engine, rid: uuid.UUID) -> RunView:
     items, span = timeline.build(events, detail["created_at"], kids, detail["continued_to"],
                                  detail["finished_at"] or detail["db_now"], outcome)
     info = FailureInfo.from_doc(detail["error"])
-    return RunView(detail, events, items, max(span, 0.001), tree, _size(tree), truncated,
+    return RunView(detail, events, items, max(span, 0.001), signals, tree, _size(tree), truncated,
                    list(info.chain()) if info is not None else [], detail["db_now"])
 
 

@@ -78,6 +78,10 @@ async def test_every_page_renders(engine, ui):
     assert "step ui.prepare" in r.text and "&#34;customer&#34;" in r.text  # timeline, input (escaped JSON)
     assert "Send a signal" in r.text and "Cancel" in r.text
 
+    await engine.signal(rid, "later", {"x": "<i>"}, delivery_id="d-1")  # a name the run does not wait for
+    r = await ui.get(f"/runs/{rid}")
+    assert "Pending signals" in r.text and "later" in r.text and "d-1" in r.text and "<i>" not in r.text
+
     r = await ui.get(f"/runs/{failed.run_id}")
     assert "Declined" in r.text and "card refused" in r.text and "Traceback" in r.text
     assert "Resume" in r.text and "Restart" in r.text

@@ -82,3 +82,9 @@ SELECT r.id::text, r.queue, r.created_at, r.started_at, r.finished_at,
                                     'message', left(coalesce(r.error #>> '{root,message}', r.error ->> 'message',
                                                              r.error ->> 'reason'), 200)) END AS error
   FROM durable_runs r WHERE r.tree_key = %(key)s AND r.id = ANY(%(ids)s::uuid[])
+
+-- name: pending_signals
+-- (the web console's run page) signals sent to a run and not received yet, oldest first,
+-- payloads cut to 500 characters of JSON text.
+SELECT id, name, left(payload::text, 500) AS payload, delivery_id, created_at FROM durable_signals
+ WHERE tree_key = %(key)s AND run_id = %(id)s AND consumed_seq IS NULL ORDER BY id LIMIT %(limit)s

@@ -66,7 +66,11 @@ async def run_action(console: Console, request: Request) -> Response:
 async def _act(console: Console, name: str, rid: uuid.UUID, form: FormData) -> str:
     """Do the action; the run page to show next (with its notice)."""
     engine = console.engine
-    status = (await engine.info(rid)).status
+    info = await engine.info(rid)
+    status = info.status
+    if name in ("cancel", "signal") and status == "continued":
+        raise Refused(409, "Run continued as new", f"Run {rid} continued as new as run {info.continued_to}: "
+                                                   f"{name} the live run of its chain; nothing was changed.")
     if name == "cancel":
         if status in FINISHED:
             raise Refused(409, "Nothing to cancel", f"Run {rid} already {status}; nothing was changed.")

@@ -389,3 +389,23 @@ async def test_readme_example_mounts_the_console(db, monkeypatch):
             await c.get("/durable/login", params={"token": TOKEN})
             r = await c.get("/durable/workers")
             assert r.status_code == 200 and 'data-live="workers"' in r.text
+
+
+async def test_continue_as_new_chain_is_followed_and_its_first_link_refuses_actions(engine, db, ui):
+    h = await engine.start(W.chain, 0)
+    first = h.run_id
+
+    async def successor() -> Any:
+        info = await engine.info(first)
+        return info.continued_to if info.status == "continued" else None
+
+    nxt = await eventually(successor, what="the run to continue as new")
+    await eventually(lambda: _suspended(engine, nxt), what="the successor to wait for its signal")
+    r = await ui.get(f"/runs/{first}")
+    assert "continued as new" in r.text and f"/runs/{nxt}" in r.text and "round-0" in r.text and "round-1" in r.text
+    assert f"/runs/{first}/cancel" not in r.text and "its successor" in r.text
+    r = await ui.post(f"/runs/{first}/cancel", data={"csrf": csrf_of(r.text)})
+    assert r.status_code == 409 and "continued as new" in r.text
+    assert await status_of(db, nxt) == "suspended"
+    r = await ui.get(f"/runs/{nxt}")
+    assert f"/runs/{first}" in r.text and "continues" in r.text  # the chain link back

@@ -33,3 +33,11 @@ async def mid(ctx: Context, n: int) -> int:
 @durable.workflow("ui.top")
 async def top(ctx: Context, n: int) -> int:
     return await ctx.child(mid, n, key="mid")
+
+
+@durable.workflow("ui.chain")
+async def chain(ctx: Context, round: int) -> Any:
+    await ctx.child(leaf, round, key=f"round-{round}")
+    if round < 1:
+        ctx.continue_as_new(round + 1)
+    return await ctx.wait_signal("go")

@@ -63,6 +63,14 @@ async def pending_signals(conn: Conn, tree_key: int, run_id: uuid.UUID, limit: i
     return cast(list[PendingSignalRow], await cur.fetchall())
 
 
+async def runs_existing(conn: Conn, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of ``ids`` (top-level runs: each in the tree its id names) exist."""
+    if not ids:
+        return []
+    cur = await conn.execute(q("runs_existing"), {"keys": [tree_key_of(i) for i in ids], "ids": ids})
+    return [r[0] for r in await cur.fetchall()]
+
+
 def prefix_bounds(prefix: str) -> dict[str, Any]:
     """The parameters of ``runs_by_prefix`` for a hex prefix (1-32 lowercase hex digits):
     the range of tree keys and the range of ids that start with it."""

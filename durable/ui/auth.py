@@ -16,6 +16,8 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import ConfigurationError
+
 SESSION_COOKIE = "durable_session"
 CSRF_COOKIE = "durable_csrf"
 CSRF_FIELD = "csrf"
@@ -26,7 +28,9 @@ class Guard:
 
     def __init__(self, token: str | None, *, read_only: bool) -> None:
         if token is not None and (not isinstance(token, str) or len(token) < 8):
-            raise ValueError("token must be a string of at least 8 characters (e.g. secrets.token_urlsafe(24))")
+            raise ConfigurationError("the console's token must be a string of at least 8 characters, e.g. "
+                                     "secrets.token_urlsafe(24); or leave it out (pages open, actions need a "
+                                     "random token: app.state.token)")
         self.pages_need_token = token is not None
         self.read_only = read_only
         self.token = token if token is not None else secrets.token_urlsafe(24)

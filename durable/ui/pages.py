@@ -78,15 +78,13 @@ async def _text_matches(conn: Conn, text: str, workflow: str) -> list[RunDetail]
     if prefix is not None:
         ids += await store_inspect.runs_by_prefix(conn, prefix, TEXT_MATCHES)
     names = [workflow] if workflow and "*" not in workflow and "?" not in workflow \
-        else (await store_registry.names(conn))[:500]
-    ids += [idempotency_run_id(n, text) for n in names]
+        else await store_registry.names(conn)
+    ids += await store_inspect.runs_existing(conn, [idempotency_run_id(n, text) for n in names])
     found: list[RunDetail] = []
-    for rid in dict.fromkeys(ids):
+    for rid in list(dict.fromkeys(ids))[:TEXT_MATCHES]:
         detail = await store_inspect.show_run(conn, rid)
-        if detail is not None and (rid in ids[:TEXT_MATCHES] or detail["idempotency_key"] == text):
+        if detail is not None:
             found.append(detail)
-        if len(found) >= TEXT_MATCHES:
-            break
     return found
 
 

@@ -186,6 +186,8 @@ async def test_token_required_for_pages_when_set_and_for_actions_always(engine, 
         assert r.status_code == 200
         r = await c.get("/", headers={"Authorization": "Bearer nope-nope"})
         assert r.status_code == 303
+    with pytest.raises(durable.ConfigurationError, match="at least 8 characters"):
+        create_app(engine, token="short")
     # no page token: pages are open, actions are not
     open_app = create_app(engine)
     assert isinstance(open_app.state.token, str) and len(open_app.state.token) >= 16

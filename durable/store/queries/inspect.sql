@@ -88,3 +88,9 @@ SELECT r.id::text, r.queue, r.created_at, r.started_at, r.finished_at,
 -- payloads cut to 500 characters of JSON text.
 SELECT id, name, left(payload::text, 500) AS payload, delivery_id, created_at FROM durable_signals
  WHERE tree_key = %(key)s AND run_id = %(id)s AND consumed_seq IS NULL ORDER BY id LIMIT %(limit)s
+
+-- name: runs_existing
+-- (the web console's search by idempotency key) which of these ids are runs: one statement
+-- for the candidate ids of every registered workflow, each looked up by its primary key.
+SELECT r.id FROM unnest(%(keys)s::bigint[], %(ids)s::uuid[]) AS c(tree_key, id)
+  JOIN durable_runs r ON r.tree_key = c.tree_key AND r.id = c.id

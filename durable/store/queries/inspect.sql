@@ -91,6 +91,6 @@ SELECT id, name, left(payload::text, 500) AS payload, delivery_id, created_at FR
 
 -- name: runs_existing
 -- (the web console's search by idempotency key) which of these ids are runs: one statement
--- for the candidate ids of every registered workflow, each looked up by its primary key.
-SELECT r.id FROM unnest(%(keys)s::bigint[], %(ids)s::uuid[]) AS c(tree_key, id)
-  JOIN durable_runs r ON r.tree_key = c.tree_key AND r.id = c.id
+-- for the candidate ids of every registered workflow, by the primary key (tree keys pruned
+-- to the candidates' trees; an id names its own tree).
+SELECT r.id FROM durable_runs r WHERE r.tree_key = ANY(%(keys)s::bigint[]) AND r.id = ANY(%(ids)s::uuid[])

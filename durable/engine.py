@@ -27,6 +27,7 @@ from .runtime import branches, cancel, signals
 from .runtime.notifications import Notifications
 from .runtime.registry import WorkflowDef, resolve
 from .runtime.results import ResultWaits
+from .runtime.schedules import Schedules
 from .runtime.runs import RunTable
 from .serde import roundtrip
 from .store import connections as db
@@ -34,7 +35,7 @@ from .store import migrate
 from .store import runs as store_runs
 from .store.connections import Conn, Pool, run_typed
 from .store.rows import Claim, ExistingRun, RunInfo, Started, tree_key_of
-from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
+from .worker import Claimer, Heartbeat, Listener, Retention, Scheduler, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,12 @@ class Engine:
         self.heartbeat = Heartbeat(self.runs) if s.execute else None
         self.timeouts = Timeouts(self.runs) if s.execute else None  # execution timeouts
         self.retention = Retention(s, lambda: self.pool) if s.retention_s is not None else None
+        # --- schedules (issue 15): engine.schedules, fired by executing engines' scheduler loop
+        self.schedules = Schedules(s, self._require_open)
+        self.scheduler = Scheduler(s, self.schedules) if s.execute and s.schedules else None
         self.listener = Listener(s, self.channel,
-                                 Notifications(self.runs, self.results, kick_claimer=self._kick_claimer))
+                                 Notifications(self.runs, self.results, kick_claimer=self._kick_claimer,
+                                               kick_scheduler=self.scheduler.kick if self.scheduler else None))
         self._metrics_servers: list[MetricsServer] = []   # servers started by start_metrics_server()
         self._queue_collector: QueueCollector | None = None
 
@@ -115,6 +120,9 @@ class Engine:
             if loop is not None:
                 loop.start()
         self.opened = True
+        if self.scheduler is not None:  # schedules: declared ones upserted, then fired here
+            await self.schedules.declare()
+            self.scheduler.start()
         try:
             await asyncio.wait_for(self.listener.connected.wait(), s.connect_timeout_s)
         except asyncio.TimeoutError:
@@ -127,7 +135,7 @@ class Engine:
         if not self.opened:
             return
         self.closing = True
-        for loop in (self.claimer, self.retention, self.timeouts):
+        for loop in (self.claimer, self.retention, self.timeouts, self.scheduler):
             if loop is not None:
                 await loop.stop()
         await self.runs.close(grace)

@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo``.
+"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|schedules``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -28,6 +28,7 @@ from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError
                       SchemaVersionError, WorkflowNotFoundError)
 from ..store import migrate, retention
 from . import inspect as cli_inspect
+from . import schedules as cli_schedules
 from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, engine, import_modules, parse_json, run_id, seconds, settings)
 from .demo import run_demo
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="stop after this many batches")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     add("demo", "run a small demo workflow (embedded PostgreSQL when no DSN is set)")
+    # schedules (issue 15): durable schedules list|describe|create|pause|resume|trigger|delete|backfill
+    cli_schedules.add_arguments(add("schedules", "list, create and operate schedules (one run per tick)"), common)
     return parser
 
 
@@ -246,6 +249,8 @@ def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
     if name in ("runs", "show", "tree"):
         return getattr(cli_inspect, f"cmd_{name}")
+    if name == "schedules":
+        return cli_schedules.cmd_schedules
     return globals()[f"cmd_{name}"]
 
 

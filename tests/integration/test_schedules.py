@@ -104,6 +104,40 @@ async def test_update_changes_timing_keeps_state(engine, db):
     assert s2.input == 3 and s2.paused and s2.next_fire_at == s.next_fire_at  # timing unchanged: tick kept
 
 
+async def test_a_dispatcher_dying_mid_round_loses_and_doubles_nothing(engine, db):
+    """A firing round that locked the row and started the tick's run, then died before it
+    committed (its backend terminated, as when its process is SIGKILLed): the dispatchers
+    skip the row while it is held, then fire that tick once."""
+    from durable.store import schedules as store
+    from durable.runtime.schedules import plan
+
+    await engine.schedules.create("crash", W.tick, None, every=timedelta(seconds=2), overlap="allow_all")
+    await engine.scheduler.stop()  # (the dying round must be the one that takes the tick)
+    await asyncio.sleep(2.1)
+    dying = await db.conn(autocommit=False)
+    pid = dying.info.backend_pid
+    now, got = await store.lock_due(dying, 10)
+    engine.scheduler.start()  # the engine's loop runs again, while the dying round holds the row
+    p = plan(got[0], now, previous_running=False)
+    assert p.start, p
+    await store.start_runs(dying, [engine.schedules._to_start(got[0], schedule_run_id("crash", t)) for t in p.start])
+    await asyncio.sleep(2.5)  # the next tick is due too; the row stays held, the engine's loop skips it
+    assert await count_runs_exactly(db, "sched.tick") == 0  # uncommitted
+    await execute(db, "SELECT pg_terminate_backend(%s)", pid)
+    await eventually(lambda: count_runs(db, "sched.tick", len(p.start) + 1), what="ticks fired after the crash")
+    await engine.schedules.pause("crash")
+    s = await engine.schedules.get("crash")
+    ids = set(await runs_of(db, "sched.tick"))
+    first = p.start[0]
+    ticks = [first + timedelta(seconds=2 * i) for i in range(len(ids))]
+    assert ids == {schedule_run_id("crash", t) for t in ticks}  # from the held tick on: each once, none lost
+    assert s.fired == len(ids)
+
+
+async def count_runs_exactly(db, workflow: str) -> int:
+    return (await rows(db, "SELECT count(*) FROM durable_runs WHERE workflow = %s", workflow))[0][0]
+
+
 # --- overlap policies --------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from .runtime.cancel import CancelResult
 from .runtime.children import ChildRef, ParentClosePolicy
 from .runtime.context import Context
 from .runtime.registry import StepDef, WorkflowDef, step, workflow
+from .errors import ScheduleConflictError, ScheduleError, ScheduleNotFoundError  # schedules (issue 15)
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,5 @@ __all__ = [
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
+    "ScheduleConflictError", "ScheduleError", "ScheduleNotFoundError",
 ]

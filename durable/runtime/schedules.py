@@ -22,7 +22,6 @@ does while the schedule's previous run is still pending, running or suspended): 
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import math
 import uuid
@@ -87,6 +86,10 @@ class Plan:
     cancel_previous: bool
     advance: ScheduleAdvance
     ticks_seen: list[datetime] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[uuid.UUID]:
+        return [schedule_run_id(self.advance.id, t) for t in self.start]
 
 
 def spec_of(s: Schedule) -> TickSpec:
@@ -337,11 +340,11 @@ class Schedules:
 
     # --- runs -------------------------------------------------------------------------------
 
-    def _to_start(self, s: Schedule, run_id: uuid.UUID) -> RunToStart:
-        wf = all_workflows().get(s.workflow)  # the code here knows the version to start
+    def _to_start(self, s: Schedule, run_id: uuid.UUID,
+                  known: dict[str, WorkflowDef[Any, Any]] | None = None) -> RunToStart:
+        wf = (known if known is not None else all_workflows()).get(s.workflow)  # the code here knows the version
         return RunToStart(id=run_id, workflow=s.workflow, version=wf.version if wf is not None else s.version,
-                          queue=s.queue, input=json.dumps(s.input),
-                          timeout=wf.execution_timeout if wf is not None else None)
+                          queue=s.queue, input=s.input, timeout=wf.execution_timeout if wf is not None else None)
 
     def _emit(self, s: Schedule, started: builtins.list[uuid.UUID]) -> None:
         for run_id in started:
@@ -454,12 +457,12 @@ class Schedules:
                         if not await self._cancel_previous(conn, s):
                             p.start.clear()  # the previous run's row is busy: try again in a moment
                             p.advance = _unchanged(s, now)
-                runs = [self._to_start(s, schedule_run_id(s.id, t)) for s, p in zip(rows, plans) for t in p.start]
+                known = all_workflows()
+                runs = [self._to_start(s, rid, known) for s, p in zip(rows, plans) for rid in p.run_ids]
                 new = await store.start_runs(conn, runs)
                 await store.advance(conn, [p.advance for p in plans])
                 for s, p in zip(rows, plans):
-                    ids = [schedule_run_id(s.id, t) for t in p.start]
-                    fired.append((s, [i for i in ids if i in new]))
+                    fired.append((s, [i for i in p.run_ids if i in new]))
                     if p.advance.missed:
                         log.warning("schedule %s: %d tick(s) older than its catch-up window (%gs) were not fired",
                                     s.id, p.advance.missed, s.catchup_window_s,

@@ -410,7 +410,7 @@ class RunToStart:
     workflow: str
     version: int
     queue: str
-    input: str  # JSON
+    input: Any  # the JSON value (as read from the schedule's row)
     timeout: float | None
 
 

@@ -9,6 +9,7 @@ their runs started through ``durable_start_run`` and the rows advanced.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any, cast
@@ -113,14 +114,18 @@ async def run_states(conn: Conn, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, tu
     return {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
 
 
+def _ts(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
 async def start_runs(conn: Conn, runs: list[RunToStart]) -> set[uuid.UUID]:
     """Start these runs (pending, due now); returns the ids started now (an id already
     taken is a tick started before)."""
     if not runs:
         return set()
-    cur = await conn.execute(q("schedules_start_runs"), {
-        "ids": [r.id for r in runs], "workflows": [r.workflow for r in runs], "versions": [r.version for r in runs],
-        "queues": [r.queue for r in runs], "inputs": [r.input for r in runs], "timeouts": [r.timeout for r in runs]})
+    doc = json.dumps([{"id": str(r.id), "workflow": r.workflow, "version": r.version, "queue": r.queue,
+                       "input": r.input, "timeout": r.timeout} for r in runs])
+    cur = await conn.execute(q("schedules_start_runs"), (doc,))
     return {r[0] for r in await cur.fetchall()}
 
 
@@ -128,9 +133,9 @@ async def advance(conn: Conn, rows: list[ScheduleAdvance]) -> None:
     """Write back what a firing round did to each locked row."""
     if not rows:
         return
-    await conn.execute(q("schedules_advance"), {
-        "ids": [r.id for r in rows], "next": [r.next_fire_at for r in rows], "due": [r.due_at for r in rows],
-        "buffered": [r.buffered_at for r in rows], "last_fire": [r.last_fire_at for r in rows],
-        "last_run": [r.last_run_id for r in rows],
-        "last_key": [None if r.last_run_id is None else tree_key_of(r.last_run_id) for r in rows],
-        "fired": [r.fired for r in rows], "skipped": [r.skipped for r in rows], "missed": [r.missed for r in rows]})
+    doc = json.dumps([{"id": r.id, "next_fire_at": _ts(r.next_fire_at), "due_at": _ts(r.due_at),
+                       "buffered_at": _ts(r.buffered_at), "last_fire_at": _ts(r.last_fire_at),
+                       "last_run_id": None if r.last_run_id is None else str(r.last_run_id),
+                       "last_run_key": None if r.last_run_id is None else tree_key_of(r.last_run_id),
+                       "fired": r.fired, "skipped": r.skipped, "missed": r.missed} for r in rows])
+    await conn.execute(q("schedules_advance"), (doc,))

@@ -18,7 +18,7 @@ from .loop import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+BATCH = 100  # schedules per firing round (one transaction): the first commit early
 _SLACK_S = 0.002  # wake just after the tick, so the database sees it due
 _CONTENDED_S = 0.05  # a due row another dispatcher holds: look again after this (doubling)
 

@@ -5,7 +5,11 @@ of the dispatchers is SIGKILLed while they fire."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from durable.ticks import TickSpec, schedule_run_id
 
 import wf_schedules as W  # noqa: F401  (registers the workflows the processes run)
-from helpers import new_engine, rows
+from helpers import ROOT, new_engine, rows
 
 
 async def fired_ticks(db, schedule_id: str, since: datetime, until: datetime) -> tuple[list[datetime], int]:
@@ -69,3 +73,15 @@ async def test_uuid_of_tick_is_stable_across_processes():
     t = datetime(2026, 5, 1, 12, tzinfo=UTC)
     assert schedule_run_id("every-second", t) == uuid.uuid5(
         uuid.NAMESPACE_URL, "durable:schedule:every-second:2026-05-01T12:00:00.000000Z")
+
+
+def test_readme_schedules_example_runs_as_written(db, tmp_path):
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"## Schedules\n\n```python\n(.*?)```", text, re.S)
+    assert m, "README has no python block under '## Schedules'"
+    script = tmp_path / "schedules_example.py"
+    script.write_text(m.group(1))
+    env = {**os.environ, "DURABLE_DSN": db.dsn, "DURABLE_SCHEMA": db.schema, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["True True", "rolled up eu"]

@@ -100,23 +100,24 @@ SELECT r.id, r.status, r.created_at, r.finished_at
 
 -- name: schedules_start_runs
 -- Start runs the normal way (durable_start_run: pending, due now, 'new|<queue>' notified);
--- a tick started before (a race, a restart) returns nothing, its id being taken.
+-- a tick started before (a race, a restart) returns nothing, its id being taken. The runs
+-- come as one JSON array (one parameter, whatever their number).
 SELECT s.id
-  FROM unnest(%(ids)s::uuid[], %(workflows)s::text[], %(versions)s::integer[], %(queues)s::text[],
-              %(inputs)s::jsonb[], %(timeouts)s::float8[]) AS t(id, workflow, version, queue, input, timeout)
- CROSS JOIN LATERAL durable_start_run(t.id, t.workflow, t.version, t.queue, false, t.input, NULL, t.timeout,
-                                      NULL, NULL) AS s
+  FROM jsonb_to_recordset(%s::jsonb) AS t(id uuid, workflow text, version integer, queue text, input jsonb,
+                                          timeout float8)
+ CROSS JOIN LATERAL durable_start_run(t.id, t.workflow, t.version, t.queue, false, coalesce(t.input, 'null'),
+                                      NULL, t.timeout, NULL, NULL) AS s
 
 -- name: schedules_advance
--- The firing round's last statement: each locked row's next tick, due time and counters.
+-- The firing round's last statement: each locked row's next tick, due time and counters
+-- (one JSON array).
 UPDATE durable_schedules AS s
    SET next_fire_at = u.next_fire_at, due_at = u.due_at, buffered_at = u.buffered_at,
        last_fire_at = coalesce(u.last_fire_at, s.last_fire_at),
        last_run_id = coalesce(u.last_run_id, s.last_run_id),
        last_run_key = coalesce(u.last_run_key, s.last_run_key),
        fired = s.fired + u.fired, skipped = s.skipped + u.skipped, missed = s.missed + u.missed
-  FROM unnest(%(ids)s::text[], %(next)s::timestamptz[], %(due)s::timestamptz[], %(buffered)s::timestamptz[],
-              %(last_fire)s::timestamptz[], %(last_run)s::uuid[], %(last_key)s::bigint[], %(fired)s::bigint[],
-              %(skipped)s::bigint[], %(missed)s::bigint[])
-       AS u(id, next_fire_at, due_at, buffered_at, last_fire_at, last_run_id, last_run_key, fired, skipped, missed)
+  FROM jsonb_to_recordset(%s::jsonb) AS u(id text, next_fire_at timestamptz, due_at timestamptz,
+                                          buffered_at timestamptz, last_fire_at timestamptz, last_run_id uuid,
+                                          last_run_key bigint, fired bigint, skipped bigint, missed bigint)
  WHERE s.id = u.id

@@ -83,7 +83,7 @@ async def main() -> dict[str, Any]:
                     p0 = dispatcher.scheduler.probes
                     r1 = dispatcher.scheduler.rounds
                     await asyncio.sleep(IDLE_S)
-                    idle = (dispatcher.scheduler.probes - p0) + 4 * (dispatcher.scheduler.rounds - r1)
+                    idle = (dispatcher.scheduler.probes - p0) + 3 * (dispatcher.scheduler.rounds - r1)
             finally:
                 off()
 

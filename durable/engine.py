@@ -121,7 +121,11 @@ class Engine:
                 loop.start()
         self.opened = True
         if self.scheduler is not None:  # schedules: declared ones upserted, then fired here
-            await self.schedules.declare()
+            try:
+                await self.schedules.declare()
+            except BaseException:  # e.g. a declared schedule's id taken by another workflow's
+                await self.close(grace=0)
+                raise
             self.scheduler.start()
         try:
             await asyncio.wait_for(self.listener.connected.wait(), s.connect_timeout_s)

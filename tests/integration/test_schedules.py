@@ -241,6 +241,12 @@ async def test_declared_schedule_is_upserted_when_an_executing_engine_opens(db):
             s = await e.schedules.get("sched.declared")
             assert s.declared and s.cron == "*/30 * * * *" and s.timezone == "Asia/Tokyo" and s.input is None
             assert e.scheduler is not None and e.scheduler.probes >= 1
+            await e.schedules.delete("sched.declared")
+            await e.schedules.create("sched.declared", W.tick, None, every=timedelta(hours=1))
+        engine = new_engine(db)
+        with pytest.raises(ScheduleConflictError, match="'sched.declared' is already used"):
+            await engine.open()  # the declared id is taken by another workflow's schedule
+        assert not engine.opened and engine.pool is None
     finally:
         registry.unregister("sched.declared")
 

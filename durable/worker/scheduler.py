@@ -81,8 +81,9 @@ class Scheduler(BackgroundLoop):
                 return min(due_in + _SLACK_S, self._fallback())
             # rounds on PARALLEL connections at once (SKIP LOCKED: each takes other rows), so
             # a thousand schedules due at one second commit in slices, the first ones early
-            handled = await asyncio.gather(*(self.schedules.fire_due(BATCH) for _ in range(PARALLEL)))
-            self.rounds += PARALLEL
+            parallel = max(1, min(PARALLEL, self.settings.pool_size // 2))  # leave connections to the rest
+            handled = await asyncio.gather(*(self.schedules.fire_due(BATCH) for _ in range(parallel)))
+            self.rounds += parallel
             if sum(handled) == 0:
                 return 0.0
         return 0.0

@@ -11,8 +11,9 @@ from .errors import (ApplicationError, CancellationRequested, ChildCancelledErro
                      ChildFailedError, ConfigurationError, ContentionError, DatabaseUnavailableError, DurableError,
                      HistoryLimitError, NonDeterminismError, PayloadError, RegistrationError, RunCancelledError,
                      RunConflictError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
-                     SchemaVersionError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
+                     SchemaVersionError, SearchAttributeError, SignalTimeoutError, StepCallError, StepError, StepTimeoutError,
                      WorkflowNotFoundError, WorkflowTimeoutError)
+from .errors import ForkPositionError, RunNotResumableError  # re-driving runs
 from .handle import RunHandle, RunInfo
 from .observe import hooks, metrics
 from .retry import RetryPolicy
@@ -21,6 +22,7 @@ from .runtime.cancel import CancelResult
 from .runtime.children import ChildRef, ParentClosePolicy
 from .runtime.context import Context
 from .runtime.registry import StepDef, WorkflowDef, step, workflow
+from .store.rows import RegisteredWorkflow, RunPage, RunSummary, WorkerInfo
 from .errors import ScheduleConflictError, ScheduleError, ScheduleNotFoundError  # schedules (issue 15)
 
 __version__ = "0.1.0"
@@ -34,5 +36,6 @@ __all__ = [
     "RunConflictError", "RunFailedError", "RunFinishedError", "RunNotFoundError", "RunTimeoutError",
     "SchemaVersionError", "SignalTimeoutError", "StepCallError", "StepError", "StepTimeoutError",
     "WorkflowNotFoundError", "WorkflowTimeoutError",
+    "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError", "ForkPositionError", "RunNotResumableError",
     "ScheduleConflictError", "ScheduleError", "ScheduleNotFoundError",
 ]

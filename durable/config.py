@@ -10,8 +10,9 @@ import os
 import re
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .durations import parse_duration
 from .errors import ConfigurationError
 
 __all__ = ["DURATION", "EngineSettings", "Seconds"]
@@ -83,6 +84,21 @@ class EngineSettings(BaseModel):
     metrics: bool = Field(True, description="record Prometheus metrics (durable.metrics) from this "
                                             "process's hook events; serve them with "
                                             "engine.start_metrics_server()")
+    otel_tracing: bool = Field(False, description="record OpenTelemetry spans (a span per run execution, step "
+                                                  "and child start) with the application's tracer provider; "
+                                                  "needs pip install 'durable[otel]'")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _duration(cls, v: Any, info: ValidationInfo) -> Any:
+        """A duration setting also takes text: 30s, 10m, 1h30m, 7d or plain seconds, as
+        every duration flag and environment variable does (durable.durations)."""
+        if isinstance(v, str) and info.field_name and DURATION in cls.model_fields[info.field_name].metadata:
+            try:
+                return parse_duration(v, "the value")
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("schema_name")
     @classmethod
@@ -111,6 +127,7 @@ class EngineSettings(BaseModel):
             "dsn": os.environ.get("DURABLE_DSN"),
             "schema_name": os.environ.get("DURABLE_SCHEMA"),
             "data_dir": os.environ.get("DURABLE_DATA_DIR"),
+            "otel_tracing": os.environ.get("DURABLE_OTEL_TRACING"),
         }
         values: dict[str, Any] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in kwargs.items() if v is not None})

@@ -1,31 +1,37 @@
-"""Durations as people write them (``30s``, ``15m``, ``12h``, ``7d``, ``1h30m``), for every
-flag and setting that takes one (the CLI, the dispatcher, retention)."""
+"""Durations as people write them, one syntax for every flag and setting that takes one
+(the CLI's flags, the dispatcher's flags and environment variables, EngineSettings given
+text, retention): plain seconds (``90``, ``0.5``) or numbers with units, combinable:
+``500ms``, ``10s``, ``5m``, ``2h``, ``30d``, ``2w``, ``1h30m`` (``1h 30m``)."""
 
 from __future__ import annotations
 
 import math
+import re
 
 from .errors import ConfigurationError
 
-__all__ = ["parse_duration"]
+__all__ = ["FORMS", "parse_duration"]
 
+FORMS = "plain seconds (90, 0.5) or a number with a unit: 500ms, 10s, 5m, 2h, 30d, 2w, or combined: 1h30m"
 _MAX_AGE_S = 100 * 365 * 86400.0
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_PLAIN = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:(?:\d+(?:\.\d+)?|\.\d+)(?:ms|s|m|h|d|w)\s*)+")
 
 
 def parse_duration(text: str | float, what: str = "duration") -> float:
-    """Seconds from ``30s``, ``15m``, ``12h``, ``7d``, ``2w``, ``1h30m`` or plain seconds
-    (``90``, ``0.5``); raises ConfigurationError naming the accepted forms."""
+    """Seconds from plain seconds (``90``, ``0.5``) or ``500ms``, ``10s``, ``5m``, ``2h``,
+    ``30d``, ``2w``, ``1h30m``; raises ConfigurationError naming ``what`` (the flag or
+    setting) and the accepted forms."""
     if isinstance(text, bool):
-        raise ConfigurationError(f"{what} must be a duration such as 30s, 15m, 12h or 7d, got {text!r}")
+        raise ConfigurationError(f"{what} must be a duration, got {text!r}: use {FORMS}")
     if isinstance(text, (int, float)):
         value = float(text)
     else:
         parsed = _parse_units(str(text).strip().lower())
         if parsed is None:
-            raise ConfigurationError(
-                f"{what} {text!r} is not a duration: use a number with a unit, e.g. 30s, 15m, 12h, 7d "
-                "or 1h30m (s, m, h, d, w), or plain seconds such as 90")
+            raise ConfigurationError(f"{what} {text!r} is not a duration: use {FORMS}")
         value = parsed
     if not math.isfinite(value) or value < 0 or value > _MAX_AGE_S:
         raise ConfigurationError(f"{what} must be between 0 seconds and 100 years, got {text!r}")
@@ -35,22 +41,8 @@ def parse_duration(text: str | float, what: str = "duration") -> float:
 def _parse_units(s: str) -> float | None:
     if not s:
         return None
-    try:
+    if _PLAIN.fullmatch(s):
         return float(s)
-    except ValueError:
-        pass
-    total, num, seen = 0.0, "", False
-    for ch in s:
-        if ch.isdigit() or ch == ".":
-            num += ch
-        elif ch in _UNITS and num:
-            try:
-                total += float(num) * _UNITS[ch]
-            except ValueError:
-                return None
-            num, seen = "", True
-        else:
-            return None
-    return total if seen and not num else None
-
-
+    if not _WHOLE.fullmatch(s):
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(s))

@@ -182,6 +182,57 @@ class ApplicationError(DurableError):
         self.details = details
 
 
+# --- run id prefixes (the CLI) ----------------------------------------------------------
+
+
+class AmbiguousRunIdError(DurableError):
+    """A run id prefix matches more than one run; give more characters of the id. The ids
+    of one tree share their first 16 hex digits (the tree's key), so a child needs more."""
+
+    def __init__(self, prefix: str, matches: list[Any]) -> None:
+        shown = ", ".join(str(m) for m in matches[:5]) + (", …" if len(matches) > 5 else "")
+        super().__init__(
+            f"run id prefix {prefix!r} matches {'more than 5' if len(matches) > 5 else len(matches)} runs "
+            f"({shown}); give more characters of the id (the runs of a tree share its first 16 hex digits: a "
+            "run with children, or a child, needs 17 or more, or its full id)"
+        )
+        self.prefix = prefix
+        self.matches = matches
+
+
+# --- search attributes (issue 14: listing and searching runs) ---------------------------
+
+
+class SearchAttributeError(DurableError):
+    """A search attribute is not a scalar (str, int, float, bool) or a list of scalars, its
+    key is not a plain name, or a filter names a key no run has ever set. Nothing was
+    written."""
+
+
+# --- re-driving runs (resume / restart / fork) ---------------------------------------------
+
+
+class RunNotResumableError(DurableError):
+    """``resume`` refused: the run is not failed, cancelled or timed out (``status`` says what
+    it is), or it is a child run (``root_id`` names the tree's root to resume instead).
+    Nothing was written."""
+
+    def __init__(self, message: str, *, run_id: Any, status: str | None = None, root_id: Any = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.root_id = root_id
+
+
+class ForkPositionError(DurableError):
+    """``fork(at=N)`` past the end of the run's history (``history_length`` events), or
+    negative. Nothing was written."""
+
+    def __init__(self, message: str, *, run_id: Any, at: int, history_length: int | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.at = at
+        self.history_length = history_length
 # --- schedules (issue 15) -------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ __all__ = ["RunHandle", "RunInfo"]
 
 class _Engine(Protocol):
     async def result(self, run_id: uuid.UUID, *, timeout: float | None = None,
-                     workflow: str | None = None) -> Any: ...
+                     workflow: str | None = None, result_type: Any = None) -> Any: ...
 
     async def info(self, run_id: uuid.UUID) -> RunInfo: ...
 
@@ -29,19 +29,22 @@ class _Engine(Protocol):
 class RunHandle(Generic[T]):
     """A reference to a run: wait for its result, read its status, signal or cancel it.
     ``T`` is the workflow's result type when the handle came from starting a typed
-    workflow (``engine.start(order_flow, ...)``)."""
+    workflow (``engine.start(order_flow, ...)``), or the ``result_type=`` it was made with
+    (a client that starts a workflow by name: the result is converted into that type)."""
 
-    def __init__(self, engine: _Engine, run_id: uuid.UUID, workflow: str | None) -> None:
+    def __init__(self, engine: _Engine, run_id: uuid.UUID, workflow: str | None, result_type: Any = None) -> None:
         self.engine = engine
         self.run_id = run_id
         self.workflow = workflow
+        self.result_type = result_type
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id}, workflow={self.workflow!r})"
 
     async def result(self, timeout: float | None = None) -> T:
         """Wait (event-driven) for the run, following continue-as-new, and return its result."""
-        result: T = await self.engine.result(self.run_id, timeout=timeout, workflow=self.workflow)
+        result: T = await self.engine.result(self.run_id, timeout=timeout, workflow=self.workflow,
+                                             result_type=self.result_type)
         return result
 
     async def info(self) -> RunInfo:

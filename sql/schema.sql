@@ -92,10 +92,21 @@ CREATE TABLE durable_runs (
     tree_key bigint NOT NULL,
     lease_epoch integer NOT NULL DEFAULT 0,
     grafted boolean NOT NULL DEFAULT true,
+    origin_id uuid,
+    origin_kind text,
+    origin_at integer,
+    attributes jsonb,
+    child_key text,
     CONSTRAINT durable_runs_pkey PRIMARY KEY (tree_key, id),
     CONSTRAINT durable_runs_policy_valid CHECK ((parent_close_policy = ANY (ARRAY['terminate'::text, 'request_cancel'::text, 'abandon'::text]))),
     CONSTRAINT durable_runs_status_valid CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'suspended'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'continued'::text])))
 ) WITH (fillfactor=85, autovacuum_vacuum_scale_factor=0.02, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_insert_scale_factor=0.05);
+
+CREATE TABLE durable_search_keys (
+    key text NOT NULL,
+    first_seen timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT durable_search_keys_pkey PRIMARY KEY (key)
+);
 
 CREATE TABLE durable_signals (
     id bigint NOT NULL DEFAULT nextval('durable_signals_id_seq'::regclass),
@@ -131,6 +142,19 @@ CREATE TABLE durable_workers (
     CONSTRAINT durable_workers_pkey PRIMARY KEY (owner)
 );
 
+CREATE TABLE durable_workflows (
+    name text NOT NULL,
+    version integer NOT NULL,
+    queue text NOT NULL,
+    takes_input boolean NOT NULL,
+    input_schema jsonb,
+    result_schema jsonb,
+    execution_timeout_s double precision,
+    registered_by text NOT NULL,
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT durable_workflows_pkey PRIMARY KEY (name)
+);
+
 CREATE INDEX durable_deadlines_at_idx ON durable_deadlines USING btree (deadline_at);
 
 CREATE UNIQUE INDEX durable_deadlines_pkey ON durable_deadlines USING btree (tree_key, run_id);
@@ -153,17 +177,25 @@ CREATE UNIQUE INDEX durable_run_keys_pkey ON durable_run_keys USING btree (id);
 
 CREATE INDEX durable_run_keys_tree_idx ON durable_run_keys USING btree (tree_key);
 
+CREATE INDEX durable_runs_attributes_idx ON durable_runs USING gin (attributes jsonb_path_ops) WHERE (attributes IS NOT NULL);
+
 CREATE INDEX durable_runs_chain_idx ON durable_runs USING btree (tree_key, chain_root_id);
 
 CREATE INDEX durable_runs_children_idx ON durable_runs USING btree (tree_key, parent_id) WHERE (parent_id IS NOT NULL);
 
-CREATE INDEX durable_runs_created_idx ON durable_runs USING btree (created_at);
+CREATE INDEX durable_runs_created_id_idx ON durable_runs USING btree (created_at, id);
 
 CREATE UNIQUE INDEX durable_runs_idempotency_uniq ON durable_runs USING btree (tree_key, workflow, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 CREATE UNIQUE INDEX durable_runs_pkey ON durable_runs USING btree (tree_key, id);
 
+CREATE INDEX durable_runs_queue_idx ON durable_runs USING btree (queue, created_at, id);
+
 CREATE INDEX durable_runs_roots_created_idx ON durable_runs USING btree (created_at, id) WHERE (parent_id IS NULL);
+
+CREATE INDEX durable_runs_workflow_idx ON durable_runs USING btree (workflow text_pattern_ops, created_at, id);
+
+CREATE UNIQUE INDEX durable_search_keys_pkey ON durable_search_keys USING btree (key);
 
 CREATE UNIQUE INDEX durable_signals_delivery_uniq ON durable_signals USING btree (tree_key, run_id, delivery_id) WHERE (delivery_id IS NOT NULL);
 
@@ -176,6 +208,8 @@ CREATE INDEX durable_signals_unconsumed_idx ON durable_signals USING btree (tree
 CREATE UNIQUE INDEX durable_waiters_pkey ON durable_waiters USING btree (tree_key, target_id, waiter_id);
 
 CREATE UNIQUE INDEX durable_workers_pkey ON durable_workers USING btree (owner);
+
+CREATE UNIQUE INDEX durable_workflows_pkey ON durable_workflows USING btree (name);
 
 CREATE OR REPLACE FUNCTION durable_after_terminal(p_key bigint, p_id uuid, p_parent uuid, p_chain uuid, p_notify_done boolean, p_finished timestamp with time zone)
  RETURNS void
@@ -756,6 +790,73 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION durable_fork(p_id uuid, p_at integer, p_new uuid, p_kind text)
+ RETURNS TABLE(run_id uuid, tree_key bigint, workflow text, queue text, copied integer, history_length integer)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_key bigint := durable_key_of(p_id);
+    v_new_key bigint := durable_tree_key(p_new);
+    v_now timestamptz := durable_now();
+    v_src durable_runs%ROWTYPE;
+    v_from integer[];
+    v_to integer[];
+    v_last integer;
+    v_deadline timestamptz;
+    v_copied integer := 0;
+BEGIN
+    SELECT * INTO v_src FROM durable_runs r WHERE r.tree_key = v_key AND r.id = p_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'DU003', MESSAGE = format('run %s does not exist', p_id);
+    END IF;
+    SELECT coalesce(max(e.seq), 0) INTO v_last FROM durable_events e WHERE e.tree_key = v_key AND e.run_id = p_id;
+    IF p_at > v_last THEN
+        RAISE EXCEPTION USING ERRCODE = 'DU083', DETAIL = v_last::text,
+            MESSAGE = format('run %s has %s events in its history (positions 1..%s as durable show numbers them); '
+                             'cannot fork at %s', p_id, v_last, v_last, p_at);
+    END IF;
+    v_deadline := CASE WHEN v_src.execution_timeout_s IS NOT NULL
+                       THEN v_now + make_interval(secs => v_src.execution_timeout_s) END;
+    INSERT INTO durable_runs (tree_key, id, root_id, chain_root_id, workflow, version, queue, status, input,
+                              execution_timeout_s, deadline_at, next_wakeup_at, origin_id, origin_kind, origin_at)
+    -- (with a history: 'suspended', due now, so that its claim reads the history)
+    VALUES (v_new_key, p_new, p_new, p_new, v_src.workflow, v_src.version, v_src.queue,
+            CASE WHEN p_at > 0 THEN 'suspended' ELSE 'pending' END, v_src.input,
+            v_src.execution_timeout_s, v_deadline, v_now, p_id, p_kind, p_at);
+    PERFORM durable_set_due(v_new_key, p_new, v_src.queue, v_src.workflow || ':' || v_src.version, v_now, NULL, false);
+    IF v_deadline IS NOT NULL THEN
+        INSERT INTO durable_deadlines (tree_key, run_id, deadline_at) VALUES (v_new_key, p_new, v_deadline);
+    END IF;
+    IF p_at > 0 THEN
+        SELECT coalesce(array_agg((e.data ->> 'superseded_from')::integer ORDER BY e.seq), '{}'),
+               coalesce(array_agg(e.seq ORDER BY e.seq), '{}')
+          INTO v_from, v_to
+          FROM durable_events e WHERE e.tree_key = v_key AND e.run_id = p_id AND e.kind = 'resumed';
+        WITH src AS (
+            SELECT e.seq, e.pos, e.op, e.kind, e.name, e.data FROM durable_events e
+             WHERE e.tree_key = v_key AND e.run_id = p_id AND e.seq <= p_at AND e.kind <> 'resumed'
+               AND NOT EXISTS (SELECT 1 FROM unnest(v_from, v_to) s(f, t) WHERE e.seq >= s.f AND e.seq < s.t)
+        ), ended AS (  -- chains whose outcome the prefix holds
+            SELECT o.data ->> 'run_id' AS id FROM src o
+             WHERE o.kind IN ('child_completed', 'child_failed', 'child_cancelled', 'run_outcome')
+        ), kept AS (
+            SELECT f.* FROM src f
+             WHERE NOT (f.kind = 'child_started' AND (f.data ->> 'child_id') NOT IN (SELECT id FROM ended))
+               AND NOT (f.kind = 'wait_started' AND (f.data ->> 'chain_root_id') NOT IN (SELECT id FROM ended))
+        )
+        INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+        SELECT v_new_key, p_new, (row_number() OVER (ORDER BY k.seq))::integer, p_new, k.pos, k.op, k.kind, k.name,
+               CASE WHEN k.kind = 'child_started' THEN k.data || jsonb_build_object('forked_from', p_id::text)
+                    ELSE k.data END
+          FROM kept k;
+        GET DIAGNOSTICS v_copied = ROW_COUNT;
+    END IF;
+    PERFORM pg_notify(durable_channel(), 'new|' || v_src.queue);
+    RETURN QUERY SELECT p_new, v_new_key, v_src.workflow, v_src.queue, v_copied, v_last;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION durable_gc_trees(p_cutoff timestamp with time zone, p_after_ts timestamp with time zone, p_after_id uuid, p_limit integer, p_dry_run boolean DEFAULT false)
  RETURNS TABLE(after_ts timestamp with time zone, after_id uuid, scanned integer, kept integer, runs integer, events integer, signals integer)
  LANGUAGE plpgsql
@@ -1022,6 +1123,133 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION durable_resume(p_id uuid, p_max_depth integer)
+ RETURNS TABLE(run_id uuid, tree_key bigint, workflow text, queue text, previous_status text, superseded_from integer, superseded integer, rerun uuid[], marker_seq integer)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_key bigint := durable_key_of(p_id);
+    v_now timestamptz := durable_now();
+    v_id uuid := p_id;
+    v_run durable_runs%ROWTYPE;
+    v_root durable_runs%ROWTYPE;
+    v_from integer[];
+    v_to integer[];
+    v_last integer;
+    v_cut integer;
+    v_kept text[];
+    v_child durable_runs%ROWTYPE;
+    v_rerun uuid[] := '{}';
+    v_new uuid;
+    v_deadline timestamptz;
+BEGIN
+    LOOP  -- the live link of the chain (continue-as-new), read without a lock
+        SELECT * INTO v_run FROM durable_runs r WHERE r.tree_key = v_key AND r.id = v_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'DU003', MESSAGE = format('run %s does not exist', p_id);
+        END IF;
+        EXIT WHEN v_run.status <> 'continued' OR v_run.continued_to IS NULL;
+        v_id := v_run.continued_to;
+    END LOOP;
+    IF v_run.parent_id IS NOT NULL THEN
+        SELECT * INTO v_root FROM durable_runs r WHERE r.tree_key = v_key AND r.id = v_run.root_id;
+        RAISE EXCEPTION USING ERRCODE = 'DU082',
+            MESSAGE = format('run %s is a child (of run %s); a child is re-run by resuming its tree''s root run %s '
+                             '(now %s), which re-runs every failed or cancelled child it still needs as a new '
+                             'attempt; if the root has completed, restart or fork the root instead',
+                             p_id, v_run.parent_id, v_run.root_id, coalesce(v_root.status, 'deleted'));
+    END IF;
+    SELECT * INTO v_run FROM durable_runs r WHERE r.tree_key = v_key AND r.id = v_id FOR UPDATE;
+    IF v_run.status NOT IN ('failed', 'cancelled') THEN
+        RAISE EXCEPTION USING ERRCODE = 'DU081', DETAIL = v_run.status,
+            MESSAGE = format('run %s is %s%s', v_id, v_run.status,
+                             CASE WHEN p_id <> v_id THEN format(' (the live link of run %s''s chain)', p_id) ELSE '' END);
+    END IF;
+
+    -- the ranges earlier resumes superseded: [superseded_from, marker seq)
+    SELECT coalesce(array_agg((e.data ->> 'superseded_from')::integer ORDER BY e.seq), '{}'),
+           coalesce(array_agg(e.seq ORDER BY e.seq), '{}')
+      INTO v_from, v_to
+      FROM durable_events e WHERE e.tree_key = v_key AND e.run_id = v_id AND e.kind = 'resumed';
+    SELECT coalesce(max(e.seq), 0) INTO v_last FROM durable_events e WHERE e.tree_key = v_key AND e.run_id = v_id;
+    -- the first failure replay would raise again (a failed step from its first retry wait on)
+    WITH live AS (
+        SELECT e.seq, e.pos, e.op, e.kind, e.data FROM durable_events e
+         WHERE e.tree_key = v_key AND e.run_id = v_id
+           AND e.kind IN ('step_failed', 'step_retry', 'child_failed', 'child_cancelled', 'cancel_observed',
+                          'run_outcome')
+           AND NOT EXISTS (SELECT 1 FROM unnest(v_from, v_to) s(f, t) WHERE e.seq >= s.f AND e.seq < s.t)
+    )
+    SELECT min(l.seq) INTO v_cut FROM live l
+     WHERE l.kind IN ('child_failed', 'child_cancelled', 'cancel_observed')
+        OR (l.kind = 'run_outcome' AND (l.data ->> 'status') IS DISTINCT FROM 'completed')
+        OR (l.kind IN ('step_failed', 'step_retry')
+            AND EXISTS (SELECT 1 FROM live f WHERE f.kind = 'step_failed' AND f.pos IS NOT DISTINCT FROM l.pos
+                                                AND f.op IS NOT DISTINCT FROM l.op));
+    v_cut := coalesce(v_cut, v_last + 1);
+    -- the children whose outcome the kept history holds (their chain ids)
+    SELECT coalesce(array_agg(e.data ->> 'run_id'), '{}') INTO v_kept
+      FROM durable_events e
+     WHERE e.tree_key = v_key AND e.run_id = v_id AND e.seq < v_cut
+       AND e.kind IN ('child_completed', 'child_failed', 'child_cancelled')
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_from, v_to) s(f, t) WHERE e.seq >= s.f AND e.seq < s.t);
+
+    -- failed or cancelled children it still needs: a new attempt each (the retry mechanism)
+    FOR v_child IN
+        SELECT * FROM durable_runs c
+         WHERE c.tree_key = v_key AND c.parent_id = v_id AND c.status IN ('failed', 'cancelled')
+           AND NOT (c.chain_root_id::text = ANY(v_kept))
+         ORDER BY c.id FOR UPDATE
+    LOOP
+        v_new := durable_derived_id(v_child.id, 'retry', v_child.grafted);
+        PERFORM durable_renew(v_key, v_child.id, v_new, v_child.workflow, v_child.version, v_child.input,
+                              coalesce(v_child.attempt, 1) + 1, 0, v_child.error, NULL, false, p_max_depth);
+        -- a new attempt of a re-driven child: no cancel request, a fresh execution timeout
+        v_deadline := CASE WHEN v_child.execution_timeout_s IS NOT NULL
+                           THEN v_now + make_interval(secs => v_child.execution_timeout_s) END;
+        UPDATE durable_runs SET cancel_requested = false, deadline_at = v_deadline
+         WHERE durable_runs.tree_key = v_key AND id = v_new;
+        IF v_deadline IS NOT NULL THEN
+            INSERT INTO durable_deadlines AS d (tree_key, run_id, deadline_at) VALUES (v_key, v_new, v_deadline)
+            ON CONFLICT (tree_key, run_id) DO UPDATE SET deadline_at = EXCLUDED.deadline_at;
+        END IF;
+        v_rerun := v_rerun || v_child.id;
+    END LOOP;
+
+    -- outcomes the run will read again: every ended child whose outcome the kept history lacks
+    DELETE FROM durable_outcomes o WHERE o.tree_key = v_key AND o.parent_id = v_id;
+    INSERT INTO durable_outcomes (tree_key, parent_id, run_id, finished_at)
+    SELECT c.tree_key, c.parent_id, c.id, c.finished_at FROM durable_runs c
+     WHERE c.tree_key = v_key AND c.parent_id = v_id AND c.status IN ('completed', 'failed', 'cancelled')
+       AND NOT (c.chain_root_id::text = ANY(v_kept))
+     ORDER BY c.finished_at, c.id;
+
+    -- the run itself: due now, a new lease epoch (a stale executor's writes are refused);
+    -- 'suspended' rather than 'pending', so that its claim reads its history (durable_claim)
+    v_deadline := CASE WHEN v_run.execution_timeout_s IS NOT NULL
+                       THEN v_now + make_interval(secs => v_run.execution_timeout_s) END;
+    UPDATE durable_runs
+       SET status = 'suspended', result = NULL, error = NULL, finished_at = NULL, cancel_requested = false,
+           lease_owner = NULL, lease_epoch = v_run.lease_epoch + 1, next_wakeup_at = v_now, deadline_at = v_deadline
+     WHERE durable_runs.tree_key = v_key AND id = v_id;
+    PERFORM durable_set_due(v_key, v_id, v_run.queue, v_run.workflow || ':' || v_run.version, v_now, NULL, false);
+    IF v_deadline IS NOT NULL THEN
+        INSERT INTO durable_deadlines AS d (tree_key, run_id, deadline_at) VALUES (v_key, v_id, v_deadline)
+        ON CONFLICT (tree_key, run_id) DO UPDATE SET deadline_at = EXCLUDED.deadline_at;
+    END IF;
+    INSERT INTO durable_events (tree_key, run_id, seq, root_id, pos, op, kind, name, data)
+    SELECT r.tree_key, r.id, v_last + 1, r.root_id, NULL, NULL, 'resumed', v_run.status,
+           jsonb_build_object('previous_status', v_run.status, 'previous_error', v_run.error,
+                              'superseded_from', v_cut, 'superseded', v_last + 1 - v_cut,
+                              'rerun_children', to_jsonb(v_rerun), 'resume', cardinality(v_to) + 1)
+      FROM durable_runs r WHERE r.tree_key = v_key AND r.id = v_id;
+    PERFORM pg_notify(durable_channel(), 'new|' || v_run.queue);
+    RETURN QUERY SELECT v_id, v_key, v_run.workflow, v_run.queue, v_run.status, v_cut, v_last + 1 - v_cut, v_rerun,
+                        v_last + 1;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION durable_run_outcomes(p_targets uuid[])
  RETURNS TABLE(target uuid, id uuid, status text, result jsonb, error jsonb, workflow text, finished_at double precision, db_now double precision)
  LANGUAGE plpgsql
@@ -1088,6 +1316,21 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION durable_set_attributes(p_key bigint, p_id uuid, p_epoch integer, p_seq integer, p_pos integer, p_op text, p_attrs jsonb)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    UPDATE durable_runs SET attributes = coalesce(attributes, '{}'::jsonb) || p_attrs
+     WHERE tree_key = p_key AND id = p_id AND lease_epoch = p_epoch AND status = 'running';
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    RETURN durable_append(p_key, p_id, p_epoch, ARRAY[p_seq], ARRAY[p_pos], ARRAY[p_op], ARRAY['attributes'],
+                          ARRAY[NULL::text], ARRAY[p_attrs]);
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION durable_set_due(p_key bigint, p_id uuid, p_queue text, p_workflow text, p_due timestamp with time zone, p_owner text, p_leased boolean)
  RETURNS void
  LANGUAGE plpgsql
@@ -1140,14 +1383,14 @@ BEGIN
     WITH ins AS (
         INSERT INTO durable_runs (tree_key, id, root_id, parent_id, parent_pos, chain_root_id, workflow, version,
                                   queue, status, input, depth, retry_policy, parent_close_policy,
-                                  execution_timeout_s, deadline_at, next_wakeup_at, grafted)
+                                  execution_timeout_s, deadline_at, next_wakeup_at, grafted, child_key)
         SELECT p.tree_key, c.id, p.root_id, p.id, c.pos, c.id, c.workflow, c.version, c.queue, 'pending',
                coalesce(c.input, 'null'::jsonb), p.depth + 1, c.retry, coalesce(c.policy, 'terminate'),
-               c.timeout, v_now + make_interval(secs => c.timeout), v_now, p.grafted
+               c.timeout, v_now + make_interval(secs => c.timeout), v_now, p.grafted, c.child_key
           FROM durable_runs p
          CROSS JOIN jsonb_to_recordset(p_children) AS c(id uuid, workflow text, version int, queue text,
                                                          input jsonb, pos int, retry jsonb, policy text,
-                                                         timeout float8)
+                                                         timeout float8, child_key text)
          WHERE p.tree_key = p_key AND p.id = p_parent
          ORDER BY c.id
         ON CONFLICT DO NOTHING

@@ -1,8 +1,8 @@
-"""The operator CLI: ``durable migrate|start|runs|show|tree|wait|cancel|signal|gc|demo|schedules``.
+"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded|resume|restart|fork|schedules``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
-:data:`EXIT_CODES` and in ``durable --help``. The read-only views (runs, show, tree) live
+:data:`EXIT_CODES` and in ``durable --help``. The read-only views (runs, count, show, tree) live
 in ``durable.cli.inspect``, output formatting in ``durable.cli.output``, the demo in
 ``durable.cli.demo``, what the commands share in ``durable.cli.common``.
 """
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import traceback
 import uuid
@@ -23,15 +24,21 @@ from typing import Any, TextIO
 import psycopg
 from pydantic_core import to_jsonable_python
 
-from ..errors import (ConfigurationError, DatabaseUnavailableError, DurableError, PayloadError, RegistrationError,
-                      RunCancelledError, RunFailedError, RunFinishedError, RunNotFoundError, RunTimeoutError,
-                      SchemaVersionError, WorkflowNotFoundError)
+from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailableError, DurableError, ForkPositionError,
+                      PayloadError, RegistrationError, RunCancelledError, RunFailedError, RunFinishedError,
+                      RunNotFoundError, RunNotResumableError, RunTimeoutError, SchemaVersionError,
+                      SearchAttributeError, WorkflowNotFoundError)
+from ..durations import FORMS
 from ..store import migrate, retention
 from . import inspect as cli_inspect
+from . import redrive as cli_redrive
+from . import registry as cli_registry
 from . import schedules as cli_schedules
-from .common import (DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
-                     connection, engine, import_modules, parse_json, run_id, seconds, settings)
+from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
+                     connection, duration_type, engine, expand_run_ids, import_modules, parse_json, run_id, seconds,
+                     settings)
 from .demo import run_demo
+from .embedded import cmd_embedded
 from .output import Out, duration, error_line
 
 # --- commands -------------------------------------------------------------------------------
@@ -85,7 +92,8 @@ async def cmd_start(args: argparse.Namespace, out: Out) -> int:
         try:
             handle = await e.start(args.workflow, value, key=args.key, queue=args.queue, timeout=exec_timeout)
         except WorkflowNotFoundError as exc:
-            raise CliError(USAGE, f"{exc} With the CLI: --module/-m MODULE or DURABLE_MODULES=MODULE.") from None
+            raise CliError(USAGE, f"{exc} With the CLI: --module/-m MODULE or DURABLE_MODULES=MODULE imports it "
+                                  "here.") from None
         info = await handle.info()
         if not args.wait:
             if out.json_mode:
@@ -95,6 +103,10 @@ async def cmd_start(args: argparse.Namespace, out: Out) -> int:
                 out.print(f"started run {out.c(str(handle.run_id), 'bold')} ({info.workflow}, queue {info.queue}, "
                           f"{out.status(info.status)})")
             return OK
+        if not args.execute and not await e.workers_serving(info.queue, info.workflow, info.version):
+            out.err(f"warning: no live worker serves queue {info.queue!r} for workflow {info.workflow!r} version "
+                    f"{info.version}: the run waits until one starts (durable workers lists them; start one with "
+                    f"durable-dispatcher --module MODULE --queues {info.queue}, or pass --execute)")
         if not out.json_mode:
             out.err(f"started run {handle.run_id} ({info.workflow}); waiting for it…")
         return await _report_outcome(e, handle.run_id, wait_timeout, out)
@@ -167,18 +179,38 @@ def _globals(p: argparse.ArgumentParser, default: Any) -> None:
     p.add_argument("--dsn", default=d(None), help="PostgreSQL DSN (default: env DURABLE_DSN, else embedded PostgreSQL)")
     p.add_argument("--schema", default=d(None), help="durable's schema (default: env DURABLE_SCHEMA, else 'durable')")
     p.add_argument("--json", action="store_true", default=d(False), help="print one JSON document (for scripts)")
-    p.add_argument("--connect-timeout", type=float, default=d(10.0), metavar="S",
-                   help="seconds to wait for the database (default 10)")
+    p.add_argument("--connect-timeout", type=duration_type, default=d(10.0), metavar="DURATION",
+                   help="how long to wait for the database (default 10s)")
     p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="log what durable does")
     p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks of unexpected errors")
 
 
+def _run_filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--status", action="append", default=[], help="only these statuses (repeatable, or a,b)")
+    p.add_argument("--workflow", help="only this workflow (* matches anything)")
+    p.add_argument("--queue", help="only this queue")
+    p.add_argument("--parent", metavar="RUN", help="only children of this run")
+    p.add_argument("--root", metavar="RUN", help="only runs of the tree rooted at this run")
+    p.add_argument("--top-level", action="store_true", help="only runs without a parent")
+    p.add_argument("--older-than", metavar="DURATION", help="only runs created longer ago than this")
+    p.add_argument("--newer-than", metavar="DURATION", help="only runs created within this")
+
+
+# --- listing and searching runs (issue 14) ----------------------------------------------
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
+                   help="only runs whose search attribute KEY is (or, for a list, holds) VALUE (repeatable)")
+    p.add_argument("--since", metavar="DURATION", help="only runs created within this (e.g. 1h)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    codes = "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+    codes = "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc.",
-        epilog=f"exit codes:\n{codes}\n\nDurations: 30s, 15m, 12h, 7d, 2w, 1h30m or plain seconds.\n"
+        description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc, "
+                    "resume, restart, fork.",
+        epilog=f"exit codes:\n{codes}\n\nDurations (every flag): {FORMS}.\n"
+               "Run ids: the full id or a unique prefix of at least 4 hex digits (hyphens optional).\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
     _globals(parser, None)
     common = argparse.ArgumentParser(add_help=False)
@@ -190,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                               parents=[common])
 
     add("migrate", "create or upgrade durable's schema")
-    p = add("start", "start a run of a registered workflow")
+    p = add("start", "start a run of a registered workflow",
+            "A name a worker registered (durable workflows lists them) starts without --module: the input is "
+            "checked against the registered JSON schema.")
     p.add_argument("workflow", help="the workflow's registered name")
     p.add_argument("--input", "-i", help="input as JSON, @file.json, or - for stdin")
     p.add_argument("--module", "-m", action="append", default=[],
@@ -202,16 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", metavar="DURATION", help="with --wait: give up waiting after this long")
     p.add_argument("--execute", action="store_true", help="with --wait: execute the run in this process")
     p = add("runs", "list runs, newest first")
-    p.add_argument("--status", action="append", default=[], help="only these statuses (repeatable, or a,b)")
-    p.add_argument("--workflow", help="only this workflow (* matches anything)")
-    p.add_argument("--queue", help="only this queue")
-    p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--root", metavar="RUN", help="only runs of the tree rooted at this run")
-    p.add_argument("--top-level", action="store_true", help="only runs without a parent")
-    p.add_argument("--older-than", metavar="DURATION", help="only runs created longer ago than this")
-    p.add_argument("--newer-than", metavar="DURATION", help="only runs created within this")
+    _run_filter_args(p)
+    _search_args(p)
     p.add_argument("--limit", type=int, default=50, help="page size (default 50)")
     p.add_argument("--cursor", help="the next page, as printed by the previous one")
+    p = add("count", "count runs (the filters of `durable runs`)")
+    _run_filter_args(p)
+    _search_args(p)
     p = add("show", "show a run: status, input, result or error, lease, timing, history")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--events", type=int, default=200, metavar="N", help="history events to show (default 200)")
@@ -219,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tree", "show a run's descendants as a tree (following continue-as-new)")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--limit", type=int, default=1000, help="at most this many runs (default 1000)")
+    p.add_argument("--all", action="store_true", help="list every child (default: more than 20 under one parent "
+                                                      "are shown as groups with counts by status)")
     p = add("wait", "wait for a run's result and exit by its outcome")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--timeout", metavar="DURATION", help="give up after this long (exit code 5)")
@@ -240,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="stop after this many batches")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     add("demo", "run a small demo workflow (embedded PostgreSQL when no DSN is set)")
+    # --- the registry's views (issue 14) ---
+    p = add("workers", "list the processes executing runs: host, pid, queues, workflows, concurrency, last seen",
+            "A process beats every lease-ttl/3 seconds; one that stopped, or stopped beating, shows as expired.")
+    p.add_argument("--alive", action="store_true", help="only live processes")
+    add("workflows", "list the workflows the workers registered (startable by name: durable start NAME)")
+    p = add("embedded", "status or stop of the embedded PostgreSQL (used when no DSN is set)",
+            "It keeps running after the process that started it, for the next one; both actions succeed "
+            "when none is running.")
+    p.add_argument("action", choices=("status", "stop"), help="status: data dir, port, pid, running or not; "
+                                                              "stop: stop it (fast shutdown)")
+    p.add_argument("--data-dir", metavar="DIR", help="its data folder (default: env DURABLE_DATA_DIR, else "
+                                                     "the user data dir, e.g. ~/.local/share/durable/pg)")
+    cli_redrive.add_parsers(add)  # resume, restart, fork (durable/cli/redrive.py)
     # schedules (issue 15): durable schedules list|describe|create|pause|resume|trigger|delete|backfill
     cli_schedules.add_arguments(add("schedules", "list, create and operate schedules (one run per tick)"), common)
     return parser
@@ -247,11 +293,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command(name: str) -> Any:
     """The coroutine function of a subcommand (the read-only views live in cli_inspect)."""
-    if name in ("runs", "show", "tree"):
+    if name in ("runs", "count", "show", "tree"):
         return getattr(cli_inspect, f"cmd_{name}")
+    if name in ("workers", "workflows"):  # the registry's views (issue 14)
+        return getattr(cli_registry, f"cmd_{name}")
+    if name in ("resume", "restart", "fork"):
+        return getattr(cli_redrive, f"cmd_{name}")
     if name == "schedules":
         return cli_schedules.cmd_schedules
     return globals()[f"cmd_{name}"]
+
+
+async def _run(args: argparse.Namespace, out: Out) -> int:
+    await expand_run_ids(args)  # unique prefixes of run ids -> full ids (durable.cli.common.RUN_ARGS)
+    code: int = await command(args.command)(args, out)
+    return code
+
+
+def _closed_stdout(out: Out) -> int:
+    """The reader of stdout went away (``durable runs | head``): stop quietly, the Unix way.
+    Later writes (the interpreter's last flush) go to /dev/null instead of raising again."""
+    if out.stdout is sys.stdout:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return CLOSED_STDOUT
 
 
 def _exit_for(exc: BaseException) -> int | None:
@@ -259,7 +324,8 @@ def _exit_for(exc: BaseException) -> int | None:
         return exc.code
     if isinstance(exc, RunNotFoundError):
         return NOT_FOUND
-    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError)):
+    if isinstance(exc, (ConfigurationError, PayloadError, WorkflowNotFoundError, RegistrationError,
+                        AmbiguousRunIdError, SearchAttributeError, ForkPositionError, RunNotResumableError)):
         return USAGE
     if isinstance(exc, (DatabaseUnavailableError, SchemaVersionError, psycopg.OperationalError)):
         return DB_UNAVAILABLE
@@ -284,8 +350,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="durable: %(message)s")
     try:
-        code: int = asyncio.run(command(args.command)(args, out))
-        return code
+        return asyncio.run(_run(args, out))
+    except BrokenPipeError:
+        return _closed_stdout(out)
     except KeyboardInterrupt:
         out.err("interrupted")
         return 130

@@ -109,7 +109,7 @@ class _Progress:
         if ev.name == "child.started" and ev["parent_run_id"] == self.parent:
             label = f"order {self.orders[len(self.labels)]}" if len(self.labels) < len(self.orders) else "child"
             self.labels[ev["child_run_id"]] = label
-            self.line("→", "cyan", "checkout", f"started child run for {label} ({str(ev['child_run_id'])[:8]})")
+            self.line("→", "cyan", "checkout", f"started child run for {label} ({ev['child_run_id']})")
             return
         who = self.who(ev.get("run_id") or ev.get("parent_run_id"))
         if who is None:

@@ -3,55 +3,102 @@
 from __future__ import annotations
 
 import argparse
+import json
 import uuid
-from datetime import datetime
+from dataclasses import asdict
 from typing import Any
 
-from ..errors import RunNotFoundError
+from ..errors import ConfigurationError, RunNotFoundError
 from ..store import inspect as store_inspect
+from ..store import search as store_search
 from ..store.rows import RunFilter, TreeRow
 from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
+from .groups import group_children
 from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
 
 
-async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
+def _attr_filter(items: list[str]) -> dict[str, Any] | None:
+    """``--attr key=value`` (repeatable) as an attribute filter: the value as JSON when it
+    parses (42, true, ["a","b"]), else as a string."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise CliError(USAGE, f"--attr {item!r} is not KEY=VALUE; e.g. --attr customer=c1")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if isinstance(value, (dict, type(None))):
+            value = text
+        out[key.strip()] = value
+    return out
+
+
+def _run_filter(args: argparse.Namespace, *, paged: bool) -> RunFilter:
     statuses = [s.strip() for part in args.status for s in part.split(",") if s.strip()]
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise CliError(USAGE, f"unknown status {bad[0]!r}: use one of {', '.join(STATUSES)}")
     before = None
-    if args.cursor:
-        ts, _, cid = args.cursor.rpartition(",")
+    if paged and args.cursor:
         try:
-            before = (datetime.fromisoformat(ts), uuid.UUID(cid))
-        except ValueError:
+            before = store_search.decode_cursor(args.cursor)
+        except ConfigurationError:
             raise CliError(USAGE, f"--cursor {args.cursor!r} is not a cursor printed by `durable runs`") from None
-    if not 1 <= args.limit <= 10_000:
-        raise CliError(USAGE, f"--limit must be between 1 and 10000, got {args.limit}")
-    flt = RunFilter(statuses=tuple(statuses), workflow=args.workflow or None, queue=args.queue or None,
-                    parent_id=run_id(args.parent) if args.parent else None,
-                    root_id=run_id(args.root) if args.root else None, top_level=bool(args.top_level),
-                    older_than_s=seconds(args.older_than, "--older-than"),
-                    newer_than_s=seconds(args.newer_than, "--newer-than"), before=before)
+    newer = seconds(args.newer_than, "--newer-than")
+    since = seconds(args.since, "--since")
+    if since is not None:
+        newer = since if newer is None else min(newer, since)
+    return RunFilter(statuses=tuple(statuses), workflow=args.workflow or None, queue=args.queue or None,
+                     parent_id=run_id(args.parent) if args.parent else None,
+                     root_id=run_id(args.root) if args.root else None, top_level=bool(args.top_level),
+                     older_than_s=seconds(args.older_than, "--older-than"), newer_than_s=newer, before=before,
+                     attributes=_attr_filter(args.attr))
+
+
+async def cmd_runs(args: argparse.Namespace, out: Out) -> int:
+    if not 1 <= args.limit <= store_search.MAX_LIMIT:
+        raise CliError(USAGE, f"--limit must be between 1 and {store_search.MAX_LIMIT}, got {args.limit}")
+    flt = _run_filter(args, paged=True)
     async with connection(args) as conn:
-        rows = await store_inspect.list_runs(conn, flt, args.limit + 1)
-    more = len(rows) > args.limit
-    rows = rows[: args.limit]
-    cursor_out = f"{rows[-1]['created_at'].isoformat()},{rows[-1]['id']}" if more else None
+        page = await store_search.list_runs(conn, flt, args.limit)
+    rows = page.runs
     if out.json_mode:
-        out.json({"runs": [{k: v for k, v in r.items() if k != "db_now"} for r in rows], "next_cursor": cursor_out})
+        out.json({"runs": [asdict(r) for r in rows], "next_cursor": page.next_cursor})
         return OK
     if not rows:
         out.print("no runs match")
         return OK
-    now = rows[0]["db_now"]
-    out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"],
-              [[str(r["id"]), f"{r['workflow']}", r["status"], r["queue"], ago(r["created_at"], now),
-                took(dict(r), now), r["error_type"] or ""] for r in rows],
-              styles={2: lambda cell: STATUS_STYLE.get(cell.strip())})
-    if cursor_out:
-        out.print(out.c(f"more: durable runs … --cursor {cursor_out}", "dim"))
+    now = page.db_now
+    show_attrs = any(r.attributes for r in rows)
+    out.table(["RUN", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "TOOK", "ERROR"] + (["ATTRIBUTES"] if show_attrs else []),
+              [[str(r.id), r.workflow, r.status, r.queue, ago(r.created_at, now), took(asdict(r), now),
+                r.error_type or ""] + ([_attrs_line(r.attributes)] if show_attrs else []) for r in rows],
+              styles={2: lambda cell: STATUS_STYLE.get(cell.strip())}, ids=0,
+              shrink=(1, 3, 6) + ((7,) if show_attrs else ()))
+    if page.next_cursor:
+        out.print(out.c(f"more: durable runs … --cursor {page.next_cursor}", "dim"))
     return OK
+
+
+async def cmd_count(args: argparse.Namespace, out: Out) -> int:
+    flt = _run_filter(args, paged=False)
+    async with connection(args) as conn:
+        n = await store_search.count_runs(conn, flt)
+    if out.json_mode:
+        out.json({"count": n})
+    else:
+        out.print(str(n))
+    return OK
+
+
+def _attrs_line(attrs: dict[str, Any], width: int = 60) -> str:
+    text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                    for k, v in sorted(attrs.items()))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 async def cmd_show(args: argparse.Namespace, out: Out) -> int:
@@ -86,6 +133,13 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
         field("continued", f"as {run['continued_to']}")
     if run["idempotency_key"]:
         field("key", run["idempotency_key"])
+    if run.get("child_key"):
+        field("child key", run["child_key"])
+    if run.get("attributes"):
+        field("attrs", _attrs_line(run["attributes"], 200))
+    if run.get("origin_id"):  # re-driven: restart or fork of another run
+        field("origin", f"{run['origin_kind']} of {run['origin_id']}"
+                        + (f" at {run['origin_at']}" if run["origin_kind"] == "fork" else ""))
     width = None if args.full else 200
     field("input", clip(run["input"], width))
     if run["status"] == "completed":
@@ -115,12 +169,18 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> int:
     field("history", f"{run['event_count']} event(s)" + (f", first {len(events)} shown (--events N)"
                                                          if run["event_count"] > len(events) else ""))
     if events:
+        # events a resume superseded (kept, but replay skips them: durable/runtime/journal.py replayable)
+        superseded = [(e["data"].get("superseded_from") or e["seq"], e["seq"]) for e in events
+                      if e["kind"] == "resumed" and isinstance(e["data"], dict)]
         out.table(["SEQ", "POS", "KIND", "NAME", "AT", "DETAIL"],
-                  [[str(e["seq"]), "" if e["pos"] is None else str(e["pos"]), e["kind"], e["name"] or "",
+                  [[str(e["seq"]), "" if e["pos"] is None else str(e["pos"]),
+                    e["kind"] + (" (superseded)" if any(lo <= e["seq"] < hi for lo, hi in superseded) else ""),
+                    e["name"] or "",
                     f"+{duration((e['created_at'] - run['created_at']).total_seconds())}",
                     event_detail(e["kind"], e["data"], 200 if args.full else 70)] for e in events],
-                  styles={2: lambda k: "red" if k.endswith(("failed", "cancelled")) else
-                          "yellow" if k in ("step_retry", "cancel_observed") else None})
+                  styles={2: lambda k: "dim" if k.endswith("(superseded)") else
+                          "red" if k.endswith(("failed", "cancelled")) else
+                          "yellow" if k in ("step_retry", "cancel_observed") else None}, shrink=(3, 5))
     return OK
 
 
@@ -147,7 +207,7 @@ async def cmd_tree(args: argparse.Namespace, out: Out) -> int:
         nxt = nodes.get(r["continued_to"]) if r["continued_to"] else None
         return {"id": r["id"], "workflow": r["workflow"], "status": r["status"], "queue": r["queue"],
                 "created_at": r["created_at"], "started_at": r["started_at"], "finished_at": r["finished_at"],
-                "error": r["error"], "children": [doc(k) for k in kids.get(r["id"], [])],
+                "error": r["error"], "key": r["child_key"], "children": [doc(k) for k in kids.get(r["id"], [])],
                 "continued_as": doc(nxt) if nxt else None}
 
     tree = doc(nodes[rid])
@@ -155,7 +215,7 @@ async def cmd_tree(args: argparse.Namespace, out: Out) -> int:
         out.json({"tree": tree, "runs": len(nodes), "truncated": truncated})
         return OK
 
-    render_tree(out, tree, now)
+    render_tree(out, tree if args.all else group_children(tree), now)
     if truncated:
         out.print(out.c(f"… tree cut at {args.limit} runs (--limit N shows more)", "yellow"))
     return OK

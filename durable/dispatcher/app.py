@@ -107,7 +107,10 @@ class Dispatcher:
                                                            extra_routes=self.health.routes())
             except ConfigurationError as exc:
                 raise StartupError(str(exc), EXIT_BAD_SETTINGS) from None
-            self.engine = durable.Engine(s.dsn, **s.engine_settings())
+            try:
+                self.engine = durable.Engine(s.dsn, **s.engine_settings())
+            except ConfigurationError as exc:  # e.g. --otel-tracing without the [otel] extra
+                raise StartupError(str(exc), EXIT_BAD_SETTINGS) from None
             if not await self._open_engine():
                 return EXIT_OK  # asked to stop while waiting for the database
             self._report_ready()

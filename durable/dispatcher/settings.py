@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, Sequence, get_args, get_origin
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from durable.config import DURATION, EngineSettings, Seconds
-from durable.durations import parse_duration
 from durable.errors import ConfigurationError
 from durable.store.connections import validate_dsn
 
@@ -82,15 +81,7 @@ class DispatcherSettings(EngineSettings, BaseSettings):
         """Keyword arguments (the flags, from load_settings), then the environment."""
         return init_settings, EnvironmentSource(settings_cls)
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _duration(cls, v: Any, info: ValidationInfo) -> Any:
-        if isinstance(v, str) and info.field_name and DURATION in cls.model_fields[info.field_name].metadata:
-            try:
-                return parse_duration(v, "the value")
-            except ConfigurationError as exc:
-                raise ValueError(str(exc)) from None
-        return v
+    # durations given as text (30s, 10m, ...): EngineSettings._duration, inherited
 
     @field_validator("dsn")
     @classmethod

@@ -8,7 +8,8 @@ one :class:`HookEvent` (``event.name``, ``event["field"]``, ``event.get("field")
 them fast: they run inline with the engine. A handler that raises is logged and ignored: it
 never changes a run's outcome, and later handlers still run. The built-in Prometheus
 metrics are themselves a handler (see ``durable.metrics``; attached by ``Engine.open()``
-unless ``metrics=False``).
+unless ``metrics=False``), and so is the OpenTelemetry tracing (``durable.observe.tracing``;
+attached when ``otel_tracing`` is on).
 
 Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
 
@@ -29,9 +30,18 @@ Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
                        wake_latency_s (a suspended run: its wake-up due time → resumed;
                        None for a first start)
 ``run.suspended``      run_id, workflow
-``execution.started``  run_id, workflow   (this process began executing a run)
-``execution.ended``    run_id, workflow, reason ('terminal'|'continued'|'stale'|
-                       'lease_lost'|'evicted'|'shutdown'|'database'|'nondeterminism'|'error')
+``run.redriven``       run_id, workflow, action ('resume'|'restart'|'fork'), origin_run_id,
+                       [previous_status, rerun_children] (resume). An operator re-drove a
+                       run (``engine.resume`` / ``restart`` / ``fork``); restart and fork
+                       also emit ``run.started`` for the new run.
+``execution.started``  run_id, workflow, queue, attempt, parent_run_id, first (this process
+                       began executing a run; ``first`` is True when the run begins for the
+                       first time: nothing journaled yet, never suspended)
+``execution.ended``    run_id, workflow, reason ('terminal'|'continued'|'cancelled'|'finished'|
+                       'stale'|'lease_lost'|'evicted'|'shutdown'|'database'|
+                       'nondeterminism'|'error'). 'cancelled': the run was cancelled while
+                       executing or parked here; 'finished': it ended elsewhere while parked
+                       (its execution timeout), not by a cancel
 ``step.completed``     run_id, workflow, step, attempt, duration_s
 ``step.retried``       run_id, workflow, step, attempt, error_type, delay_s
 ``step.failed``        run_id, workflow, step, attempt, duration_s, error_type
@@ -43,7 +53,8 @@ Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
 ``claim.batch``        count, source ('poll': fallback poll; 'notify': the claimer woken
                        early by a notification or freed capacity, or one notified run;
                        'local': one run claimed after its local timer or wake)
-``lease.lost``         run_id, workflow   (cancelled, or taken over after lease expiry)
+``lease.lost``         run_id, workflow   (taken over after lease expiry, or a fenced write
+                       found the lease gone; a cancel seen by the heartbeat is not one)
 ``heartbeat``          leases, lost
 ``wake.notification``  channel
 ``wake.poll``          count

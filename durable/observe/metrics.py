@@ -1,17 +1,31 @@
 """Prometheus metrics for durable, fed by the in-process hook bus.
 
 Everything lives in a dedicated :data:`REGISTRY` (not prometheus_client's global default),
-so an embedding application decides where it is exposed:
+so an embedding application decides where it is exposed. What ``/metrics`` serves is
+:data:`SERVED_REGISTRY`: REGISTRY plus prometheus_client's process, platform and GC
+collectors; neither exports ``*_created`` series (see :mod:`durable.observe.exported`):
 
 * the dispatcher serves it on ``/metrics``; an embedding service can do the same with
   ``engine.start_metrics_server(host, port)`` (this registry plus the queue collector of
   the engine's schema; stopped by ``engine.close()``) or :func:`start_metrics_server`;
 * an application with its own HTTP server can return :func:`metrics_text` from a route,
-  or mount ``prometheus_client.make_asgi_app(registry=REGISTRY)`` /
-  ``make_wsgi_app(registry=REGISTRY)``;
+  or mount ``prometheus_client.make_asgi_app(registry=SERVED_REGISTRY)`` /
+  ``make_wsgi_app(registry=SERVED_REGISTRY)``;
 * an application that already exposes the global registry can bridge with
   ``prometheus_client.REGISTRY.register(durable.metrics.REGISTRY)`` (a registry is a
-  collector).
+  collector; the process collectors are left out of REGISTRY so they do not clash with
+  the global registry's own).
+
+Where runs are counted: ``durable_runs_started_total`` (and ``durable_children_started_total``)
+where a run *begins executing* for the first time (its first attempt, with an empty journal),
+in the process that executes it, so a dispatcher's counts are complete even when API clients
+start the runs (retry attempts are not new runs; a run given back at shutdown before its
+first durable operation is counted again where it resumes, one taken over after lease expiry
+before it wrote anything is not). ``durable_runs_requested_total`` counts the runs this process created
+(``engine.start``, child starts, continue-as-new and retry successors), wherever they execute.
+Label sets are initialised (0) for every workflow registered when an engine opens
+(:func:`declare_workflows`), and for every fixed reason and source, so panels show 0 rather
+than "No data".
 
 Event metrics are updated by one hook handler attached with :func:`install` and removed
 with :func:`uninstall`. Queue metrics are read from the database at scrape time by a
@@ -30,18 +44,22 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from . import hooks
+from .exported import BUILD_INFO, REGISTRY, SERVED_REGISTRY
 from .exposition import MetricsServer, QueueCollector, _label, serve
 
 log = logging.getLogger("durable.metrics")
 
 __all__ = [
     "REGISTRY",
+    "SERVED_REGISTRY",
+    "BUILD_INFO",
+    "declare_workflows",
     "install",
     "uninstall",
     "installed",
@@ -52,9 +70,6 @@ __all__ = [
     "start_metrics_server",
     "MetricsServer",
 ]
-
-REGISTRY = CollectorRegistry(auto_describe=True)
-"""The registry holding every durable metric. Not prometheus_client's global registry."""
 
 # --- buckets -------------------------------------------------------------------------------
 
@@ -77,8 +92,14 @@ HEARTBEAT_LEASE_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10
 # prometheus_client's Counter appends "_total" to the exposed sample name itself.
 
 RUNS_STARTED = Counter(
-    "durable_runs_started", "Runs created: top-level starts, child starts and continue-as-new "
-    "successors.",
+    "durable_runs_started", "Runs that began executing here for the first time (attempt 1, "
+    "empty journal: top-level runs, children and continue-as-new successors), counted in the "
+    "process that executes them.",
+    ("workflow", "queue"), registry=REGISTRY,
+)
+RUNS_REQUESTED = Counter(
+    "durable_runs_requested", "Runs this process created (engine.start, child starts, "
+    "continue-as-new and retry successors), wherever they execute.",
     ("workflow", "queue"), registry=REGISTRY,
 )
 RUNS_FINISHED = Counter(
@@ -124,7 +145,8 @@ STEP_RETRIES = Counter(
     ("workflow", "step"), registry=REGISTRY,
 )
 CHILDREN_STARTED = Counter(
-    "durable_children_started", "Child runs started, by child workflow.",
+    "durable_children_started", "Child runs that began executing here for the first time "
+    "(attempt 1), by child workflow, counted in the process that executes them.",
     ("workflow",), registry=REGISTRY,
 )
 CHILDREN_FINISHED = Counter(
@@ -141,7 +163,8 @@ CLAIM_BATCH_SIZE = Histogram(
     buckets=CLAIM_BATCH_BUCKETS, registry=REGISTRY,
 )
 LEASE_LOST = Counter(
-    "durable_lease_lost", "Leases lost while executing (another process took the run over).",
+    "durable_lease_lost", "Leases lost while executing (another process took the run over, "
+    "or a write found the lease gone); a cancel is not counted here.",
     ("workflow",), registry=REGISTRY,
 )
 HEARTBEATS = Counter(
@@ -164,7 +187,8 @@ RUNS_IN_FLIGHT = Gauge(
 )
 EXECUTIONS_ENDED = Counter(
     "durable_executions_ended", "Executions that ended in this process, by reason "
-    "(terminal|continued|stale|lease_lost|evicted|shutdown|database|nondeterminism).",
+    "(terminal|continued|cancelled|finished|stale|lease_lost|evicted|shutdown|database|"
+    "nondeterminism|error).",
     ("reason",), registry=REGISTRY,
 )
 CASCADE_CANCELLED = Counter(
@@ -216,6 +240,7 @@ class _Children:
 
 
 _runs_started = _Children(RUNS_STARTED)
+_runs_requested = _Children(RUNS_REQUESTED)
 _runs_finished = _Children(RUNS_FINISHED)
 _run_duration = _Children(RUN_DURATION)
 _run_resumes = _Children(RUN_RESUMES)
@@ -248,7 +273,7 @@ def _run_finished(outcome: str) -> Callable[[Mapping[str, Any]], None]:
 
 
 def _on_run_started(f: Mapping[str, Any]) -> None:
-    _runs_started(f.get("workflow"), f.get("queue")).inc()
+    _runs_requested(f.get("workflow"), f.get("queue")).inc()
 
 
 def _on_run_resumed(f: Mapping[str, Any]) -> None:
@@ -281,6 +306,11 @@ def _run_key(f: Mapping[str, Any]) -> Any:
 
 def _on_execution_started(f: Mapping[str, Any]) -> None:
     global _in_flight_anonymous
+    if f.get("first") is True and f.get("attempt", 1) == 1:  # the run begins: count it where it runs
+        workflow = f.get("workflow")
+        _runs_started(workflow, f.get("queue")).inc()
+        if f.get("parent_run_id") is not None:
+            _children_started(workflow).inc()
     key = _run_key(f)
     with _in_flight_lock:
         if key is None:
@@ -330,10 +360,6 @@ def _on_step_failed(f: Mapping[str, Any]) -> None:
 
 def _on_step_retried(f: Mapping[str, Any]) -> None:
     _step_retries(f.get("workflow"), f.get("step")).inc()
-
-
-def _on_child_started(f: Mapping[str, Any]) -> None:
-    _children_started(f.get("workflow")).inc()
 
 
 def _child_finished(outcome: str) -> Callable[[Mapping[str, Any]], None]:
@@ -397,7 +423,6 @@ _DISPATCH: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "step.completed": _on_step_completed,
     "step.retried": _on_step_retried,
     "step.failed": _on_step_failed,
-    "child.started": _on_child_started,
     "child.completed": _child_finished("completed"),
     "child.failed": _child_finished("failed"),
     "child.cancelled": _child_finished("cancelled"),
@@ -459,6 +484,44 @@ def installed() -> bool:
     return _installed
 
 
+# --- label sets shown at 0 --------------------------------------------------------------
+
+RUN_OUTCOMES = ("completed", "failed", "cancelled", "continued")
+CHILD_OUTCOMES = ("completed", "failed", "cancelled")
+END_REASONS = ("terminal", "continued", "cancelled", "finished", "stale", "lease_lost", "evicted",
+               "shutdown", "database", "nondeterminism", "error")
+WAKE_SOURCES = ("start", "notify", "poll", "local")
+
+
+def _declare_fixed() -> None:
+    for reason in END_REASONS:
+        _executions_ended(reason)
+    for source in WAKE_SOURCES:
+        _run_resumes(source)
+    for source in ("poll", "notify", "local"):
+        _claims(source)
+
+
+_declare_fixed()
+
+
+def declare_workflows(workflows: Iterable[tuple[str, str]]) -> None:
+    """Create the per-workflow series (at 0) of every ``(workflow, queue)`` given, so a
+    dashboard lists every registered workflow and its panels show 0 before the first event.
+    Called by ``Engine.open()`` with the workflows registered in the process; idempotent.
+    Counters only: a histogram at 0 would add a series per bucket and plot nothing anyway."""
+    for workflow, queue in workflows:
+        _runs_started(workflow, queue)
+        _runs_requested(workflow, queue)
+        for outcome in RUN_OUTCOMES:
+            _runs_finished(workflow, queue, outcome)
+        for outcome in CHILD_OUTCOMES:
+            _children_finished(workflow, outcome)
+        _children_started(workflow)
+        _lease_lost(workflow)
+        _run_suspensions(workflow)
+
+
 def register_queue_collector(dsn: str, schema: str,
                              registry: CollectorRegistry = REGISTRY) -> QueueCollector:
     """Create a :class:`QueueCollector` for ``schema`` and register it with ``registry``."""
@@ -480,12 +543,13 @@ def unregister_queue_collector(collector: QueueCollector,
 # --- exposition ----------------------------------------------------------------------------
 
 
-def metrics_text(registry: CollectorRegistry = REGISTRY) -> bytes:
-    """The registry in the Prometheus text format (for mounting on an existing server)."""
+def metrics_text(registry: CollectorRegistry = SERVED_REGISTRY) -> bytes:
+    """The registry in the Prometheus text format (for mounting on an existing server);
+    by default what ``/metrics`` serves (durable's metrics plus the process collectors)."""
     return generate_latest(registry)
 
 
-def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REGISTRY,
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry = SERVED_REGISTRY,
                          extra_routes: dict[str, Callable[[], tuple[int, str]]] | None = None,
                          ) -> MetricsServer:
     """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread.

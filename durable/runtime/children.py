@@ -128,6 +128,10 @@ class Children:
             for (text, k), (cid, ident) in zip(prepared, idents):
                 digest = hashlib.sha256(f"{wf.name}\0{text}".encode()).hexdigest()[:24]
                 key = keys.take(ex)
+                forked = ex.journal.at(key)
+                if forked and forked[0].kind == "child_started" and forked[0].data.get("forked_from"):
+                    # a fork keeps a child its origin run finished (its id derives from the origin)
+                    cid = uuid.UUID(forked[0].data["child_id"])
                 if cid in seen or ex.journal.child_keys.get(cid, key) != key:
                     raise RunConflictError(
                         f"child key {k!r} at site {call_site!r} is used twice in run {ex.run_id}; keys must be "
@@ -149,7 +153,7 @@ class Children:
                     specs.append({"id": cid, "workflow": wf.name, "version": wf.version,
                                   "queue": queue or wf.queue, "input": text, "key": key, "hash": digest,
                                   "policy": policy, "timeout": timeout or wf.execution_timeout,
-                                  "retry": retry.to_doc() if retry else None})
+                                  "retry": retry.to_doc() if retry else None, "child_key": k})
                 seen.add(cid)
                 refs.append(ChildRef(cid, wf.name, ex.run_id, key, self))
             if specs:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
+from ..attributes import check_attributes
 from ..errors import ConfigurationError, PayloadError, SignalTimeoutError, StepError, StepTimeoutError
 from ..observe import hooks
 from ..retry import DEFAULT_STEP_RETRY, RetryPolicy
@@ -172,6 +173,23 @@ class Context:
         """Durable wait until the database clock reaches ``fire_at`` (epoch seconds)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._ex.wait(Waiter("timer", fut, fire_at=fire_at, key=key))
+
+    # --- search attributes (issue 14) -------------------------------------------------------
+
+    @branches.engine_op
+    async def set_attributes(self, **attributes: Any) -> None:
+        """Set search attributes of this run (``customer="c1", tier=["gold"]``: a str, int,
+        float or bool, or a list of those), merged into those it has; ``engine.list_runs(
+        attributes=...)`` and ``durable runs --attr`` filter on them. Journaled: a replay
+        writes nothing again. A bad value raises SearchAttributeError and writes nothing."""
+        ex = self._ex
+        attrs = check_attributes(attributes, f"ctx.set_attributes in run {ex.run_id}")
+        if not attrs:
+            return
+        key = await keys.op(ex)
+        if ex.journal.expect(key, ("attributes",), None, f"set_attributes({', '.join(attrs)})"):
+            return
+        await ex.journal.set_attributes(key, attrs)
 
     # --- timers --------------------------------------------------------------------------
 

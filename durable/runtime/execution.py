@@ -26,7 +26,7 @@ from ..store.rows import Claim, Event
 from . import branches, renew
 from .context import Context
 from .host import Host
-from .journal import Journal
+from .journal import Journal, replayable
 from .parked import RUN_BYTES
 from .registry import WorkflowDef
 from .stops import ContinueAsNew, Stale, Stop
@@ -51,6 +51,8 @@ class Execution:
         self.root_id = claim.root_id
         self.parent_id = claim.parent_id
         self.attempt = claim.attempt
+        # the run's first execution (nothing journaled, never suspended): where metrics count a start
+        self.first = claim.last_seq == 0 and claim.prev_status == "pending"
         self.depth = claim.depth
         self.queue = claim.queue or wf.queue  # the run's queue (labels)
         self.raw_input = claim.input
@@ -58,6 +60,7 @@ class Execution:
         self.cancel_requested = claim.cancel_requested
         self.cancel_observed = False
         self.interrupt_seq: int | None = None  # replay: a wait interrupted by a cancel request
+        history = replayable(history)  # a resumed run skips the history its resume superseded
         self.journal = Journal(claim.tree_key, self.run_id, wf.name, host.pool, host.settings, history,
                                claim.lease_epoch,
                                on_halt=self._abort_waits, on_children_started=host.work_added)
@@ -219,7 +222,8 @@ class Execution:
         return await wf.fn(self.ctx)
 
     async def _main(self) -> None:
-        hooks.emit("execution.started", run_id=self.run_id, workflow=self.wf.name)
+        hooks.emit("execution.started", run_id=self.run_id, workflow=self.wf.name, queue=self.queue,
+                   attempt=self.attempt, parent_run_id=self.parent_id, first=self.first)
         reason = "terminal"
         try:
             reason = await self._run_to_end()

@@ -28,6 +28,7 @@ from ..observe import hooks
 from ..serde import dumps
 from ..store import events as store_events
 from ..store import runs as store_runs
+from ..store import search as store_search
 from ..store.connections import UNAVAILABLE, Conn, Pool, is_outage
 from ..store.rows import Event, Key, Pending, split_key
 from .parked import EVENT_BYTES
@@ -36,6 +37,17 @@ from .stops import DatabaseLost, LeaseLost, Stop
 log = logging.getLogger(__name__)
 
 _EVENT_LIMIT_EXTRA = 4096  # an event's data is a payload plus bookkeeping
+
+
+def replayable(history: list[Event]) -> list[Event]:
+    """The events replay reads: a ``resumed`` event (written by ``durable_resume``,
+    sql/0008_redrive.sql) supersedes the events from its ``superseded_from`` seq up to it.
+    They stay in the history (``durable show`` lists them) but replay skips them, so the
+    operations there run again; the marker itself is kept (it carries no key)."""
+    ranges = [(int(ev.data.get("superseded_from") or ev.seq), ev.seq) for ev in history if ev.kind == "resumed"]
+    if not ranges:
+        return history
+    return [ev for ev in history if not any(lo <= ev.seq < hi for lo, hi in ranges)]
 
 
 class Journal:
@@ -268,10 +280,21 @@ class Journal:
         self.record(Event(seq, pos, kind, name, {**data, "fire_at": fire_at}, op))
         return fire_at
 
+    async def set_attributes(self, key: Key, attrs: dict[str, Any]) -> None:
+        """Merge search attributes into the run's row and journal them (kind 'attributes'),
+        one fenced transaction; their keys are recorded as known first (issue 14)."""
+        text = dumps(attrs, what="search attributes", limit=self.settings.payload_limit_bytes)
+        pos, op = split_key(key)
+        async with self.write() as (conn, token, seq):
+            await store_search.add_keys(conn, attrs)
+            if not await store_search.set_attributes(conn, self.tree_key, self.run_id, token, seq, pos, op, attrs):
+                raise self.lost()
+        self.record(Event(seq, pos, "attributes", None, json.loads(text), op, len(text)))
+
     async def start_children(self, specs: list[dict[str, Any]]) -> None:
         """Insert child rows and their child_started events in one fenced transaction.
         Each spec: id, workflow, version, queue, input (JSON text), key, hash, policy,
-        timeout, retry."""
+        timeout, retry, child_key (the key= the parent gave, stored on the child's row)."""
         for s in specs:
             s["pos"], s["op"] = split_key(s.pop("key"))
             s["max_depth"] = self.settings.max_child_depth

@@ -36,7 +36,7 @@ from .host import RunView
 from .parked import ParkedRuns
 from .registry import WorkflowDef, all_workflows
 from .results import ResultWaits
-from .stops import Evicted, LeaseLost, Shutdown
+from .stops import Cancelled, Evicted, Finished, LeaseLost, Shutdown
 from .sync_steps import SyncSteps
 
 log = logging.getLogger(__name__)
@@ -362,15 +362,26 @@ class RunTable:
                 if await store_runs.release_orphan(conn, tree_key, run_id, self.owner):
                     log.warning("run %s: leased here but not executed (a claim's answer was lost); given back",
                                 run_id, extra={"run_id": str(run_id)})
+        gone = [(ex, token) for run_id, token in held
+                if run_id not in seen and (ex := self.active.get(run_id)) is not None and ex.journal.token == token]
+        ended: dict[uuid.UUID, str] = {}
+        if gone:  # a cancel is not a lease loss: tell them apart (one query, only when a lease is gone)
+            async with self.pool.connection() as conn:
+                ended = await store_runs.finished_among(conn, [(ex.tree_key, ex.run_id) for ex, _ in gone])
         lost = 0
-        for run_id, token in held:
-            ex = self.active.get(run_id)
-            if run_id not in seen and ex is not None and ex.journal.token == token:
-                lost += 1
-                log.info("run %s: lease lost (cancelled or claimed elsewhere); stopping its execution", run_id,
-                         extra={"run_id": str(run_id), "workflow": ex.wf.name})
-                hooks.emit("lease.lost", run_id=run_id, workflow=ex.wf.name)
-                ex.stop(LeaseLost())
+        for ex, token in gone:
+            if ex.journal.token != token:
+                continue
+            fields = {"run_id": str(ex.run_id), "workflow": ex.wf.name}
+            if ended.get(ex.run_id) == "cancelled":
+                log.info("run %s: cancelled; stopping its execution", ex.run_id, extra=fields)
+                ex.stop(Cancelled())
+                continue
+            lost += 1
+            log.info("run %s: lease lost (claimed elsewhere, or ended); stopping its execution", ex.run_id,
+                     extra=fields)
+            hooks.emit("lease.lost", run_id=ex.run_id, workflow=ex.wf.name)
+            ex.stop(LeaseLost())
         hooks.emit("heartbeat", leases=len(held), lost=lost)
         return lost
 
@@ -446,13 +457,13 @@ class RunTable:
     async def _drop_finished_parked(self, parked: list[tuple[int, uuid.UUID]]) -> None:
         async with self.pool.connection() as conn:
             done = await store_runs.finished_among(conn, parked)
-        for rid in done:
+        for rid, status in done.items():
             ex = self.parked.pop(rid)
             if ex is not None:
                 timer = self._timers.pop(rid, None)
                 if timer is not None:
                     timer.cancel()
-                ex.stop(LeaseLost())
+                ex.stop(Cancelled() if status == "cancelled" else Finished())
 
     # --- closing --------------------------------------------------------------------------
 

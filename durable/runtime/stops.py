@@ -25,6 +25,18 @@ class LeaseLost(Stop):
     reason = "lease_lost"
 
 
+class Cancelled(Stop):
+    """The run was cancelled (from outside, or by a cascade) while executing or parked here."""
+
+    reason = "cancelled"
+
+
+class Finished(Stop):
+    """The run ended elsewhere while parked here (its execution timeout, say), not by a cancel."""
+
+    reason = "finished"
+
+
 class Evicted(Stop):
     reason = "evicted"
 

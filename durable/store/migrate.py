@@ -222,10 +222,12 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
 # written only for trees made before version 7); the process table is distributed by
 # process, so that a heartbeat writes to one shard and commits in one phase (a write to a
 # reference table goes to every node, in two); durable_migrations stays on the coordinator.
+# The workflow registry (durable_workflows) is a reference table: written rarely (when a
+# process opens with changed definitions), read by name from any node.
 CITUS_DISTRIBUTED = ("durable_runs", "durable_events", "durable_signals", "durable_waiters", "durable_due",
                      "durable_deadlines", "durable_outcomes")
 CITUS_BY_OWNER = ("durable_workers",)
-CITUS_REFERENCE = ("durable_run_keys",)
+CITUS_REFERENCE = ("durable_run_keys", "durable_workflows", "durable_search_keys")
 # Tables left on the coordinator as plain local tables (neither distributed nor replicated):
 # schedules are few, read and written only by dispatchers and operators, and a write to a
 # reference table would commit on every node in two phases (sql/0011_schedules.sql).

@@ -271,21 +271,6 @@ class GcBatch:
 # --- operator views (printed or dumped as JSON as they are) ---------------------------
 
 
-class RunListRow(TypedDict):
-    id: uuid.UUID
-    workflow: str
-    version: int
-    queue: str
-    status: str
-    parent_id: uuid.UUID | None
-    root_id: uuid.UUID
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    error_type: str | None
-    db_now: datetime
-
-
 class RunDetail(TypedDict):
     id: uuid.UUID
     root_id: uuid.UUID
@@ -312,10 +297,15 @@ class RunDetail(TypedDict):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    origin_id: uuid.UUID | None          # restart/fork: the run this one was made from
+    origin_kind: str | None
+    origin_at: int | None
     db_now: datetime
     event_count: int
     pending_signals: int
     children: dict[str, int]
+    child_key: str | None
+    attributes: dict[str, Any] | None
 
 
 class EventDetail(TypedDict):
@@ -331,6 +321,7 @@ class EventDetail(TypedDict):
 class TreeRow(TypedDict):
     id: uuid.UUID
     parent_id: uuid.UUID | None
+    child_key: str | None
     continued_to: uuid.UUID | None
     lvl: int
     workflow: str
@@ -356,6 +347,124 @@ class RunFilter:
     older_than_s: float | None = None   # created more than this many seconds ago
     newer_than_s: float | None = None   # created at most this many seconds ago
     before: tuple[datetime, uuid.UUID] | None = None  # keyset cursor (created_at, id)
+    # --- listing and searching runs (issue 14) ---
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+    attributes: dict[str, Any] | None = None  # all must hold (see durable/attributes.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run in a list (``engine.list_runs``)."""
+
+    id: uuid.UUID
+    workflow: str
+    version: int
+    queue: str
+    status: str
+    parent_id: uuid.UUID | None
+    root_id: uuid.UUID
+    child_key: str | None          # the key= its parent gave it (children only)
+    attributes: dict[str, Any]     # its search attributes ({} when none)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """A page of runs, newest first; pass ``next_cursor`` as ``cursor=`` for the next one
+    (None: this was the last page)."""
+
+    runs: list[RunSummary]
+    next_cursor: str | None
+    db_now: datetime               # the database clock when the page was read
+
+
+# --- the workflow registry and the process list (issue 14: start by name, `durable workers`) ---
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredWorkflow:
+    """A workflow as the processes executing it registered it (``durable_workflows``): what a
+    pure client needs to start it by name."""
+
+    name: str
+    version: int
+    queue: str
+    takes_input: bool
+    input_schema: dict[str, Any] | None  # JSON schema of the input (None: not checked)
+    result_schema: dict[str, Any] | None
+    execution_timeout_s: float | None
+    registered_by: str = ""  # the owner (host:pid:nonce) of the process that wrote the row
+    updated_at: datetime | None = None
+
+    def same_definition(self, other: "RegisteredWorkflow") -> bool:
+        """Equal but for who wrote it and when (an unchanged definition is not written again)."""
+        return (self.name, self.version, self.queue, self.takes_input, self.input_schema, self.result_schema,
+                self.execution_timeout_s) == (other.name, other.version, other.queue, other.takes_input,
+                                              other.input_schema, other.result_schema, other.execution_timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A process that executes runs (its heartbeat row in ``durable_workers``)."""
+
+    owner: str
+    host: str
+    pid: int
+    queues: list[str]
+    workflows: list[str]  # "name:version" of every workflow it registered
+    concurrency: int
+    started_at: datetime
+    last_seen: datetime  # its last heartbeat (every lease_ttl/3 seconds while alive)
+    expires_at: datetime  # its leases expire then unless it beats again
+    alive: bool  # expires_at is still ahead (a process that stopped cleanly expires at once)
+
+
+# --- re-driving runs (durable/store/redrive.py) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A run resumed: its live link, the status it had, the history it superseded (events
+    ``superseded_from`` .. ``marker_seq - 1``), the failed links of the children re-run."""
+
+    run_id: uuid.UUID
+    tree_key: int
+    workflow: str
+    queue: str
+    previous_status: str
+    superseded_from: int
+    superseded: int
+    rerun: list[uuid.UUID]
+    marker_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    """A run made from another (restart: no history; fork: ``copied`` of its first events)."""
+
+    run_id: uuid.UUID
+    tree_key: int
+    workflow: str
+    queue: str
+    copied: int
+    history_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveCandidate:
+    """A top-level run a bulk resume/restart would take."""
+
+    id: uuid.UUID
+    workflow: str
+    status: str
+    created_at: datetime
+    error: Any
 
 
 # --- schedules (issue 15; durable/store/schedules.py) ---------------------------------------

@@ -156,10 +156,11 @@ async def release_orphan(conn: Conn, tree_key: int, run_id: uuid.UUID, owner: st
     return bool(row and row[0])
 
 
-async def finished_among(conn: Conn, runs: list[tuple[int, uuid.UUID]]) -> list[uuid.UUID]:
-    """Which of these runs have ended (cancelled, expired, finished elsewhere)."""
+async def finished_among(conn: Conn, runs: list[tuple[int, uuid.UUID]]) -> dict[uuid.UUID, str]:
+    """Which of these runs have ended (cancelled, expired, finished elsewhere), with their
+    status (``'cancelled'``, ``'failed'``, ...)."""
     cur = await conn.execute(q("finished_among"), ([r[0] for r in runs], [r[1] for r in runs]))
-    return [r[0] for r in await cur.fetchall()]
+    return {r[0]: r[1] for r in await cur.fetchall()}
 
 
 async def chain_state(conn: Conn, run_id: uuid.UUID) -> ChainState | None:

@@ -34,12 +34,19 @@ async def test_start_with_id_or_key_returns_the_same_run(engine, db):
     cur = await conn.execute("SELECT count(*) FROM durable_runs WHERE id = %s", (rid,))
     assert (await cur.fetchone())[0] == 1
 
-    # an idempotency key: racing starts get one run, whatever input the later ones pass
-    hs = await asyncio.gather(*(engine.start(echo_flow, i, key="order-17") for i in range(5)))
+    # an idempotency key: racing starts with one input get one run; another input is a
+    # conflict naming the key and the run (nothing written)
+    hs = await asyncio.gather(*(engine.start(echo_flow, {"n": 7, "x": [1, 2]}, key="order-17") for _ in range(5)))
     assert len({h.run_id for h in hs}) == 1
-    first = await hs[0].result(timeout=20)
-    assert first in range(5)
-    assert (await engine.start(echo_flow, 99, key="order-17")).run_id == hs[0].run_id
+    assert await hs[0].result(timeout=20) == {"n": 7, "x": [1, 2]}
+    again = await engine.start(echo_flow, {"x": [1, 2.0], "n": 7}, key="order-17")  # same JSON, other order
+    assert again.run_id == hs[0].run_id
+    with pytest.raises(durable.RunConflictError) as conflict:
+        await engine.start(echo_flow, 99, key="order-17")
+    assert "'order-17'" in str(conflict.value) and str(hs[0].run_id) in str(conflict.value)
+    assert "another key" in str(conflict.value)
+    with pytest.raises(durable.RunConflictError):
+        await engine.start(echo_flow, "b", id=rid)  # an explicit id with another input: the same
     cur = await conn.execute("SELECT count(*) FROM durable_runs WHERE idempotency_key = 'order-17'")
     assert (await cur.fetchone())[0] == 1
 

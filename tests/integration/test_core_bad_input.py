@@ -33,7 +33,7 @@ async def test_unknown_workflow_name(engine, db):
     with pytest.raises(durable.WorkflowNotFoundError) as ei:
         await engine.start("core.no_such_workflow", 1)
     msg = str(ei.value)
-    assert "core.no_such_workflow" in msg and "Import the module" in msg
+    assert "core.no_such_workflow" in msg and "import the module" in msg
     assert "core.echo" in msg  # lists what is registered
     with pytest.raises(durable.WorkflowNotFoundError):
         await engine.start(lambda ctx: None)  # not a workflow at all

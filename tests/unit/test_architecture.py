@@ -50,6 +50,10 @@ def test_mypy_strict_is_clean() -> None:
 
 SAMPLE = '''
 import durable
+from pydantic import BaseModel
+
+class Receipt(BaseModel):  # a client's model of a result of a workflow started by name
+    total: int
 
 @durable.step
 async def price(order: str) -> float:
@@ -66,6 +70,10 @@ async def main(engine: durable.Engine) -> None:
     reveal_type(handle)
     result = await handle.result(timeout=1)
     reveal_type(result)
+    by_name = await engine.start("typing.remote", {"sku": "x"}, result_type=Receipt)
+    reveal_type(by_name)
+    reveal_type(await engine.run("typing.remote", {"sku": "x"}, result_type=Receipt))
+    reveal_type(await engine.get_handle(by_name.run_id, result_type=Receipt).result())
 '''
 
 
@@ -77,4 +85,6 @@ def test_typed_workflows_give_typed_handles_steps_and_results(tmp_path: Path) ->
     assert 'Revealed type is "float"' in out, out
     assert 'Revealed type is "durable.handle.RunHandle[dict[str, float]]"' in out, out
     assert 'Revealed type is "dict[str, float]"' in out, out
+    assert out.count('Revealed type is "typing_sample.Receipt"') == 2, out  # run / get_handle(result_type=)
+    assert 'Revealed type is "durable.handle.RunHandle[typing_sample.Receipt]"' in out, out
     assert res.returncode == 0 and "error:" not in out, out

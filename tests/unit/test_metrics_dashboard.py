@@ -63,12 +63,16 @@ _RANGES = re.compile(r"\[[^\]]*\]")
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 
+_EXPORTED_PREFIXES = ("durable_", "process_", "python_")
+
+
 def metric_names_in(expr: str) -> set[str]:
-    """Series names a PromQL expression selects (identifiers starting with durable_)."""
+    """Series names a PromQL expression selects (identifiers starting with durable_, or the
+    process_/python_ series of the process collectors served next to them)."""
     text = _STRING.sub('""', expr)
     text = _MATCHERS.sub("", text)
     text = _RANGES.sub("", text)
-    return {name for name in _IDENT.findall(text) if name.startswith("durable_")}
+    return {name for name in _IDENT.findall(text) if name.startswith(_EXPORTED_PREFIXES)}
 
 
 def series_names(families: Any) -> set[str]:
@@ -91,8 +95,9 @@ def series_names(families: Any) -> set[str]:
 
 
 def exported_names() -> set[str]:
+    """What /metrics serves: durable's registry, the process collectors, the queue collector."""
     metrics.install()
-    names = series_names(metrics.REGISTRY.collect())
+    names = series_names(metrics.SERVED_REGISTRY.collect())
     names |= series_names(metrics.QueueCollector(TEST_DSN, "unused").describe())
     return names
 
@@ -132,7 +137,7 @@ def test_every_dashboard_metric_is_exported() -> None:
     used: set[str] = set()
     for expr in dashboard_queries(dash):
         found = metric_names_in(expr)
-        assert found, f"dashboard query selects no durable_ metric: {expr}"
+        assert found, f"dashboard query selects no exported metric: {expr}"
         used |= found
     exported = exported_names()
     missing = sorted(used - exported)
@@ -143,6 +148,8 @@ def test_every_dashboard_metric_is_exported() -> None:
         "durable_children_started_total", "durable_children_finished_total",
         "durable_queue_depth", "durable_queue_oldest_ready_seconds", "durable_lease_lost_total",
         "durable_runs_in_flight", "durable_step_duration_seconds_bucket", "durable_claims_total",
+        "durable_runs_started_total", "durable_runs_requested_total", "durable_build_info",
+        "durable_executions_ended_total", "process_cpu_seconds_total", "process_resident_memory_bytes",
     ):
         assert required in used, f"dashboard does not show {required}"
 
@@ -279,10 +286,23 @@ def test_provisioning_files() -> None:
 # --- (c) hook events move metrics ----------------------------------------------------------
 
 
+def began(wf: str, *, parent: object = None, queue: str = "default", attempt: int = 1, first: bool = True) -> None:
+    """One execution of a run of ``wf`` (a child when ``parent`` is set) began and ended here."""
+    run_id = uuid.uuid4()
+    hooks.emit("execution.started", run_id=run_id, workflow=wf, queue=queue, attempt=attempt,
+               parent_run_id=parent, first=first)
+    hooks.emit("execution.ended", run_id=run_id, workflow=wf, reason="terminal")
+
+
 def test_children_counters(wf: str) -> None:
     for i in range(3):
         hooks.emit("child.started", parent_run_id=uuid.uuid4(), child_run_id=uuid.uuid4(),
-                   workflow=wf, parent_workflow="parent")
+                   workflow=wf, parent_workflow="parent")  # created (here or elsewhere): not yet begun
+    assert value("durable_children_started_total", workflow=wf) == 0
+    for i in range(3):
+        began(wf, parent=uuid.uuid4())  # begun here: counted where it executes
+    began(wf, parent=uuid.uuid4(), first=False)  # a replay or resume: not a start
+    began(wf, parent=uuid.uuid4(), attempt=2)  # a retry attempt: not a new run
     hooks.emit("child.completed", parent_run_id=1, child_run_id=2, workflow=wf)
     hooks.emit("child.failed", parent_run_id=1, child_run_id=3, workflow=wf, error_type="ValueError")
     hooks.emit("child.cancelled", parent_run_id=1, child_run_id=4, workflow=wf)
@@ -323,6 +343,11 @@ def test_in_flight_excludes_parked_runs(wf: str) -> None:
 def test_run_lifecycle_metrics(wf: str) -> None:
     hooks.emit("run.started", run_id=uuid.uuid4(), workflow=wf, queue="q1", parent_run_id=None)
     hooks.emit("run.started", run_id=uuid.uuid4(), workflow=wf, queue="q1", parent_run_id=None)
+    assert value("durable_runs_requested_total", workflow=wf, queue="q1") == 2
+    assert value("durable_runs_started_total", workflow=wf, queue="q1") == 0  # created, not begun
+    began(wf, queue="q1")
+    began(wf, queue="q1")
+    began(wf, queue="q1", first=False)
     hooks.emit("run.completed", run_id=1, workflow=wf, queue="q1", duration_s=0.2)
     hooks.emit("run.failed", run_id=2, workflow=wf, queue="q1", duration_s=3.0, error_type="E")
     hooks.emit("run.cancelled", run_id=3, workflow=wf, queue="q1", reason="user")
@@ -404,6 +429,8 @@ def test_in_flight_gauge(wf: str) -> None:
 def test_bad_events_never_raise(wf: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     hooks.emit("child.started")  # every field missing
+    hooks.emit("execution.started", first=True, parent_run_id=1)  # no run id, no workflow
+    hooks.emit("execution.ended")
     hooks.emit("claim.batch")
     hooks.emit("claim.batch", count=-3, source="poll")
     hooks.emit("claim.batch", count="many", source="poll")
@@ -434,8 +461,7 @@ def test_raising_handler_does_not_stop_metrics(wf: str) -> None:
     try:
         metrics.install()
         for _ in range(3):
-            hooks.emit("child.started", parent_run_id=1, child_run_id=2, workflow=wf,
-                       parent_workflow="p")
+            began(wf, parent=1)
         assert value("durable_children_started_total", workflow=wf) == 3
     finally:
         hooks.off("*", boom)
@@ -449,10 +475,10 @@ def test_install_is_idempotent_and_uninstall_detaches(wf: str) -> None:
     metrics.uninstall()
     metrics.uninstall()
     assert not metrics.installed()
-    hooks.emit("child.started", parent_run_id=1, child_run_id=2, workflow=wf, parent_workflow="p")
+    began(wf, parent=1)
     assert value("durable_children_started_total", workflow=wf) == 0
     metrics.install()
-    hooks.emit("child.started", parent_run_id=1, child_run_id=2, workflow=wf, parent_workflow="p")
+    began(wf, parent=1)
     assert value("durable_children_started_total", workflow=wf) == 1
 
 
@@ -468,7 +494,7 @@ def _get(url: str) -> tuple[int, str, str]:
 
 
 def test_metrics_server_serves_metrics_and_routes(wf: str) -> None:
-    hooks.emit("child.started", parent_run_id=1, child_run_id=2, workflow=wf, parent_workflow="p")
+    began(wf, parent=1)
 
     def broken() -> tuple[int, str]:
         raise RuntimeError("no")
@@ -523,3 +549,70 @@ def test_metrics_text() -> None:
     assert b"# TYPE durable_runs_started_total counter" in text
     registry = CollectorRegistry()
     assert metrics.metrics_text(registry) == b""
+
+
+# --- (e) what /metrics exports besides the events (issue 14) --------------------------------
+
+
+def _sample_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_served_registry_has_process_collectors_and_build_info() -> None:
+    import platform
+
+    text = metrics.metrics_text().decode()
+    names = {line.split("{")[0].split(" ")[0] for line in _sample_lines(text)}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "python_info",
+            "python_gc_collections_total", "durable_build_info"} <= names
+    build = [line for line in _sample_lines(text) if line.startswith("durable_build_info{")]
+    assert len(build) == 1 and build[0].endswith(" 1.0"), build
+    assert f'python="{platform.python_version()}"' in build[0] and 'version="' in build[0]
+    # durable's own registry stays free of the process collectors (bridgeable into the global one)
+    own = metrics.metrics_text(metrics.REGISTRY).decode()
+    assert "process_cpu_seconds_total" not in own and "durable_build_info" in own
+
+
+def test_no_created_series_and_the_global_switch_untouched(wf: str) -> None:
+    import prometheus_client
+    from prometheus_client import Counter
+    from prometheus_client import ProcessCollector
+
+    began(wf)  # a labelled counter child exists
+    hooks.emit("step.completed", run_id=1, workflow=wf, step="s", attempt=1, duration_s=0.01)
+    for text in (metrics.metrics_text().decode(), metrics.metrics_text(metrics.REGISTRY).decode()):
+        created = [line for line in _sample_lines(text) if "_created" in line.split(" ")[0]]
+        assert not created, created[:5]
+    # an application's own registries keep prometheus_client's default behaviour
+    mine = CollectorRegistry()
+    Counter("app_requests", "requests", registry=mine).inc()
+    assert b"app_requests_created" in prometheus_client.generate_latest(mine)
+    # and durable's registry bridges into one with its own process collector without a clash
+    ProcessCollector(registry=mine)
+    mine.register(metrics.REGISTRY)
+    try:
+        bridged = prometheus_client.generate_latest(mine).decode()
+        assert "durable_build_info" in bridged and "process_cpu_seconds_total" in bridged
+    finally:
+        mine.unregister(metrics.REGISTRY)
+
+
+def test_label_sets_exist_at_zero(wf: str) -> None:
+    def present(name: str, **labels: str) -> bool:
+        return metrics.REGISTRY.get_sample_value(name, labels) is not None
+
+    for reason in ("terminal", "cancelled", "lease_lost", "shutdown"):
+        assert present("durable_executions_ended_total", reason=reason)
+    for source in ("poll", "notify", "local"):
+        assert present("durable_claims_total", source=source)
+    assert not present("durable_lease_lost_total", workflow=wf)
+    metrics.declare_workflows([(wf, "q9")])
+    metrics.declare_workflows([(wf, "q9")])  # idempotent
+    assert present("durable_lease_lost_total", workflow=wf) and value("durable_lease_lost_total", workflow=wf) == 0
+    assert present("durable_runs_started_total", workflow=wf, queue="q9")
+    assert present("durable_runs_requested_total", workflow=wf, queue="q9")
+    assert present("durable_children_started_total", workflow=wf)
+    for outcome in ("completed", "failed", "cancelled", "continued"):
+        assert present("durable_runs_finished_total", workflow=wf, queue="q9", outcome=outcome)
+    for outcome in ("completed", "failed", "cancelled"):
+        assert present("durable_children_finished_total", workflow=wf, outcome=outcome)

@@ -12,7 +12,7 @@ SELECT r.id, r.root_id, r.parent_id, r.chain_root_id, r.continued_to, r.workflow
        r.input, r.result, r.error, r.attempt, r.depth, r.parent_close_policy, r.idempotency_key, r.lease_owner,
        r.lease_epoch,
        r.next_wakeup_at, r.deadline_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at,
-       now() AS db_now,
+       r.child_key, r.attributes, r.origin_id, r.origin_kind, r.origin_at, now() AS db_now,
        (SELECT count(*) FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id) AS event_count,
        (SELECT count(*) FROM durable_signals s
          WHERE s.tree_key = r.tree_key AND s.run_id = r.id AND s.consumed_seq IS NULL) AS pending_signals,
@@ -41,12 +41,19 @@ WITH RECURSIVE t AS (
          WHERE s.tree_key = %(key)s AND s.id = t.continued_to AND t.lvl = 0) n
 ), picked AS (SELECT * FROM t LIMIT %(limit)s)
 SELECT r.id, r.parent_id, r.continued_to, p.lvl, r.workflow, r.status, r.queue, r.created_at, r.started_at,
-       r.finished_at, r.error, now() AS db_now
+       r.finished_at, r.error, r.child_key, now() AS db_now
   FROM picked p JOIN durable_runs r ON r.tree_key = %(key)s AND r.id = p.id
  ORDER BY r.created_at, r.id
 
--- name: _run_list_columns
--- The columns of `durable runs` (the filters and the order are composed in store/inspect.py).
-SELECT id, workflow, version, queue, status, parent_id, root_id, created_at, started_at,
-       finished_at, error ->> 'type' AS error_type, now() AS db_now
-  FROM durable_runs
+-- name: runs_by_prefix
+-- The runs whose id starts with a hex prefix (the CLI takes unique prefixes for run ids), at
+-- most %(limit)s, by id. Two index range scans, no scan of every id's text: an id made in a
+-- tree since version 7 starts with its tree's key, so the prefix bounds tree_key and id (the
+-- primary key (tree_key, id)); the ids of older trees are in durable_run_keys (by id).
+-- %(klo)s..%(khi)s and %(lo)s..%(hi)s are the prefix padded with 0s and fs (store/inspect.py).
+SELECT m.id FROM (
+    SELECT r.id FROM durable_runs r
+     WHERE r.tree_key BETWEEN %(klo)s AND %(khi)s AND r.id BETWEEN %(lo)s AND %(hi)s
+    UNION
+    SELECT k.id FROM durable_run_keys k WHERE k.id BETWEEN %(lo)s AND %(hi)s
+) m ORDER BY m.id LIMIT %(limit)s

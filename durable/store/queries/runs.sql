@@ -98,8 +98,8 @@ SELECT r.id, r.root_id, r.parent_id, r.chain_root_id, r.continued_to, r.workflow
 SELECT expires_at FROM durable_workers WHERE owner = %s
 
 -- name: finished_among
--- Which of these (parked here) runs have ended meanwhile (cancelled, expired).
-SELECT r.id FROM unnest(%s::bigint[], %s::uuid[]) AS t(tree_key, id)
+-- Which of these (parked here) runs have ended meanwhile (cancelled, expired), with their status.
+SELECT r.id, r.status FROM unnest(%s::bigint[], %s::uuid[]) AS t(tree_key, id)
   JOIN durable_runs r ON r.tree_key = t.tree_key AND r.id = t.id
  WHERE r.status IN ('completed', 'failed', 'cancelled', 'continued')
 

@@ -22,6 +22,7 @@ does while the schedule's previous run is still pending, running or suspended): 
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import math
 import uuid
@@ -37,10 +38,12 @@ from ..errors import PayloadError, ScheduleConflictError, ScheduleError, Schedul
 from ..observe import hooks
 from ..serde import roundtrip
 from ..store import lifecycle as store_lifecycle
+from ..store import registry as store_registry
 from ..store import schedules as store
 from ..store.connections import Conn, Pool, run_typed
-from ..store.rows import RunToStart, Schedule, ScheduleAdvance, ScheduleRun
+from ..store.rows import RegisteredWorkflow, RunToStart, Schedule, ScheduleAdvance, ScheduleRun
 from ..ticks import OVERLAP_POLICIES, TickSpec, schedule_run_id
+from . import catalog
 from .registry import WorkflowDef, all_workflows
 
 log = logging.getLogger(__name__)
@@ -187,6 +190,15 @@ class Schedules:
             return workflow, all_workflows().get(workflow)  # not registered here: accepted by name
         raise ScheduleError(f"workflow must be a @durable.workflow function or its registered name, got {workflow!r}")
 
+    async def _registered(self, name: str) -> RegisteredWorkflow | None:
+        """The definition the workers registered for ``name`` (None: none did; a schedule of a
+        workflow no worker registered yet is accepted by name)."""
+
+        async def read(conn: Conn) -> RegisteredWorkflow | None:
+            return await store_registry.lookup(conn, name)
+
+        return await run_typed(self._pool(), read, what=f"looking up workflow {name!r} in the registry")
+
     def _input(self, name: str, wf: WorkflowDef[Any, Any] | None, value: Any) -> str:
         if wf is not None and not wf.takes_input and value is not None:
             raise PayloadError(f"workflow {name!r} takes no input (its signature is (ctx)), but the schedule gives one")
@@ -213,15 +225,20 @@ class Schedules:
         if overlap not in OVERLAP_POLICIES:
             raise ScheduleError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}; got {overlap!r}")
         window = _seconds(catchup_window, "catchup_window")
-        q = queue if queue is not None else (wf.queue if wf is not None else "default")
+        text = self._input(name, wf, input)
+        registered = None if wf is not None else await self._registered(name)
+        if registered is not None:  # registered by the workers: its schema checks the input
+            catalog.check_input(registered, json.loads(text))
+        default_queue = wf.queue if wf is not None else registered.queue if registered is not None else "default"
+        q = queue if queue is not None else default_queue
         if not isinstance(q, str) or not q:
             raise ScheduleError(f"queue must be a non-empty string, got {queue!r}")
-        text = self._input(name, wf, input)
+        version = wf.version if wf is not None else registered.version if registered is not None else 1
 
         async def write(conn: Conn) -> Schedule | None:
             async with conn.transaction():
                 now = await store.now(conn)
-                row = await store.upsert(conn, id=sid, workflow=name, version=wf.version if wf is not None else 1,
+                row = await store.upsert(conn, id=sid, workflow=name, version=version,
                                          queue=q, input=text, cron=spec.cron, every_s=spec.every_s,
                                          timezone=spec.timezone, overlap=overlap, catchup_window_s=window,
                                          paused=paused, declared=declared, next_fire_at=spec.next_after(now))
@@ -341,10 +358,22 @@ class Schedules:
     # --- runs -------------------------------------------------------------------------------
 
     def _to_start(self, s: Schedule, run_id: uuid.UUID,
-                  known: dict[str, WorkflowDef[Any, Any]] | None = None) -> RunToStart:
-        wf = (known if known is not None else all_workflows()).get(s.workflow)  # the code here knows the version
-        return RunToStart(id=run_id, workflow=s.workflow, version=wf.version if wf is not None else s.version,
-                          queue=s.queue, input=s.input, timeout=wf.execution_timeout if wf is not None else None)
+                  versions: dict[str, tuple[int, float | None]] | None = None) -> RunToStart:
+        """The run of one tick: the version (and execution timeout) of the workflow as this
+        process registered it, else as the workers registered it, else as stored."""
+        found = (versions if versions is not None else _local_versions()).get(s.workflow)
+        version, timeout = found if found is not None else (s.version, None)
+        return RunToStart(id=run_id, workflow=s.workflow, version=version, queue=s.queue, input=s.input,
+                          timeout=timeout)
+
+    async def _versions(self, conn: Conn, names: set[str]) -> dict[str, tuple[int, float | None]]:
+        """Versions and timeouts of these workflows: registered here, else in the registry."""
+        out = _local_versions()
+        unknown = sorted(n for n in names if n not in out)
+        if unknown:
+            for row in await store_registry.registered(conn, unknown):
+                out[row.name] = (row.version, row.execution_timeout_s)
+        return out
 
     def _emit(self, s: Schedule, started: builtins.list[uuid.UUID]) -> None:
         for run_id in started:
@@ -361,7 +390,8 @@ class Schedules:
                 s = await store.get(conn, sid)
                 if s is None:
                     return None
-                await store.start_runs(conn, [self._to_start(s, run_id)])
+                versions = await self._versions(conn, {s.workflow})
+                await store.start_runs(conn, [self._to_start(s, run_id, versions)])
                 await store.started(conn, sid, run_id)
                 return s
 
@@ -386,14 +416,15 @@ class Schedules:
         if len(ticks) > MAX_BACKFILL:
             raise ScheduleError(f"backfill of schedule {sid!r} from {start.isoformat()} to {end.isoformat()} covers "
                                 f"more than {MAX_BACKFILL} ticks; backfill a shorter range at a time")
-        runs = [self._to_start(s, schedule_run_id(sid, t)) for t in ticks]
+        ids = [schedule_run_id(sid, t) for t in ticks]
 
         async def write(conn: Conn) -> set[uuid.UUID]:
+            versions = await self._versions(conn, {s.workflow})
             async with conn.transaction():
-                return await store.start_runs(conn, runs)
+                return await store.start_runs(conn, [self._to_start(s, rid, versions) for rid in ids])
 
         new = await run_typed(self._pool(), write, what=f"backfilling schedule {sid!r}")
-        started = [r.id for r in runs if r.id in new]
+        started = [rid for rid in ids if rid in new]
         self._emit(s, started)
         log.info("schedule %s: backfilled %d tick(s), %d started", sid, len(ticks), len(started),
                  extra={"schedule": sid, "workflow": s.workflow})
@@ -457,8 +488,8 @@ class Schedules:
                         if not await self._cancel_previous(conn, s):
                             p.start.clear()  # the previous run's row is busy: try again in a moment
                             p.advance = _unchanged(s, now)
-                known = all_workflows()
-                runs = [self._to_start(s, rid, known) for s, p in zip(rows, plans) for rid in p.run_ids]
+                versions = await self._versions(conn, {s.workflow for s, p in zip(rows, plans) if p.start})
+                runs = [self._to_start(s, rid, versions) for s, p in zip(rows, plans) for rid in p.run_ids]
                 new = await store.start_runs(conn, runs)
                 await store.advance(conn, [p.advance for p in plans])
                 for s, p in zip(rows, plans):
@@ -488,6 +519,10 @@ class Schedules:
         except Exception as exc:  # gone already (retention), finished meanwhile: nothing to cancel
             log.debug("schedule %s: previous run %s not cancelled: %s", s.id, s.last_run_id, exc)
         return True
+
+
+def _local_versions() -> dict[str, tuple[int, float | None]]:
+    return {name: (wf.version, wf.execution_timeout) for name, wf in all_workflows().items()}
 
 
 def _unchanged(s: Schedule, now: datetime) -> ScheduleAdvance:

@@ -295,6 +295,28 @@ async def test_bad_input_raises_typed_errors_and_writes_nothing(engine, db):
     assert (s.workflow, s.queue, s.version) == ("billing.invoice", "billing", 1)
 
 
+async def test_workflow_registered_only_by_the_workers_is_checked_against_the_registry(db):
+    from durable.store import registry as store_registry
+    from durable.store.rows import RegisteredWorkflow
+
+    async with new_engine(db, execute=False) as client:
+        async with client.pool.connection() as conn:  # what a worker process elsewhere registered
+            await store_registry.register(conn, [RegisteredWorkflow(
+                name="elsewhere.flow", version=3, queue="far", takes_input=True,
+                input_schema={"type": "integer", "minimum": 1}, result_schema=None, execution_timeout_s=60.0)],
+                owner="elsewhere:1:x")
+        with pytest.raises(PayloadError, match="minimum of 1"):
+            await client.schedules.create("by-name", "elsewhere.flow", 0, every=timedelta(seconds=1))
+        assert await count(db, "durable_schedules") == 0
+        s = await client.schedules.create("by-name", "elsewhere.flow", 5, every=timedelta(seconds=1),
+                                          overlap="allow_all")
+        assert (s.version, s.queue, s.input) == (3, "far", 5)
+        await fire_now(client, db, "by-name")
+        run = (await client.schedules.get("by-name")).last_run_id
+        assert await rows(db, "SELECT workflow, version, queue, input, execution_timeout_s FROM durable_runs "
+                              "WHERE id = %s", run) == [("elsewhere.flow", 3, "far", 5, 60.0)]
+
+
 # --- the CLI ---------------------------------------------------------------------------------------
 
 

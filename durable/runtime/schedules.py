@@ -513,7 +513,7 @@ class Schedules:
                 await store_lifecycle.cancel(conn, s.last_run_id, graceful=False,
                                              reason=f"schedule {s.id}: overlap cancel_previous",
                                              max_depth=self.settings.max_child_depth)
-                await conn.execute("SET LOCAL lock_timeout = 0")
+                await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
         except psycopg.errors.LockNotAvailable:
             return False
         except Exception as exc:  # gone already (retention), finished meanwhile: nothing to cancel

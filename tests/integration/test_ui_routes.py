@@ -346,7 +346,7 @@ async def test_the_app_mounts_under_a_prefix(engine):
         assert "path=/durable/" in r.headers["set-cookie"].lower()
         r = await c.get(f"/durable/runs/{rid}")
         assert r.status_code == 200
-        assert 'href="/durable/static/console.css"' in r.text and f'action="/durable/runs/{rid}/cancel"' in r.text
+        assert 'href="/durable/static/console.css"' in r.text and '<body data-base="/durable">' in r.text and f'action="/durable/runs/{rid}/cancel"' in r.text
         r = await c.post(f"/durable/runs/{rid}/cancel", data={"csrf": csrf_of(r.text), "graceful": "1"})
         assert r.status_code == 303 and r.headers["location"] == f"/durable/runs/{rid}?notice=cancel_asked"
         # an offsite next= is not followed

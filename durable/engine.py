@@ -160,6 +160,7 @@ class Engine:
         if not self.opened:
             return
         self.closing = True
+        self.runs.begin_close()  # executions stop at their next durable point from now, not after the loops stop
         for loop in (self.claimer, self.retention, self.timeouts, self.scheduler):
             if loop is not None:
                 await loop.stop()

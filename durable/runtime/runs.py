@@ -468,13 +468,18 @@ class RunTable:
 
     # --- closing --------------------------------------------------------------------------
 
-    async def close(self, grace: float) -> None:
-        """Stop claiming here, let executions reach their next durable point for up to
-        ``grace`` seconds, give back the leases of those that did not, drop parked runs."""
+    def begin_close(self) -> None:
+        """From now on executions stop at their next durable point and nothing new starts
+        here (called first thing when the engine closes, before its loops are stopped)."""
         self._closing = True
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
+
+    async def close(self, grace: float) -> None:
+        """Stop claiming here, let executions reach their next durable point for up to
+        ``grace`` seconds, give back the leases of those that did not, drop parked runs."""
+        self.begin_close()
         deadline = time.monotonic() + grace
         # executions stop at their next durable point (keys.take raises Shutdown once we
         # are closing) and give their lease back; a run being loaded starts and does the same

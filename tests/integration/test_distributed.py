@@ -75,7 +75,8 @@ async def test_every_table_is_distributed_by_tree_and_colocated(db):
     assert {v.split(":")[1] for v in distributed.values()} == {"tree_key"}
     assert len({v.split(":")[2] for v in distributed.values()}) == 1, f"not co-located: {distributed}"
     assert got["durable_workers"].startswith("h:owner:"), "processes are distributed by process"
-    assert {t for t, v in got.items() if v.startswith("n:")} == {"durable_run_keys", "durable_workflows"}
+    assert {t for t, v in got.items() if v.startswith("n:")} == {"durable_run_keys", "durable_workflows",
+                                                                       "durable_search_keys"}
 
 
 @citus_only

@@ -123,7 +123,7 @@ async def test_a_dispatcher_dying_mid_round_loses_and_doubles_nothing(engine, db
     await store.start_runs(dying, [engine.schedules._to_start(got[0], schedule_run_id("crash", t)) for t in p.start])
     await asyncio.sleep(2.5)  # the next tick is due too; the row stays held, the engine's loop skips it
     assert await count_runs_exactly(db, "sched.tick") == 0  # uncommitted
-    await execute(db, "SELECT pg_terminate_backend(%s)", pid)
+    await execute(db, "SELECT pg_terminate_backend(%s::int)", pid)
     await eventually(lambda: count_runs(db, "sched.tick", len(p.start) + 1), what="ticks fired after the crash")
     await engine.schedules.pause("crash")
     s = await engine.schedules.get("crash")

@@ -342,3 +342,15 @@ class ForkPositionError(DurableError):
         self.run_id = run_id
         self.at = at
         self.history_length = history_length
+
+
+# --- the web console (issue 16) ------------------------------------------------------------
+
+
+class ConsoleBindError(ConfigurationError):
+    """``durable ui`` / ``durable-dispatcher --ui`` refused an address: not ``[HOST:]PORT``,
+    or a bind beyond loopback without an access token (``host`` says which). Nothing started."""
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host

@@ -1,0 +1,73 @@
+// Live updates for the durable console (durable/ui/live.py serves the events).
+// The page's <main id="main" data-live="runs|run|workers" data-run-id="..."> is refetched
+// (GET <this url>?fragment=main, which returns main's inner HTML) and swapped when an event
+// concerns it: any run event on the runs and workers pages; on a run page, the run, its
+// children, or any run of its tree. Debounced; never while someone types in a form inside
+// main or a dialog is open; paused while the tab is hidden. EventSource reconnects itself.
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var main = document.getElementById("main");
+  if (!main || !window.EventSource || !window.fetch || !script) return;
+  var live = main.getAttribute("data-live");
+  if (!live) return;
+  var runId = main.getAttribute("data-run-id") || "";
+  var rootId = main.getAttribute("data-root-id") || "";
+  var DEBOUNCE_MS = 300, MAX_WAIT_MS = 1500;
+  var timer = null, firstAsk = 0, inFlight = false, again = false;
+
+  var events = new URL("../events", script.src);
+  if (live === "run" && runId) events.searchParams.set("run", runId);
+
+  function concerns(ev) {
+    if (ev.kind === "hello") { if (ev.run_id === runId && ev.root_id) rootId = ev.root_id; return false; }
+    if (ev.kind === "resync" || ev.kind === "many") return true;
+    if (live !== "run") return true;
+    if (ev.kind !== "run") return false;
+    return ev.run_id === runId || ev.parent_id === runId || ev.root_id === runId ||
+      (rootId !== "" && ev.root_id === rootId);
+  }
+
+  function busy() {
+    var a = document.activeElement;
+    if (a && main.contains(a) && /^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName) && a.type !== "submit") return true;
+    if (main.querySelector("dialog[open], [data-live-pause]")) return true;
+    return document.hidden;
+  }
+
+  function schedule() {
+    var now = Date.now();
+    if (!firstAsk) firstAsk = now;
+    clearTimeout(timer);
+    timer = setTimeout(refresh, Math.max(0, Math.min(DEBOUNCE_MS, firstAsk + MAX_WAIT_MS - now)));
+  }
+
+  function refresh() {
+    timer = null;
+    if (inFlight) { again = true; return; }
+    if (busy()) { timer = setTimeout(refresh, 1000); return; }
+    firstAsk = 0;
+    inFlight = true;
+    var url = new URL(window.location.href);
+    url.searchParams.set("fragment", "main");
+    fetch(url.toString(), { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (html === null || busy()) return;
+        main.innerHTML = html;
+        main.setAttribute("data-live-updated", String(Date.now()));
+        main.dispatchEvent(new CustomEvent("durable:live-updated", { bubbles: true }));
+      })
+      .catch(function () { /* the next event tries again */ })
+      .then(function () { inFlight = false; if (again) { again = false; schedule(); } });
+  }
+
+  var source = new EventSource(events.toString(), { withCredentials: true });
+  source.onmessage = function (m) {
+    var ev;
+    try { ev = JSON.parse(m.data); } catch (e) { return; }
+    if (concerns(ev)) schedule();
+  };
+  document.addEventListener("visibilitychange", function () { if (!document.hidden && firstAsk) schedule(); });
+  window.addEventListener("pagehide", function () { source.close(); });
+})();

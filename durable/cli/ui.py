@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 from typing import Any, Callable
@@ -60,7 +61,8 @@ def _announce(out: Out, server: Any, url: str, token: str | None) -> None:
     """The URL on stdout (``--json``: one document); how to act, on stderr."""
     app_token = getattr(getattr(server.app, "state", None), "token", None)
     if out.json_mode:
-        out.json({"url": url, "read_only": server.read_only, "token_required": token is not None})
+        # one line (the server keeps running: a script reads the first line)
+        out.print(json.dumps({"url": url, "read_only": server.read_only, "token_required": token is not None}))
     else:
         mode = " (read-only)" if server.read_only else ""
         out.print(f"durable console{mode}: {url}")

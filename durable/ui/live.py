@@ -33,7 +33,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +100,8 @@ class LiveHub:
         self.idle_close_s = idle_close_s
         self.connect_timeout_s = connect_timeout_s
         self.clients: set[_Client] = set()
+        # who may listen: the app's check of a request (its token), set by whoever creates the app
+        self.authorize: Callable[[Request], bool] | None = None
         self.listening = False  # a LISTEN connection is open (only while browsers watch)
         self.ticks = 0  # looks at the database so far (tests and the benchmark read it)
         self.connects = 0  # LISTEN connections opened so far
@@ -155,6 +157,8 @@ class LiveHub:
             except ValueError:
                 return PlainTextResponse(f"run={raw!r} is not a run id: give the full id of the run the page "
                                          "shows (a UUID)", status_code=400)
+        if self.authorize is not None and not self.authorize(request):
+            return PlainTextResponse("sign in first: live updates need the console's access token", status_code=401)
         if self._closing:
             return PlainTextResponse("the console is shutting down", status_code=503)
         client = self._join(pin)

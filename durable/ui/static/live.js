@@ -20,7 +20,9 @@
   if (live === "run" && runId) events.searchParams.set("run", runId);
 
   function concerns(ev) {
-    if (ev.kind === "hello") { if (ev.run_id === runId && ev.root_id) rootId = ev.root_id; return false; }
+    // hello: the hub's first look at the page's run (its root, for the tree). The run may have
+    // changed between the page's rendering and that look: refetch once.
+    if (ev.kind === "hello") { if (ev.run_id === runId && ev.root_id) rootId = ev.root_id; return ev.run_id === runId; }
     if (ev.kind === "resync" || ev.kind === "many") return true;
     if (live !== "run") return true;
     if (ev.kind !== "run") return false;

@@ -24,6 +24,7 @@ from .runtime.children import ChildRef, ParentClosePolicy
 from .runtime.context import Context
 from .runtime.registry import StepDef, WorkflowDef, step, workflow
 from .store.rows import RegisteredWorkflow, RunPage, RunSummary, WorkerInfo
+from .errors import ScheduleConflictError, ScheduleError, ScheduleNotFoundError  # schedules (issue 15)
 
 __version__ = "0.1.0"
 
@@ -39,4 +40,5 @@ __all__ = [
     "WorkflowNotFoundError", "WorkflowTimeoutError",
     "WorkerInfo", "RegisteredWorkflow", "RunPage", "RunSummary", "SearchAttributeError", "ForkPositionError", "RunNotResumableError",
     "FailureInfo",  # issue 14: structured failures (the cause chain)
+    "ScheduleConflictError", "ScheduleError", "ScheduleNotFoundError",
 ]

@@ -73,6 +73,8 @@ class EngineSettings(BaseModel):
                                                       "(a half-open connection)")
     pool_size: int = Field(10, ge=1, le=1000, description="max pooled database connections (plus one for LISTEN)")
     migrate: bool = Field(True, description="apply schema migrations on start (off: only check the schema)")
+    schedules: bool = Field(True, description="fire due schedules in this process when it executes runs "
+                                              "(engine.schedules; off: only other processes fire them)")
     retention_s: Annotated[float | None, DURATION] = Field(
         None, gt=0, le=100 * 365 * 86400,
         description="delete finished runs (and their history) older than this, in bounded batches in the "

@@ -33,6 +33,7 @@ from .runtime import branches, cancel, catalog, redrive, signals
 from .runtime.notifications import Notifications
 from .runtime.registry import WorkflowDef, all_workflows, resolve
 from .runtime.results import ResultWaits
+from .runtime.schedules import Schedules
 from .runtime.runs import RunTable
 from .serde import roundtrip, validate
 from .store import connections as db
@@ -43,7 +44,7 @@ from .store import search as store_search
 from .store.connections import Conn, Pool, run_typed
 from .store.rows import (Claim, ExistingRun, RegisteredWorkflow, RunFilter, RunInfo, RunPage, Started, WorkerInfo,
                          tree_key_of)
-from .worker import Claimer, Heartbeat, Listener, Retention, Timeouts
+from .worker import Claimer, Heartbeat, Listener, Retention, Scheduler, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,12 @@ class Engine:
         self.heartbeat = Heartbeat(self.runs) if s.execute else None
         self.timeouts = Timeouts(self.runs) if s.execute else None  # execution timeouts
         self.retention = Retention(s, lambda: self.pool) if s.retention_s is not None else None
+        # --- schedules (issue 15): engine.schedules, fired by executing engines' scheduler loop
+        self.schedules = Schedules(s, self._require_open)
+        self.scheduler = Scheduler(s, self.schedules) if s.execute and s.schedules else None
         self.listener = Listener(s, self.channel,
-                                 Notifications(self.runs, self.results, kick_claimer=self._kick_claimer))
+                                 Notifications(self.runs, self.results, kick_claimer=self._kick_claimer,
+                                               kick_scheduler=self.scheduler.kick if self.scheduler else None))
         self._metrics_servers: list[MetricsServer] = []   # servers started by start_metrics_server()
         self._queue_collector: QueueCollector | None = None
         self._recent_definitions = catalog.Recent()  # workflows started by name (issue 14)
@@ -136,6 +141,13 @@ class Engine:
             if loop is not None:
                 loop.start()
         self.opened = True
+        if self.scheduler is not None:  # schedules: declared ones upserted, then fired here
+            try:
+                await self.schedules.declare()
+            except BaseException:  # e.g. a declared schedule's id taken by another workflow's
+                await self.close(grace=0)
+                raise
+            self.scheduler.start()
         try:
             await asyncio.wait_for(self.listener.connected.wait(), s.connect_timeout_s)
         except asyncio.TimeoutError:
@@ -148,7 +160,7 @@ class Engine:
         if not self.opened:
             return
         self.closing = True
-        for loop in (self.claimer, self.retention, self.timeouts):
+        for loop in (self.claimer, self.retention, self.timeouts, self.scheduler):
             if loop is not None:
                 await loop.stop()
         await self.runs.close(grace)

@@ -342,6 +342,26 @@ class ForkPositionError(DurableError):
         self.run_id = run_id
         self.at = at
         self.history_length = history_length
+# --- schedules (issue 15) -------------------------------------------------------------
+
+
+class ScheduleError(ConfigurationError):
+    """A schedule's definition is invalid: a malformed cron expression (the message names
+    the field and its position), an unknown time zone, both or neither of cron/every, an
+    unknown overlap policy. Nothing was written."""
+
+
+class ScheduleNotFoundError(DurableError):
+    """No schedule has this id (in this database/schema)."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r} in this database/schema; "
+                         "list them with `durable schedules list` (or engine.schedules.list())")
+        self.schedule_id = schedule_id
+
+
+class ScheduleConflictError(DurableError):
+    """A schedule id is already used by a schedule of another workflow. Nothing was written."""
 
 
 # --- the web console (issue 16) ------------------------------------------------------------

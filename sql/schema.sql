@@ -102,6 +102,37 @@ CREATE TABLE durable_runs (
     CONSTRAINT durable_runs_status_valid CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'suspended'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'continued'::text])))
 ) WITH (fillfactor=85, autovacuum_vacuum_scale_factor=0.02, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_insert_scale_factor=0.05);
 
+CREATE TABLE durable_schedules (
+    id text NOT NULL,
+    workflow text NOT NULL,
+    version integer NOT NULL DEFAULT 1,
+    queue text NOT NULL DEFAULT 'default'::text,
+    input jsonb NOT NULL DEFAULT 'null'::jsonb,
+    cron text,
+    every_s double precision,
+    timezone text NOT NULL DEFAULT 'UTC'::text,
+    overlap text NOT NULL DEFAULT 'skip'::text,
+    catchup_window_s double precision NOT NULL DEFAULT 60,
+    paused boolean NOT NULL DEFAULT false,
+    declared boolean NOT NULL DEFAULT false,
+    next_fire_at timestamp with time zone NOT NULL,
+    due_at timestamp with time zone,
+    buffered_at timestamp with time zone,
+    last_fire_at timestamp with time zone,
+    last_run_id uuid,
+    last_run_key bigint,
+    fired bigint NOT NULL DEFAULT 0,
+    skipped bigint NOT NULL DEFAULT 0,
+    missed bigint NOT NULL DEFAULT 0,
+    note text NOT NULL DEFAULT ''::text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT durable_schedules_one_spec CHECK (((cron IS NULL) <> (every_s IS NULL))),
+    CONSTRAINT durable_schedules_overlap_valid CHECK ((overlap = ANY (ARRAY['skip'::text, 'buffer_one'::text, 'allow_all'::text, 'cancel_previous'::text]))),
+    CONSTRAINT durable_schedules_paused_not_due CHECK (((NOT paused) OR (due_at IS NULL))),
+    CONSTRAINT durable_schedules_pkey PRIMARY KEY (id)
+);
+
 CREATE TABLE durable_search_keys (
     key text NOT NULL,
     first_seen timestamp with time zone NOT NULL DEFAULT now(),
@@ -194,6 +225,10 @@ CREATE INDEX durable_runs_queue_idx ON durable_runs USING btree (queue, created_
 CREATE INDEX durable_runs_roots_created_idx ON durable_runs USING btree (created_at, id) WHERE (parent_id IS NULL);
 
 CREATE INDEX durable_runs_workflow_idx ON durable_runs USING btree (workflow text_pattern_ops, created_at, id);
+
+CREATE INDEX durable_schedules_due_idx ON durable_schedules USING btree (due_at) WHERE (due_at IS NOT NULL);
+
+CREATE UNIQUE INDEX durable_schedules_pkey ON durable_schedules USING btree (id);
 
 CREATE UNIQUE INDEX durable_search_keys_pkey ON durable_search_keys USING btree (key);
 

@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded|resume|restart|fork|export|ui``.
+"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded|resume|restart|fork|schedules|export|ui``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -34,6 +34,7 @@ from . import export as cli_export
 from . import inspect as cli_inspect
 from . import redrive as cli_redrive
 from . import registry as cli_registry
+from . import schedules as cli_schedules
 from . import ui as cli_ui
 from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, duration_type, engine, expand_run_ids, import_modules, parse_json, run_id, seconds,
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Replay it against new code with durable.testing.Replayer before a deploy.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout")
+    # schedules (issue 15): durable schedules list|describe|create|pause|resume|trigger|delete|backfill
+    cli_schedules.add_arguments(add("schedules", "list, create and operate schedules (one run per tick)"), common)
     # --- issue 16: the web console ---
     cli_ui.add_parser(add)  # durable ui (durable/cli/ui.py)
     return parser
@@ -307,6 +310,8 @@ def command(name: str) -> Any:
         return getattr(cli_redrive, f"cmd_{name}")
     if name == "export":
         return cli_export.cmd_export
+    if name == "schedules":
+        return cli_schedules.cmd_schedules
     if name == "ui":  # issue 16
         return cli_ui.cmd_ui
     return globals()[f"cmd_{name}"]

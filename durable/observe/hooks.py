@@ -15,7 +15,8 @@ Events and their fields (``*_run_id`` fields are UUIDs; durations are seconds):
 
 =====================  ==============================================================
 ``run.started``        run_id, workflow, queue, parent_run_id (None for a top-level run).
-                       A run was created: ``engine.start``, a child start, or the
+                       A run was created: ``engine.start``, a child start, a schedule's
+                       tick, trigger or backfill (in the process that fired it), or the
                        successor of a continue-as-new or of a retried run.
 ``run.completed``      run_id, workflow, queue, duration_s
 ``run.failed``         run_id, workflow, queue, duration_s, error_type, root_error_type

@@ -6,10 +6,12 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from ..errors import RegistrationError, StepCallError, WorkflowNotFoundError
+from ..errors import RegistrationError, ScheduleError, StepCallError, WorkflowNotFoundError
 from ..retry import RetryPolicy
+from ..ticks import TickSpec
 from . import branches
 
 I = TypeVar("I")  # noqa: E741  (a workflow's input)
@@ -29,6 +31,8 @@ class WorkflowDef(Generic[I, R]):
     result_type: Any
     queue: str = "default"
     execution_timeout: float | None = None
+    schedule: str | timedelta | None = None  # declared schedule: a cron expression or an interval (issue 15)
+    schedule_timezone: str = "UTC"
 
     @property
     def key(self) -> str:
@@ -88,7 +92,8 @@ class _StepDecorator(Protocol):
 
 
 def workflow(name: str, *, version: int = 1, queue: str = "default",
-             execution_timeout: float | None = None) -> _WorkflowDecorator:
+             execution_timeout: float | None = None, schedule: str | timedelta | None = None,
+             schedule_timezone: str = "UTC") -> _WorkflowDecorator:
     """Register ``async def fn(ctx, input)`` as a workflow under a stable ``name``.
 
     The name (not the Python function name) is what the database stores, so renaming or
@@ -97,6 +102,10 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
     claims only runs of the versions it registers) and new runs take the newest. Register
     a new version when the code changes in a way running histories would not replay (or
     guard the change with ``ctx.patched``).
+
+    ``schedule`` (a cron expression, or a ``timedelta`` interval; ``schedule_timezone`` for
+    cron) declares a schedule with the workflow's name as its id, upserted when an engine
+    that executes runs opens (see ``engine.schedules``).
     """
     if not isinstance(name, str) or not name.strip():
         raise RegistrationError("@durable.workflow needs a stable non-empty name, e.g. @durable.workflow('orders.charge')")
@@ -104,6 +113,14 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
         raise RegistrationError(f"workflow {name!r}: version must be a positive int (got {version!r})")
     if execution_timeout is not None and not (0 < execution_timeout <= 10 * 365 * 86400):
         raise RegistrationError(f"workflow {name!r}: execution_timeout must be > 0 seconds and at most 10 years")
+    if schedule is not None:
+        try:
+            if isinstance(schedule, str):
+                TickSpec.parse(schedule, None, schedule_timezone)
+            else:
+                TickSpec.parse(None, schedule, schedule_timezone)
+        except ScheduleError as exc:
+            raise RegistrationError(f"workflow {name!r}: schedule: {exc}") from None
 
     def decorate(fn: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
         if not inspect.iscoroutinefunction(fn):
@@ -120,6 +137,7 @@ def workflow(name: str, *, version: int = 1, queue: str = "default",
             name=name, version=version, fn=fn, takes_input=takes_input,
             input_type=hints.get(params[1].name) if takes_input else None,
             result_type=hints.get("return"), queue=queue, execution_timeout=execution_timeout,
+            schedule=schedule, schedule_timezone=schedule_timezone,
         )
         return register(wf)
 

@@ -228,6 +228,10 @@ CITUS_DISTRIBUTED = ("durable_runs", "durable_events", "durable_signals", "durab
                      "durable_deadlines", "durable_outcomes")
 CITUS_BY_OWNER = ("durable_workers",)
 CITUS_REFERENCE = ("durable_run_keys", "durable_workflows", "durable_search_keys")
+# Tables left on the coordinator as plain local tables (neither distributed nor replicated):
+# schedules are few, read and written only by dispatchers and operators, and a write to a
+# reference table would commit on every node in two phases (sql/0011_schedules.sql).
+CITUS_COORDINATOR = ("durable_schedules",)
 
 
 async def is_citus(conn: psycopg.AsyncConnection[Any]) -> bool:

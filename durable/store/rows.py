@@ -496,6 +496,75 @@ class HistoryRun:
     grafted: bool
 
 
+# --- schedules (issue 15; durable/store/schedules.py) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule's row (``engine.schedules.list()``, ``describe()``)."""
+
+    id: str
+    workflow: str
+    version: int
+    queue: str
+    input: Any
+    cron: str | None
+    every_s: float | None
+    timezone: str
+    overlap: str
+    catchup_window_s: float
+    paused: bool
+    declared: bool
+    next_fire_at: datetime
+    due_at: datetime | None
+    buffered_at: datetime | None
+    last_fire_at: datetime | None
+    last_run_id: uuid.UUID | None
+    last_run_key: int | None
+    fired: int
+    skipped: int
+    missed: int
+    note: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRun:
+    """A run a schedule started (``tick`` None: started by ``trigger``) and its status."""
+
+    run_id: uuid.UUID
+    tick: datetime | None
+    status: str
+    created_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunToStart:
+    """One run a schedule starts (through durable_start_run, as engine.start does)."""
+
+    id: uuid.UUID
+    workflow: str
+    version: int
+    queue: str
+    input: Any  # the JSON value (as read from the schedule's row)
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleAdvance:
+    """What one firing round writes back to a schedule's row."""
+
+    id: str
+    next_fire_at: datetime
+    due_at: datetime
+    buffered_at: datetime | None
+    last_fire_at: datetime | None
+    last_run_id: uuid.UUID | None
+    fired: int
+    skipped: int
+    missed: int
 # --- the web console's live updates (issue 16: durable/ui/live.py) --------------------------
 
 

@@ -51,6 +51,8 @@ class TimeControl:
             e.claimer.kick()
         if e.timeouts is not None:  # overdue runs: expire them now, not at the next round
             e.timeouts.kick()
+        if e.scheduler is not None:  # schedules due at the new time fire now
+            e.scheduler.kick()
 
     async def now(self) -> float:
         """The engine's clock (epoch seconds), offset included."""

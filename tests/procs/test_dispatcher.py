@@ -407,7 +407,10 @@ async def test_idle_dispatcher_one_cheap_read_per_poll_and_no_writes(db, dispatc
         return sum(q.strip().startswith(head) for q in statements)
     claims, beats, held = count("claimable"), count("worker_beat"), count("held_leases")
     sweeps = sum(q.startswith("SELECT durable_expire_runs(") for q in statements)
-    assert claims + sweeps + beats + held == len(statements), \
+    # schedules (issue 15): the schedule loop's probe, every 5 polls when nothing is due
+    probes = sum(q.strip() == SQL["schedules_next_due"] for q in statements)
+    assert probes <= window / 4 + 2, f"{probes} schedule probes in {window} s"
+    assert claims + sweeps + beats + held + probes == len(statements), \
         f"unexpected statements from an idle dispatcher: {statements}"
     # the claim poll every 1 s (jittered 0.8-1.2 s) and the execution-timeout sweep every
     # 5 polls (4-6 s), both reads when nothing is due; a heartbeat (a write and a read)

@@ -11,7 +11,8 @@ import signal
 from typing import Any, Callable
 
 from ..ui.bind import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, check_token
-from .common import OK, USAGE, CliError, engine
+from ..engine import Engine
+from .common import OK, USAGE, CliError
 from .output import Out
 
 try:  # the [ui] extra (starlette, jinja2, uvicorn, sse-starlette)
@@ -40,7 +41,9 @@ async def cmd_ui(args: argparse.Namespace, out: Out) -> int:
     check_token(args.host, token)  # before touching the database
     if ConsoleServer is None:
         raise CliError(USAGE, f"the web console needs its extra: pip install 'durable[ui]' ({_MISSING})")
-    async with engine(args) as e:
+    e = Engine(args.dsn, schema=args.schema, execute=False, migrate=False, pool_size=8, metrics=False,
+               connect_timeout_s=args.connect_timeout)
+    async with e:
         server = ConsoleServer(e, host=args.host, port=args.port, token=token, read_only=args.read_only)
         url = await server.start()
         stop = asyncio.Event()
@@ -66,6 +69,7 @@ def _announce(out: Out, server: Any, url: str, token: str | None) -> None:
     else:
         mode = " (read-only)" if server.read_only else ""
         out.print(f"durable console{mode}: {url}")
-    if token is None and app_token and not server.read_only:
-        out.err(f"actions need this session's token (or start with --token / {TOKEN_ENV}): {app_token}")
+    if token is None and app_token and not server.read_only:  # a token made for this run: the sign-in link
+        out.err(f"actions need this session's token; sign in with {url}login?token={app_token} "
+                f"(or start with --token / {TOKEN_ENV})")
     out.err("Ctrl-C stops")

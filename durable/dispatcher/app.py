@@ -199,6 +199,9 @@ class Dispatcher:
         self.console = console
         log.info("web console at %s%s", url, " (read-only)" if s.ui_read_only else "",
                  extra={"event": "console", "url": url})
+        if s.ui_token is None and not s.ui_read_only:
+            log.warning("the web console's actions need an access token and none was given: set --ui-token "
+                        "(or DURABLE_UI_TOKEN) to cancel, signal or re-drive runs from it")
 
     def _report_ready(self) -> None:
         e = self.engine

@@ -16,6 +16,13 @@ milliseconds:
 - ``run_page_ms``: ``/runs/<id>`` of one of the 1M runs (its history and its tree);
 - ``tree_10k_ms``: ``/runs/<root>`` of the root with 10,000 children (timeline and tree);
 - ``runs_filtered_ms``: ``/?workflow=orders.*&status=failed``;
+- ``engine_wf_per_s_watched`` / ``engine_wf_per_s_unwatched`` / ``engine_watched_ratio``:
+  one-step workflows per second through an executing engine in the bench process
+  (BENCH_LOOPS (32) loops of start -> result, BENCH_WF_N (2,000) runs) while the 100 pages
+  below watch, against the mean of the same before they opened and after they closed (the
+  hub then holds no connection: the engine's own statements are never changed);
+- ``hub_look_ms``: one look of the hub (runs created in the last 3 s, then 50 pinned runs
+  as they are now: 25 roots, 25 children of the 10,000-child tree), median of BENCH_REPEAT; the plans are printed as progress;
 - ``sse_clients_100_cpu_pct``: 100 open live pages (``/events``: 50 runs pages, 50 run
   pages each pinning a different run), idle for BENCH_IDLE_S (20) seconds after a settling
   period: the ``durable ui`` process's CPU (user + system, from /proc) ÷ wall time × 100;
@@ -24,7 +31,7 @@ milliseconds:
   second).
 
 Targets: each page ≤ 200 ms. Env: ``DURABLE_DSN``, ``BENCH_RUNS``, ``BENCH_CHILDREN``,
-``BENCH_REPEAT``, ``BENCH_IDLE_S``, ``BENCH_CLIENTS`` (100).
+``BENCH_REPEAT``, ``BENCH_IDLE_S``, ``BENCH_CLIENTS`` (100), ``BENCH_WF_N``, ``BENCH_LOOPS``.
 """
 
 from __future__ import annotations
@@ -38,10 +45,15 @@ import sys
 import time
 from typing import Any
 
+import uuid
+from datetime import timedelta
+
 import httpx
 
 import durable
+from durable.store import live as store_live
 from durable.store.connections import connect
+from durable.store.statements import q
 
 from .common import bench_schema, progress, run
 
@@ -50,6 +62,8 @@ CHILDREN = int(os.environ.get("BENCH_CHILDREN", "10000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "15"))
 IDLE_S = float(os.environ.get("BENCH_IDLE_S", "20"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "100"))
+WF_N = int(os.environ.get("BENCH_WF_N", "2000"))
+LOOPS = int(os.environ.get("BENCH_LOOPS", "32"))
 CHUNK = 100_000
 NOBODY = "bench-ui-unserved"
 
@@ -190,6 +204,45 @@ async def _statements_per_s(dsn: str, schema: str, pid: int, seconds: float) -> 
         await conn.close()
 
 
+async def _look_ms(dsn: str, schema: str, pinned: list[str]) -> float:
+    """One look of the hub, as it runs them (runs created in the last second, then the
+    pinned runs as they are now), median of BENCH_REPEAT, with the plans printed once."""
+    conn = await connect(dsn, schema=schema, timeout=30)
+    try:
+        since = await store_live.clock(conn) - timedelta(seconds=3)
+        ids = [uuid.UUID(i) for i in pinned]
+        for name, params in (("live_runs_since", {"since": since, "limit": 500}),
+                             ("live_runs_now", {"keys": [store_live.tree_key_of(i) for i in ids], "ids": ids})):
+            cur = await conn.execute(b"EXPLAIN (ANALYZE, BUFFERS) " + q(name).encode(), params)
+            progress(f"plan of {name}:\n" + "\n".join(r[0] for r in await cur.fetchall()))
+        times = []
+        for _ in range(REPEAT):
+            t0 = time.perf_counter()
+            await store_live.created_since(conn, since, 500)
+            await store_live.runs_now(conn, ids)
+            times.append((time.perf_counter() - t0) * 1000)
+        return round(statistics.median(times), 2)
+    finally:
+        await conn.close()
+
+
+async def _throughput(dsn: str, schema: str, n: int) -> float:
+    """One-step workflows per second through an executing engine in this process
+    (BENCH_LOOPS loops of start -> result)."""
+    async with durable.Engine(dsn, schema=schema, migrate=False) as engine:
+        await asyncio.gather(*(engine.run(ui_leaf, i, timeout=60) for i in range(50)))  # warm
+        left = n
+
+        async def loop() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await engine.run(ui_leaf, left, timeout=60)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(LOOPS)))
+        return n / (time.perf_counter() - t0)
+
+
 async def main() -> dict[str, Any]:
     t_start = time.perf_counter()
     figures: dict[str, Any] = {}
@@ -201,6 +254,9 @@ async def main() -> dict[str, Any]:
             cur = await conn.execute("SELECT id FROM durable_runs WHERE parent_id IS NULL AND workflow = "
                                      "'orders.refund' ORDER BY created_at DESC LIMIT %s", (CLIENTS,))
             some = [str(r[0]) for r in await cur.fetchall()]
+            cur = await conn.execute("SELECT id FROM durable_runs WHERE tree_key = %s AND parent_id = %s LIMIT 25",
+                                     (store_live.tree_key_of(uuid.UUID(root)), uuid.UUID(root)))
+            children = [str(r[0]) for r in await cur.fetchall()]
         finally:
             await conn.close()
         proc, base = _serve(dsn, schema)
@@ -212,6 +268,7 @@ async def main() -> dict[str, Any]:
                 figures["runs_filtered_ms"] = await _median_ms(http, f"{base}/?workflow=orders.*&status=failed")
                 figures["runs_fragment_ms"] = await _median_ms(http, f"{base}/?fragment=main")
                 progress(f"pages: {figures}")
+            before = await _throughput(dsn, schema, WF_N)  # no page open yet: the hub holds no connection
             limits = httpx.Limits(max_connections=CLIENTS + 10, max_keepalive_connections=CLIENTS + 10)
             async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as sse:
                 opened: list[int] = []
@@ -229,9 +286,19 @@ async def main() -> dict[str, Any]:
                 figures["sse_clients_100_cpu_pct"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 2)
                 figures["sse_idle_db_statements_per_s"] = statements
                 figures["sse_clients"] = CLIENTS
+                # the engine's throughput while 100 pages watch (the hub LISTENs and looks 4 times a
+                # second under load) against the same with no page open (the hub holds no connection)
+                figures["engine_wf_per_s_watched"] = round(await _throughput(dsn, schema, WF_N), 1)
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(12)  # the hub closes its connection 10 s after the last page left
+            after = await _throughput(dsn, schema, WF_N)
+            progress(f"unwatched: {before:.1f} wf/s before the pages, {after:.1f} after")
+            figures["engine_wf_per_s_unwatched"] = round((before + after) / 2, 1)
+            figures["engine_watched_ratio"] = round(figures["engine_wf_per_s_watched"]
+                                                    / figures["engine_wf_per_s_unwatched"], 3)
+            figures["hub_look_ms"] = await _look_ms(dsn, schema, some[:25] + children)
         finally:
             proc.send_signal(signal.SIGINT)
             try:

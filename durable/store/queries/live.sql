@@ -19,11 +19,17 @@ SELECT r.id, r.tree_key, r.root_id, r.parent_id, r.status, r.created_at,
  LIMIT %(limit)s
 
 -- name: live_runs_now
--- These runs as they are now (tree keys as the hub computed them from the ids; a run made
--- before schema version 7 is found through durable_run_keys).
+-- These runs as they are now, by primary key (tree keys as the hub computed them from the
+-- ids); runs made before schema version 7 are found through durable_run_keys (their map).
 SELECT r.id, r.tree_key, r.root_id, r.parent_id, r.status, r.created_at,
        coalesce((SELECT e.seq FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id
                   ORDER BY e.seq DESC LIMIT 1), 0)
   FROM unnest(%(keys)s::bigint[], %(ids)s::uuid[]) AS w(tree_key, id)
-  LEFT JOIN durable_run_keys k ON k.id = w.id
-  JOIN durable_runs r ON r.tree_key = coalesce(k.tree_key, w.tree_key) AND r.id = w.id
+  JOIN durable_runs r ON r.tree_key = w.tree_key AND r.id = w.id
+UNION ALL
+SELECT r.id, r.tree_key, r.root_id, r.parent_id, r.status, r.created_at,
+       coalesce((SELECT e.seq FROM durable_events e WHERE e.tree_key = r.tree_key AND e.run_id = r.id
+                  ORDER BY e.seq DESC LIMIT 1), 0)
+  FROM durable_run_keys k
+  JOIN durable_runs r ON r.tree_key = k.tree_key AND r.id = k.id
+ WHERE k.id = ANY(%(ids)s::uuid[])

@@ -105,6 +105,7 @@ class LiveHub:
         self.listening = False  # a LISTEN connection is open (only while browsers watch)
         self.ticks = 0  # looks at the database so far (tests and the benchmark read it)
         self.connects = 0  # LISTEN connections opened so far
+        self.backend_pid: int | None = None  # the LISTEN connection's server process
         self._joined = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -256,6 +257,7 @@ class LiveHub:
             raise
         self.listening = True
         self.connects += 1
+        self.backend_pid = conn.info.backend_pid
         return conn
 
     async def _tick(self, conn: Any) -> None:

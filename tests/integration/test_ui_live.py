@@ -9,6 +9,7 @@ import json
 import uuid
 
 import httpx
+import psycopg
 import pytest
 
 pytest.importorskip("sse_starlette")
@@ -143,6 +144,42 @@ async def test_no_browser_no_connection(engine):
         assert hub.ticks == ticks  # no statement while nobody watches
     finally:
         await hub.stop()
+
+
+async def test_a_lost_connection_is_replaced_and_pages_told_to_refetch(engine, db):
+    hub = _hub(engine)
+    await hub.start()
+    try:
+        page = hub._join(None)
+        await eventually(lambda: hub.ticks >= 1, 10, what="the hub to look")
+        conn = await psycopg.AsyncConnection.connect(db.dsn, autocommit=True)
+        try:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (hub.backend_pid,))
+        finally:
+            await conn.close()
+        await _next(page, lambda e: e["kind"] == "resync")
+        assert hub.connects == 2 and hub.listening
+        h = await engine.start(quick, 3)  # and it hears runs again
+        await _next(page, lambda e: e.get("run_id") == str(h.run_id))
+    finally:
+        await hub.stop()
+
+
+async def test_events_need_what_the_app_authorizes(engine):
+    from durable.ui.serve import ConsoleServer
+
+    server = ConsoleServer(engine, host="127.0.0.1", port=0)
+    url = await server.start()
+    try:
+        assert server.hub is not None
+        server.hub.authorize = lambda request: request.headers.get("authorization") == "Bearer let-me-in"
+        async with httpx.AsyncClient(timeout=10) as http:
+            denied = await http.get(url + "events")
+            assert denied.status_code == 401 and "access token" in denied.text
+            async with http.stream("GET", url + "events", headers={"authorization": "Bearer let-me-in"}) as ok:
+                assert ok.status_code == 200
+    finally:
+        await asyncio.wait_for(server.stop(), 10)
 
 
 async def test_stop_ends_every_stream(engine):

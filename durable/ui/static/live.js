@@ -2,8 +2,10 @@
 // The page's <main id="main" data-live="runs|run|workers" data-run-id="..."> is refetched
 // (GET <this url>?fragment=main, which returns main's inner HTML) and swapped when an event
 // concerns it: any run event on the runs and workers pages; on a run page, the run, its
-// children, or any run of its tree. Debounced; never while someone types in a form inside
-// main or a dialog is open; paused while the tab is hidden. EventSource reconnects itself.
+// children, or any run of its tree. Debounced (300 ms; at most one fetch every 2 s on the
+// runs and workers pages, 1 s on a run page, longer when the server is slow); never while
+// someone types in a form inside main or a dialog is open; paused while the tab is hidden.
+// EventSource reconnects itself.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -13,8 +15,10 @@
   if (!live) return;
   var runId = main.getAttribute("data-run-id") || "";
   var rootId = main.getAttribute("data-root-id") || "";
-  var DEBOUNCE_MS = 300, MAX_WAIT_MS = 1500;
-  var timer = null, firstAsk = 0, inFlight = false, again = false;
+  // The first change after a quiet spell shows within DEBOUNCE_MS; under a stream of changes a
+  // page refetches at most every MIN_GAP_MS (longer when the server is slow to answer).
+  var DEBOUNCE_MS = 300, MIN_GAP_MS = live === "run" ? 1000 : 2000;
+  var timer = null, firstAsk = 0, inFlight = false, again = false, lastFetch = 0, lastTook = 0;
 
   var events = new URL("../events", script.src);
   if (live === "run" && runId) events.searchParams.set("run", runId);
@@ -40,8 +44,11 @@
   function schedule() {
     var now = Date.now();
     if (!firstAsk) firstAsk = now;
+    var gap = Math.max(MIN_GAP_MS, 5 * lastTook);
+    var at = Math.max(now + DEBOUNCE_MS, lastFetch + gap);  // trailing: one fetch for a burst
+    at = Math.min(at, Math.max(firstAsk, lastFetch + gap) + DEBOUNCE_MS);  // but never starved by it
     clearTimeout(timer);
-    timer = setTimeout(refresh, Math.max(0, Math.min(DEBOUNCE_MS, firstAsk + MAX_WAIT_MS - now)));
+    timer = setTimeout(refresh, Math.max(0, at - now));
   }
 
   function refresh() {
@@ -50,6 +57,7 @@
     if (busy()) { timer = setTimeout(refresh, 1000); return; }
     firstAsk = 0;
     inFlight = true;
+    lastFetch = Date.now();
     var url = new URL(window.location.href);
     url.searchParams.set("fragment", "main");
     fetch(url.toString(), { credentials: "same-origin", headers: { "Accept": "text/html" } })
@@ -61,7 +69,11 @@
         main.dispatchEvent(new CustomEvent("durable:live-updated", { bubbles: true }));
       })
       .catch(function () { /* the next event tries again */ })
-      .then(function () { inFlight = false; if (again) { again = false; schedule(); } });
+      .then(function () {
+        inFlight = false;
+        lastTook = Date.now() - lastFetch;
+        if (again) { again = false; schedule(); }
+      });
   }
 
   var source = new EventSource(events.toString(), { withCredentials: true });

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc, "
-                    "resume, restart, fork.",
+                    "resume, restart, fork; serve the web console (ui).",
         epilog=f"exit codes:\n{codes}\n\nDurations (every flag): {FORMS}.\n"
                "Run ids: the full id or a unique prefix of at least 4 hex digits (hyphens optional).\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")

@@ -477,6 +477,27 @@ class Engine:
                          before=store_search.decode_cursor(cursor) if cursor is not None else None)
 
 
+    # --- the web console's counts by status (issue 16) -------------------------------------
+
+    async def count_runs_by_status(self, *, workflow: str | None = None, queue: str | None = None,
+                                   created_after: datetime | None = None, created_before: datetime | None = None,
+                                   attributes: dict[str, Any] | None = None, top_level: bool = False,
+                                   cap: int = 10_000) -> tuple[dict[str, int], bool]:
+        """Counts by status among the newest ``cap`` runs matching the filters (those of
+        :meth:`list_runs`), and whether ``cap`` was reached (then they are the counts of that
+        sample, not of every match): one bounded index range at any table size, where an
+        exact count by status reads every matching run."""
+        pool = self._require_open()
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 1_000_000:
+            raise ConfigurationError(f"cap must be an int from 1 to 1000000, got {cap!r}")
+        flt = self._run_filter(None, workflow, queue, created_after, created_before, None, None, None, None,
+                               attributes, top_level, None)
+
+        async def read(conn: Conn) -> tuple[dict[str, int], bool]:
+            return await store_search.status_sample(conn, flt, cap)
+
+        return await run_typed(pool, read, what="counting runs by status")
+
     # --- re-driving runs: resume / restart / fork (durable/runtime/redrive.py) -------------
 
     async def resume(self, run_id: uuid.UUID | str) -> RunHandle[Any]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import uuid
 from dataclasses import asdict
 from typing import Any
 
 from ..errors import ConfigurationError, FailureInfo, RunNotFoundError
 from ..store import inspect as store_inspect
 from ..store import search as store_search
-from ..store.rows import RunFilter, TreeRow
+from ..store.rows import RunFilter
 from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
-from .groups import group_children
+from ..trees import group_children, tree_doc
 from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
 
 
@@ -221,27 +220,10 @@ async def cmd_tree(args: argparse.Namespace, out: Out) -> int:
         rows = await store_inspect.run_tree(conn, rid, args.limit + 1)
     if not rows:
         raise RunNotFoundError(rid)
-    truncated = len(rows) > args.limit
-    nodes = {r["id"]: r for r in rows[: args.limit]} if truncated else {r["id"]: r for r in rows}
-    if rid not in nodes:
-        nodes[rid] = next(r for r in rows if r["id"] == rid)
     now = rows[0]["db_now"]
-    successors = {r["continued_to"] for r in nodes.values() if r["continued_to"] in nodes}
-    kids: dict[uuid.UUID, list[TreeRow]] = {}
-    for r in nodes.values():
-        if r["id"] != rid and r["id"] not in successors and r["parent_id"] in nodes:
-            kids.setdefault(r["parent_id"], []).append(r)
-
-    def doc(r: TreeRow) -> dict[str, Any]:
-        nxt = nodes.get(r["continued_to"]) if r["continued_to"] else None
-        return {"id": r["id"], "workflow": r["workflow"], "status": r["status"], "queue": r["queue"],
-                "created_at": r["created_at"], "started_at": r["started_at"], "finished_at": r["finished_at"],
-                "error": r["error"], "key": r["child_key"], "children": [doc(k) for k in kids.get(r["id"], [])],
-                "continued_as": doc(nxt) if nxt else None}
-
-    tree = doc(nodes[rid])
+    tree, size, truncated = tree_doc(rows, rid, args.limit)
     if out.json_mode:
-        out.json({"tree": tree, "runs": len(nodes), "truncated": truncated})
+        out.json({"tree": tree, "runs": size, "truncated": truncated})
         return OK
 
     render_tree(out, tree if args.all else group_children(tree), now)

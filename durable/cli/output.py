@@ -270,7 +270,7 @@ def render_tree(out: Out, tree: dict[str, Any], now: datetime) -> None:
     parent, continue-as-new successors as ``↪`` lines after their predecessor."""
 
     def label(n: dict[str, Any], cont: bool) -> str:
-        if "group" in n:  # a large fan-out's group (durable/cli/groups.py)
+        if "group" in n:  # a large fan-out's group (durable/trees.py)
             g = n["group"]
             key = f" key {g['key_prefix']}" if g["key_prefix"] else ""
             counts = ", ".join(f"{k} {out.status(s)}" for s, k in g["by_status"].items())

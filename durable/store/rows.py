@@ -344,6 +344,38 @@ class TreeRow(TypedDict):
     db_now: datetime
 
 
+class TreeShapeRow(TypedDict):
+    """One run of a tree's shape (the web console's run page), ids as text."""
+
+    id: str
+    parent_id: str | None
+    continued_to: str | None
+    workflow: str
+    status: str
+    child_key: str | None
+
+
+class TreeBriefRow(TypedDict):
+    """Queue, times and root cause ({type, message}) of a run shown in a tree."""
+
+    id: str
+    queue: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: dict[str, Any] | None
+
+
+class PendingSignalRow(TypedDict):
+    """A signal sent to a run and not received yet (the web console's run page)."""
+
+    id: int
+    name: str
+    payload: str | None  # its JSON text, cut to 500 characters
+    delivery_id: str | None
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class RunFilter:
     """Which runs ``durable runs`` lists (every field optional; all given must hold)."""
@@ -383,6 +415,7 @@ class RunSummary:
     finished_at: datetime | None
     error_type: str | None           # the root cause's type (the innermost link of its error's chain)
     error_message: str | None = None  # the root cause's message, cut to 200 characters
+    attempt: int = 1                  # its attempt (a child retried by its retry policy: 2, 3, ...)
 
 
 @dataclass(frozen=True, slots=True)

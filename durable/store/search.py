@@ -5,6 +5,7 @@ CLI's ``durable runs`` / ``durable count``, composed from the fixed fragments of
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -150,7 +151,7 @@ async def list_runs(conn: Conn, f: RunFilter, limit: int) -> RunPage:
         now = clock[0]
     runs = [RunSummary(id=r[0], workflow=r[1], version=r[2], queue=r[3], status=r[4], parent_id=r[5], root_id=r[6],
                        child_key=r[7], attributes=r[8], created_at=r[9], started_at=r[10], finished_at=r[11],
-                       error_type=r[12], error_message=r[14]) for r in rows[:limit]]
+                       error_type=r[12], error_message=r[14], attempt=r[15]) for r in rows[:limit]]
     nxt = encode_cursor(runs[-1].created_at, runs[-1].id) if len(rows) > limit else None
     return RunPage(runs=runs, next_cursor=nxt, db_now=now)
 
@@ -195,3 +196,17 @@ async def set_attributes(conn: Conn, tree_key: int, run_id: uuid.UUID, epoch: in
         "key": tree_key, "id": run_id, "epoch": epoch, "seq": seq, "pos": pos, "op": op,
         "attrs": Jsonb(attrs)})).fetchone()
     return bool(row and row[0])
+
+
+# --- the web console's counts by status (issue 16) -----------------------------------------
+
+
+async def status_sample(conn: Conn, f: RunFilter, cap: int) -> tuple[dict[str, int], bool]:
+    """Counts by status among the newest ``cap`` runs matching ``f`` (its statuses and
+    cursor ignored) and whether ``cap`` was reached (then the counts are of a sample: the
+    newest ``cap``). One index range, newest first: bounded at any table size."""
+    where, params = await _where(conn, dataclasses.replace(f, statuses=(), before=None))
+    rows = await (await conn.execute(_compose("_search_status_sample", where, "_search_status_sample_tail"),
+                                     [*params, cap])).fetchall()
+    counts = {r[0]: int(r[1]) for r in rows}
+    return counts, bool(rows) and int(rows[0][2]) >= cap

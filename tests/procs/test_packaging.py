@@ -111,6 +111,10 @@ def test_wheel_contains_migrations_and_migrates(tmp_path: Path, pg_dsn: str, fre
     assert "durable/_sql/0001_initial.sql" in names, sorted(names)
     for mig in sorted(p.name for p in (ROOT / "sql").glob("[0-9][0-9][0-9][0-9]_*.sql")):
         assert f"durable/_sql/{mig}" in names
+    # the web console's templates and static files (issue 16): served from the package, no CDN
+    ui = ROOT / "durable" / "ui"
+    for asset in sorted([*ui.glob("templates/*.html"), *ui.glob("static/*")]):
+        assert f"durable/ui/{asset.relative_to(ui).as_posix()}" in names, asset
 
     py, how = _install(wheel, tmp_path)
     run_dir = tmp_path / "elsewhere"  # not the checkout, so `import durable` cannot find the source

@@ -57,3 +57,40 @@ SELECT m.id FROM (
     UNION
     SELECT k.id FROM durable_run_keys k WHERE k.id BETWEEN %(lo)s AND %(hi)s
 ) m ORDER BY m.id LIMIT %(limit)s
+
+-- name: queue_depths_async
+-- (the web console's workers page; the same as queue_depths)
+SELECT queue, ready, oldest, waiting FROM durable_queue_depths()
+
+-- name: tree_shape
+-- (the web console's run page) the shape of a tree: every run's id, parent, successor,
+-- workflow, status and child key, at most %(limit)s, oldest first. One index range on the
+-- tree key (where run_tree walks the tree one lookup per run); ids as text: a 10,000-child
+-- fan-out is read and grouped without decoding 30,000 UUIDs. The runs shown one by one get
+-- their times and errors from tree_runs_brief.
+SELECT r.id::text, r.parent_id::text, r.continued_to::text, r.workflow, r.status, r.child_key
+  FROM durable_runs r WHERE r.tree_key = %(key)s
+ ORDER BY r.created_at, r.id LIMIT %(limit)s
+
+-- name: tree_runs_brief
+-- (the web console's run page) times and the root cause of the runs of a tree it shows one
+-- by one (an error document carries a traceback of up to 8 kB: only its root's type and
+-- message are read).
+SELECT r.id::text, r.queue, r.created_at, r.started_at, r.finished_at,
+       CASE WHEN r.error IS NULL THEN NULL
+            ELSE jsonb_build_object('type', coalesce(r.error #>> '{root,type}', r.error ->> 'type'),
+                                    'message', left(coalesce(r.error #>> '{root,message}', r.error ->> 'message',
+                                                             r.error ->> 'reason'), 200)) END AS error
+  FROM durable_runs r WHERE r.tree_key = %(key)s AND r.id = ANY(%(ids)s::uuid[])
+
+-- name: pending_signals
+-- (the web console's run page) signals sent to a run and not received yet, oldest first,
+-- payloads cut to 500 characters of JSON text.
+SELECT id, name, left(payload::text, 500) AS payload, delivery_id, created_at FROM durable_signals
+ WHERE tree_key = %(key)s AND run_id = %(id)s AND consumed_seq IS NULL ORDER BY id LIMIT %(limit)s
+
+-- name: runs_existing
+-- (the web console's search by idempotency key) which of these ids are runs: one statement
+-- for the candidate ids of every registered workflow, by the primary key (tree keys pruned
+-- to the candidates' trees; an id names its own tree).
+SELECT r.id FROM durable_runs r WHERE r.tree_key = ANY(%(keys)s::bigint[]) AND r.id = ANY(%(ids)s::uuid[])

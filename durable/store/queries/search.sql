@@ -11,7 +11,8 @@
 SELECT id, workflow, version, queue, status, parent_id, root_id, child_key, coalesce(attributes, '{}') AS attributes,
        created_at, started_at, finished_at, coalesce(error #>> '{root,type}', error ->> 'type') AS error_type,
        now() AS db_now,
-       left(coalesce(error #>> '{root,message}', error ->> 'message', error ->> 'reason'), 200) AS error_message
+       left(coalesce(error #>> '{root,message}', error ->> 'message', error ->> 'reason'), 200) AS error_message,
+       attempt
   FROM durable_runs
 
 -- name: _search_order
@@ -99,3 +100,11 @@ EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
 
 -- name: _explain_analyze
 EXPLAIN (ANALYZE, BUFFERS)
+
+-- name: _search_status_sample
+-- (the web console's counts by status: durable/ui) the statuses of the newest matching runs,
+-- at most %s of them (an index range newest first, never a count over every run)
+SELECT status, count(*) AS n, sum(count(*)) OVER () AS sampled FROM (SELECT status FROM durable_runs
+
+-- name: _search_status_sample_tail
+ ORDER BY created_at DESC, id DESC LIMIT %s) s GROUP BY status

@@ -165,18 +165,23 @@ async def test_a_lost_connection_is_replaced_and_pages_told_to_refetch(engine, d
         await hub.stop()
 
 
-async def test_events_need_what_the_app_authorizes(engine):
+async def test_events_need_the_token_when_the_pages_do(engine):
+    """Served with a token, /events answers only whom the pages answer (a bearer header, or
+    the session cookie of the login form); without one it is open like the pages."""
     from durable.ui.serve import ConsoleServer
 
-    server = ConsoleServer(engine, host="127.0.0.1", port=0)
+    token = "live-events-token-1"
+    server = ConsoleServer(engine, host="127.0.0.1", port=0, token=token)
     url = await server.start()
     try:
-        assert server.hub is not None
-        server.hub.authorize = lambda request: request.headers.get("authorization") == "Bearer let-me-in"
         async with httpx.AsyncClient(timeout=10) as http:
             denied = await http.get(url + "events")
             assert denied.status_code == 401 and "access token" in denied.text
-            async with http.stream("GET", url + "events", headers={"authorization": "Bearer let-me-in"}) as ok:
+            async with http.stream("GET", url + "events", headers={"authorization": f"Bearer {token}"}) as ok:
+                assert ok.status_code == 200
+            signed = await http.get(url + f"login?token={token}")  # sets the session cookie
+            assert signed.status_code in (200, 303)
+            async with http.stream("GET", url + "events") as ok:
                 assert ok.status_code == 200
     finally:
         await asyncio.wait_for(server.stop(), 10)

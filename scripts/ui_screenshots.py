@@ -101,7 +101,9 @@ async def main(folder: Path) -> None:
                                                       args=["--no-sandbox", "--disable-gpu"])
                     page = await browser.new_page(viewport={"width": 1200, "height": 760})
                     folder.mkdir(parents=True, exist_ok=True)
-                    for name, path in (("runs", "/?top=1"), ("run", f"/runs/{root.run_id}"), ("workers", "/workers")):
+                    for name, path, height in (("runs", "/?top=1", 540), ("run", f"/runs/{root.run_id}", 760),
+                                                ("workers", "/workers", 330)):
+                        await page.set_viewport_size({"width": 1200, "height": height})
                         await page.goto(url + path)
                         await page.wait_for_load_state("networkidle")
                         await page.screenshot(path=str(folder / f"ui-{name}.png"))

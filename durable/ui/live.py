@@ -169,8 +169,6 @@ class LiveHub:
     def _join(self, pin: uuid.UUID | None) -> _Client:
         client = _Client(self.queue_size, pin)
         self.clients.add(client)
-        if pin is not None:
-            self._known.pop(pin, None)  # first look: tell the page its root
         self._joined.set()
         if self._task is None and not self._closing:  # an app served without start(): start on demand
             self._task = asyncio.create_task(self._run(), name="durable-ui-live")

@@ -286,7 +286,7 @@ async def main() -> dict[str, Any]:
                 figures["sse_clients_100_cpu_pct"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 2)
                 figures["sse_idle_db_statements_per_s"] = statements
                 figures["sse_clients"] = CLIENTS
-                # the engine's throughput while 100 pages watch (the hub LISTENs and looks 4 times a
+                # the engine's throughput while 100 pages watch (the hub LISTENs and looks once a
                 # second under load) against the same with no page open (the hub holds no connection)
                 figures["engine_wf_per_s_watched"] = round(await _throughput(dsn, schema, WF_N), 1)
                 for t in tasks:

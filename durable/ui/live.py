@@ -56,7 +56,6 @@ Event = dict[str, Any]
 TERMINAL = frozenset({"completed", "failed", "cancelled", "continued"})
 _MARGIN = timedelta(seconds=2)  # created_at is a transaction's start: a slow insert commits late
 _CATCH_UP = timedelta(seconds=5)
-_MIN_GAP_S = 0.25  # a busy engine notifies all the time: look at the database at most 4 times a second
 
 
 class _Client:
@@ -85,7 +84,7 @@ class LiveHub:
 
     def __init__(self, dsn: str, *, schema: str = "durable", channel: str | None = None,
                  poll_interval_s: float = 1.0, keepalive_s: float = 15.0, queue_size: int = 64,
-                 track_limit: int = 2000, max_events_per_tick: int = 50, idle_close_s: float = 10.0,
+                 track_limit: int = 500, max_events_per_tick: int = 50, idle_close_s: float = 10.0,
                  connect_timeout_s: float = 10.0) -> None:
         if poll_interval_s <= 0 or keepalive_s <= 0 or queue_size < 2 or track_limit < 1:
             raise ValueError("poll_interval_s and keepalive_s must be > 0, queue_size >= 2, track_limit >= 1")
@@ -267,8 +266,9 @@ class LiveHub:
         wait = max(0.0, self._last_look + self.poll_interval_s - loop.time())
         async for note in conn.notifies(timeout=wait, stop_after=1):
             _route(note.payload, woken, queues)
-        if woken or queues:  # batch what comes with it: at most one look per _MIN_GAP_S
-            batch = max(0.05, self._last_look + _MIN_GAP_S - loop.time())
+        if woken or queues:  # batch what comes with it: a busy engine notifies all the time, and
+            # the hub looks at most once per poll interval (at once after a quiet spell)
+            batch = max(0.05, self._last_look + self.poll_interval_s - loop.time())
             async for note in conn.notifies(timeout=batch, stop_after=10_000):
                 _route(note.payload, woken, queues)
         self._last_look = loop.time()

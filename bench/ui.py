@@ -19,8 +19,8 @@ milliseconds:
 - ``engine_wf_per_s_watched`` / ``engine_wf_per_s_unwatched`` / ``engine_watched_ratio``:
   one-step workflows per second through an executing engine in the bench process
   (BENCH_LOOPS (32) loops of start -> result, BENCH_WF_N (2,000) runs) while the 100 pages
-  below watch, against the mean of the same before they opened and after they closed (the
-  hub then holds no connection: the engine's own statements are never changed);
+  below watch and while none does (the hub then holds no connection: the engine's own
+  statements are never changed), alternated BENCH_ROUNDS (3) times, medians;
 - ``hub_look_ms``: one look of the hub (runs created in the last 3 s, then 50 pinned runs
   as they are now: 25 roots, 25 children of the 10,000-child tree), median of BENCH_REPEAT; the plans are printed as progress;
 - ``sse_clients_100_cpu_pct``: 100 open live pages (``/events``: 50 runs pages, 50 run
@@ -31,18 +31,21 @@ milliseconds:
   second).
 
 Targets: each page ≤ 200 ms. Env: ``DURABLE_DSN``, ``BENCH_RUNS``, ``BENCH_CHILDREN``,
-``BENCH_REPEAT``, ``BENCH_IDLE_S``, ``BENCH_CLIENTS`` (100), ``BENCH_WF_N``, ``BENCH_LOOPS``.
+``BENCH_REPEAT``, ``BENCH_IDLE_S``, ``BENCH_CLIENTS`` (100), ``BENCH_WF_N``, ``BENCH_LOOPS``,
+``BENCH_ROUNDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uuid
@@ -64,6 +67,7 @@ IDLE_S = float(os.environ.get("BENCH_IDLE_S", "20"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "100"))
 WF_N = int(os.environ.get("BENCH_WF_N", "2000"))
 LOOPS = int(os.environ.get("BENCH_LOOPS", "32"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CHUNK = 100_000
 NOBODY = "bench-ui-unserved"
 
@@ -187,6 +191,28 @@ def _client_ports(pid: int) -> list[int]:
     return ports
 
 
+@contextlib.asynccontextmanager
+async def _watchers(base: str, runs: list[str]) -> AsyncIterator[None]:
+    """CLIENTS open live pages (half runs pages, half run pages pinning a run each), settled."""
+    limits = httpx.Limits(max_connections=CLIENTS + 10, max_keepalive_connections=CLIENTS + 10)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as sse:
+        opened: list[int] = []
+        urls = [f"{base}/events" if i % 2 == 0 else f"{base}/events?run={runs[i % len(runs)]}"
+                for i in range(CLIENTS)]
+        tasks = [asyncio.create_task(_hold(sse, u, opened)) for u in urls]
+        try:
+            while len(opened) < CLIENTS:
+                await asyncio.sleep(0.1)
+            if any(code != 200 for code in opened):
+                raise RuntimeError(f"event streams refused: {sorted(set(opened))}")
+            await asyncio.sleep(3)  # settle: the hub's first looks, the hellos
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _statements_per_s(dsn: str, schema: str, pid: int, seconds: float) -> float:
     """Statements the console process's database connections started (pg_stat_activity's
     query_start per backend, sampled every 20 ms)."""
@@ -268,34 +294,26 @@ async def main() -> dict[str, Any]:
                 figures["runs_filtered_ms"] = await _median_ms(http, f"{base}/?workflow=orders.*&status=failed")
                 figures["runs_fragment_ms"] = await _median_ms(http, f"{base}/?fragment=main")
                 progress(f"pages: {figures}")
-            before = await _throughput(dsn, schema, WF_N)  # no page open yet: the hub holds no connection
-            limits = httpx.Limits(max_connections=CLIENTS + 10, max_keepalive_connections=CLIENTS + 10)
-            async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as sse:
-                opened: list[int] = []
-                urls = [f"{base}/events" if i % 2 == 0 else f"{base}/events?run={some[i % len(some)]}"
-                        for i in range(CLIENTS)]
-                tasks = [asyncio.create_task(_hold(sse, u, opened)) for u in urls]
-                while len(opened) < CLIENTS:
-                    await asyncio.sleep(0.1)
-                if any(code != 200 for code in opened):
-                    raise RuntimeError(f"event streams refused: {sorted(set(opened))}")
-                await asyncio.sleep(5)  # settle: the hub's first looks, the hellos
+            # 100 idle live pages: the server's CPU and its statements
+            async with _watchers(base, some) as _:
                 cpu0, t0 = _cpu_s(proc.pid), time.perf_counter()
                 statements = await _statements_per_s(dsn, schema, proc.pid, IDLE_S)
                 cpu1, t1 = _cpu_s(proc.pid), time.perf_counter()
-                figures["sse_clients_100_cpu_pct"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 2)
-                figures["sse_idle_db_statements_per_s"] = statements
-                figures["sse_clients"] = CLIENTS
-                # the engine's throughput while 100 pages watch (the hub LISTENs and looks once a
-                # second under load) against the same with no page open (the hub holds no connection)
-                figures["engine_wf_per_s_watched"] = round(await _throughput(dsn, schema, WF_N), 1)
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.sleep(12)  # the hub closes its connection 10 s after the last page left
-            after = await _throughput(dsn, schema, WF_N)
-            progress(f"unwatched: {before:.1f} wf/s before the pages, {after:.1f} after")
-            figures["engine_wf_per_s_unwatched"] = round((before + after) / 2, 1)
+            figures["sse_clients_100_cpu_pct"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 2)
+            figures["sse_idle_db_statements_per_s"] = statements
+            figures["sse_clients"] = CLIENTS
+            # the engine's throughput while the 100 pages watch (the hub LISTENs and looks once a
+            # second under load) and while none does (the hub holds no connection), alternated
+            watched: list[float] = []
+            unwatched: list[float] = []
+            for _ in range(ROUNDS):
+                await asyncio.sleep(12)  # the hub closes its connection 10 s after the last page left
+                unwatched.append(await _throughput(dsn, schema, WF_N))
+                async with _watchers(base, some) as _:
+                    watched.append(await _throughput(dsn, schema, WF_N))
+            progress(f"engine wf/s watched {[round(x) for x in watched]}, unwatched {[round(x) for x in unwatched]}")
+            figures["engine_wf_per_s_watched"] = round(statistics.median(watched), 1)
+            figures["engine_wf_per_s_unwatched"] = round(statistics.median(unwatched), 1)
             figures["engine_watched_ratio"] = round(figures["engine_wf_per_s_watched"]
                                                     / figures["engine_wf_per_s_unwatched"], 3)
             figures["hub_look_ms"] = await _look_ms(dsn, schema, some[:25] + children)
@@ -307,7 +325,7 @@ async def main() -> dict[str, Any]:
                 proc.kill()
     keys = ("runs_page_ms", "run_page_ms", "tree_10k_ms", "sse_clients_100_cpu_pct")
     figures = {**{k: figures[k] for k in keys}, **figures}
-    figures.update(runs=RUNS, children=CHILDREN, repeat=REPEAT, idle_s=IDLE_S,
+    figures.update(runs=RUNS, children=CHILDREN, repeat=REPEAT, idle_s=IDLE_S, rounds=ROUNDS,
                    seconds=round(time.perf_counter() - t_start, 1))
     return figures
 

@@ -362,3 +362,15 @@ class ScheduleNotFoundError(DurableError):
 
 class ScheduleConflictError(DurableError):
     """A schedule id is already used by a schedule of another workflow. Nothing was written."""
+
+
+# --- the web console (issue 16) ------------------------------------------------------------
+
+
+class ConsoleBindError(ConfigurationError):
+    """``durable ui`` / ``durable-dispatcher --ui`` refused an address: not ``[HOST:]PORT``,
+    or a bind beyond loopback without an access token (``host`` says which). Nothing started."""
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host

@@ -1,4 +1,4 @@
-"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded|resume|restart|fork|schedules``.
+"""The operator CLI: ``durable migrate|start|runs|count|show|tree|wait|cancel|signal|gc|demo|workers|workflows|embedded|resume|restart|fork|schedules|export|ui``.
 
 Human output by default (aligned tables, trees, colours on a terminal unless NO_COLOR is
 set); ``--json`` prints one JSON document for scripts. Exit codes are listed in
@@ -35,6 +35,7 @@ from . import inspect as cli_inspect
 from . import redrive as cli_redrive
 from . import registry as cli_registry
 from . import schedules as cli_schedules
+from . import ui as cli_ui
 from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUND, OK, TIMEOUT, USAGE, CliError,
                      connection, duration_type, engine, expand_run_ids, import_modules, parse_json, run_id, seconds,
                      settings)
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operate durable workflows: migrate, start, list, inspect, wait for, cancel, signal, gc, "
-                    "resume, restart, fork.",
+                    "resume, restart, fork; serve the web console (ui).",
         epilog=f"exit codes:\n{codes}\n\nDurations (every flag): {FORMS}.\n"
                "Run ids: the full id or a unique prefix of at least 4 hex digits (hyphens optional).\n"
                "Environment: DURABLE_DSN, DURABLE_SCHEMA, DURABLE_MODULES, NO_COLOR.")
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout")
     # schedules (issue 15): durable schedules list|describe|create|pause|resume|trigger|delete|backfill
     cli_schedules.add_arguments(add("schedules", "list, create and operate schedules (one run per tick)"), common)
+    # --- issue 16: the web console ---
+    cli_ui.add_parser(add)  # durable ui (durable/cli/ui.py)
     return parser
 
 
@@ -309,6 +312,8 @@ def command(name: str) -> Any:
         return cli_export.cmd_export
     if name == "schedules":
         return cli_schedules.cmd_schedules
+    if name == "ui":  # issue 16
+        return cli_ui.cmd_ui
     return globals()[f"cmd_{name}"]
 
 

@@ -24,6 +24,12 @@ from durable.observe import metrics
 from durable.errors import ConfigurationError, DatabaseUnavailableError, DurableError
 from durable.runtime.registry import WorkflowDef, all_versions
 
+try:  # the web console (--ui) needs the [ui] extra
+    from durable.ui.serve import ConsoleServer
+except ImportError as _exc:
+    ConsoleServer = None  # type: ignore[assignment, misc]
+    _UI_MISSING = str(_exc)
+
 from .health import Health
 from .settings import DispatcherSettings
 from .shutdown import Shutdown
@@ -79,6 +85,7 @@ class Dispatcher:
         self.health = Health(self.readiness)
         self.server: Any = None
         self.collector: Any = None
+        self.console: Any = None  # the web console (--ui)
 
     # --- probes (called from the metrics server's thread) ---------------------------------
 
@@ -113,8 +120,11 @@ class Dispatcher:
                 raise StartupError(str(exc), EXIT_BAD_SETTINGS) from None
             if not await self._open_engine():
                 return EXIT_OK  # asked to stop while waiting for the database
+            await self._start_console()
             self._report_ready()
             await self.shutdown.requested.wait()
+            if self.console is not None:
+                await self.console.stop()
             await self.engine.close(grace=s.shutdown_grace_s)
             log.info("dispatcher stopped cleanly", extra={"owner": self.engine.owner})
             return EXIT_OK
@@ -122,6 +132,8 @@ class Dispatcher:
             log.error("%s", exc)
             return exc.code
         finally:
+            if self.console is not None:
+                await self.console.stop()
             if self.engine is not None and self.engine.opened:
                 await self.engine.close(grace=0)
             if self.collector is not None:
@@ -167,6 +179,29 @@ class Dispatcher:
                 return False
             except asyncio.TimeoutError:
                 delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _start_console(self) -> None:
+        """``--ui``: serve the web console from this dispatcher's engine."""
+        bind = self.settings.ui_bind()
+        if bind is None:
+            return
+        if ConsoleServer is None:
+            raise StartupError(f"--ui needs the web console's extra: pip install 'durable[ui]' ({_UI_MISSING})",
+                               EXIT_BAD_SETTINGS)
+        assert self.engine is not None
+        s = self.settings
+        try:
+            console = ConsoleServer(self.engine, host=bind[0], port=bind[1], token=s.ui_token,
+                                    read_only=s.ui_read_only, token_flag="--ui-token")
+            url = await console.start()
+        except ConfigurationError as exc:  # the port is taken
+            raise StartupError(str(exc), EXIT_BAD_SETTINGS) from None
+        self.console = console
+        log.info("web console at %s%s", url, " (read-only)" if s.ui_read_only else "",
+                 extra={"event": "console", "url": url})
+        if s.ui_token is None and not s.ui_read_only:
+            log.warning("the web console's actions need an access token and none was given: set --ui-token "
+                        "(or DURABLE_UI_TOKEN) to cancel, signal or re-drive runs from it")
 
     def _report_ready(self) -> None:
         e = self.engine

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Mapping, Sequence, get_args, get_origin
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from durable.config import DURATION, EngineSettings, Seconds
 from durable.errors import ConfigurationError
 from durable.store.connections import validate_dsn
+from durable.ui.bind import check_token, parse_bind
 
 __all__ = ["DEFAULT_METRICS_PORT", "OPTIONS", "DispatcherSettings", "EnvironmentSource", "Option",
            "build_parser", "load_settings"]
@@ -68,6 +69,13 @@ class DispatcherSettings(EngineSettings, BaseSettings):
                                                                       "line: ts, level, logger, message, exc)")
     no_wait: bool = Field(False, description="exit with an error when the database is unreachable at start, "
                                              "instead of retrying with backoff")
+    # the web console (issue 16): durable.ui, served next to the dispatcher
+    ui: str | None = Field(None, description="serve the web console on [HOST:]PORT (HOST defaults to 127.0.0.1; "
+                                             "any other address needs --ui-token); needs pip install 'durable[ui]'")
+    ui_token: str | None = Field(None, validate_default=True,
+                                 description="the console's access token (at least 8 characters): required for "
+                                             "actions, and for every page when given")
+    ui_read_only: bool = Field(False, description="the console shows everything and allows no action")
 
     @classmethod
     def settings_customise_sources(
@@ -112,6 +120,31 @@ class DispatcherSettings(EngineSettings, BaseSettings):
             if not all(part.isidentifier() for part in m.split(".")):
                 raise ValueError(f"{m!r} is not an importable module path (e.g. myapp.workflows)")
         return v
+
+    @field_validator("ui")
+    @classmethod
+    def _ui_ok(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_bind(v)
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("ui_token")
+    @classmethod
+    def _ui_token_ok(cls, v: str | None, info: ValidationInfo) -> str | None:
+        ui = info.data.get("ui")
+        if ui is not None:
+            try:
+                check_token(parse_bind(ui)[0], v, flag="--ui-token")
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    def ui_bind(self) -> tuple[str, int] | None:
+        """Where --ui serves the console: (host, port), or None without --ui."""
+        return None if self.ui is None else parse_bind(self.ui)
 
     @field_validator("log_level", mode="before")
     @classmethod

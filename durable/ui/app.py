@@ -16,7 +16,7 @@ is given."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,12 +29,7 @@ from ..errors import DurableError
 from . import actions, views
 from .auth import Guard
 from .console import HERE, Console
-
-if TYPE_CHECKING:  # U2's live-update hub (durable/ui/live.py): only its routes are needed here
-    from typing import Protocol
-
-    class LiveHub(Protocol):
-        def routes(self) -> list[BaseRoute]: ...
+from .live import LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +37,7 @@ Handler = Callable[[Console, Request], Awaitable[Response]]
 
 
 def create_app(engine: Engine, *, token: str | None = None, read_only: bool = False,
-               hub: "LiveHub | None" = None) -> Starlette:
+               hub: LiveHub | None = None) -> Starlette:
     """The console for ``engine`` (an open Engine; ``execute=False`` is enough).
 
     ``token``: the access token. Given, every page needs it (a bearer header, or the login
@@ -76,7 +71,8 @@ def create_app(engine: Engine, *, token: str | None = None, read_only: bool = Fa
         Route("/logout", bind(views.logout), methods=["POST"], name="logout"),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    if hub is not None:
+    if hub is not None:  # the live events are shown to whom the pages are (same token, same cookie)
+        hub.authorize = guard.may_view
         routes += hub.routes()
 
     async def not_found(request: Request, exc: Any) -> Response:

@@ -59,8 +59,6 @@ class ConsoleServer:
         self.hub = LiveHub.for_engine(self.engine, **self.hub_options)
         await self.hub.start()
         self.app = create_app(self.engine, token=self.token, read_only=self.read_only, hub=self.hub)
-        if self.token is not None:  # the live events are shown to whom the pages are (same token, same cookie)
-            self.hub.authorize = Guard(self.token, read_only=self.read_only).may_view
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
                                 lifespan="auto", timeout_graceful_shutdown=3, ws="none")
         self.server = _Server(config)

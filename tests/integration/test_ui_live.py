@@ -241,3 +241,20 @@ async def _is(h, status: str) -> bool:
 
 async def _is_id(engine, run_id: uuid.UUID, status: str) -> bool:
     return (await engine.info(run_id)).status == status
+
+
+async def test_events_of_a_mounted_app_need_the_token_too(engine):
+    """An embedder's create_app(engine, token=..., hub=hub) guards /events like its pages."""
+    from durable.ui import create_app
+
+    token = "mounted-events-token-1"
+    hub = _hub(engine)
+    await hub.start()
+    try:
+        app = create_app(engine, token=token, hub=hub)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console",
+                                     timeout=10) as http:
+            denied = await http.get("/events")
+            assert denied.status_code == 401
+    finally:
+        await hub.stop()

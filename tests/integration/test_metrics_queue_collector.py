@@ -104,7 +104,7 @@ def test_queue_collector_reads_database(queue_schema: tuple[str, Any],
         assert got[("durable_runs_waiting", "q1")] == 0
 
         # A connection killed between scrapes is replaced within the same scrape.
-        conn.execute("SELECT pg_terminate_backend(%s)", (collector._conn.info.backend_pid,))
+        conn.execute("SELECT pg_terminate_backend(%s::int)", (collector._conn.info.backend_pid,))
         assert _samples(registry)[("durable_queue_depth", "q2")] == 0
 
         # A database error yields nothing (and a warning), never a failed scrape ...

@@ -17,7 +17,7 @@ from durable.errors import ConfigurationError
 from durable.store.retention import gc
 from durable.testing import TimeControl
 from durable.store.rows import in_tree
-from helpers import count, tree_key
+from helpers import count, eventually, tree_key
 
 OLD, OLDER, YOUNG = 7200, 7300, 600  # seconds since finishing; the cutoff is 3600
 
@@ -169,14 +169,16 @@ async def test_gc_on_real_runs_keeps_what_a_live_parent_needs(engine):
     done = await engine.start(wf_cli.family, 3)
     assert await done.result(timeout=20) == 0 + 1 + 4
     waiting = await engine.start(wf_cli.family_then_signal, 2)
-    for _ in range(200):
-        if (await waiting.info()).status == "suspended":
-            break
-        await asyncio.sleep(0.02)
-    async with engine.pool.connection() as conn:
-        kids = [r[0] for r in await (await conn.execute(
-            "SELECT id FROM durable_runs WHERE parent_id = %s", (waiting.run_id,))).fetchall()]
-    assert len(kids) == 2
+
+    async def kids_done_parent_waiting() -> list[uuid.UUID] | None:
+        """The parent suspends twice (on its children, then on the signal): wait for the second."""
+        async with engine.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT id, status FROM durable_runs WHERE parent_id = %s", (waiting.run_id,))).fetchall()
+        done = len(rows) == 2 and all(st == "completed" for _, st in rows)
+        return [r[0] for r in rows] if done and (await waiting.info()).status == "suspended" else None
+
+    kids = await eventually(kids_done_parent_waiting, what="the children to finish and the parent to wait")
     async with TimeControl(engine) as clock:
         await clock.advance(2 * 3600)
         res = await gc(engine.pool, 3600)

@@ -154,7 +154,7 @@ async def test_a_lost_connection_is_replaced_and_pages_told_to_refetch(engine, d
         await eventually(lambda: hub.ticks >= 1, 10, what="the hub to look")
         conn = await psycopg.AsyncConnection.connect(db.dsn, autocommit=True)
         try:
-            await conn.execute("SELECT pg_terminate_backend(%s)", (hub.backend_pid,))
+            await conn.execute("SELECT pg_terminate_backend(%s::int)", (hub.backend_pid,))
         finally:
             await conn.close()
         await _next(page, lambda e: e["kind"] == "resync")

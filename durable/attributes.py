@@ -74,3 +74,13 @@ def filter_docs(attrs: Any) -> list[list[dict[str, Any]]]:
         else:
             docs.append([{key: value}, {key: [value]}])
     return docs
+
+
+def filter_value(text: str) -> Any:
+    """A filter value as typed by a person (``--attr amount=12.5``, ``attr=tier=gold``): JSON
+    when it parses to a scalar or a list (42, true, ["a","b"]), else the text itself."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return text if isinstance(value, (dict, type(None))) else value

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
+from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["FORMS", "parse_duration"]
+__all__ = ["FORMS", "ago", "duration", "parse_duration", "took"]
 
 FORMS = "plain seconds (90, 0.5) or a number with a unit: 500ms, 10s, 5m, 2h, 30d, 2w, or combined: 1h30m"
 _MAX_AGE_S = 100 * 365 * 86400.0
@@ -46,3 +48,43 @@ def _parse_units(s: str) -> float | None:
     if not _WHOLE.fullmatch(s):
         return None
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(s))
+
+
+# --- durations as people read them (the CLI's tables, the console's pages) ------------------
+
+
+def duration(seconds: float | None) -> str:
+    """850ms, 1.2s, 3m04s, 2h05m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, float(seconds))
+    if s < 1:
+        return f"{s * 1000:.0f}ms"
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    if s < 86400:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+
+
+def ago(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "-"
+    delta = (now - ts).total_seconds()
+    return f"in {duration(-delta)}" if delta < 0 else f"{duration(delta)} ago"
+
+
+def took(run: Any, now: datetime) -> str:
+    """How long a run ran (so far, with …, when it has not finished); ``run`` a row dict
+    or an object with started_at / created_at / finished_at."""
+    def get(name: str) -> Any:
+        return run.get(name) if isinstance(run, dict) else getattr(run, name, None)
+
+    start = get("started_at") or get("created_at")
+    if start is None:
+        return "-"
+    end = get("finished_at")
+    secs = ((end or now) - start).total_seconds()
+    return duration(secs) if end else duration(secs) + "…"

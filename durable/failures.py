@@ -36,6 +36,17 @@ MAX_DETAILS = 4096       # bytes of one link's details, as JSON
 MAX_LINKS = 8            # links kept in a chain (the outermost ones and the root)
 
 
+def root_line(error: dict[str, Any]) -> str:
+    """``Type: message`` of an error document's root cause (the innermost link of its cause
+    chain, e.g. ``Declined: card refused``), else of the document itself."""
+    root = error.get("root")
+    if isinstance(root, dict) and root.get("type"):
+        error = root
+    kind = error.get("type") or "Error"
+    msg = error.get("message") or error.get("reason") or ""
+    return f"{kind}: {msg}" if msg else str(kind)
+
+
 def error_doc(exc: BaseException) -> dict[str, Any]:
     """The journaled form of an exception: type, message, traceback, and its cause chain."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -28,7 +28,7 @@ from ..errors import (AmbiguousRunIdError, ConfigurationError, DatabaseUnavailab
                       PayloadError, RegistrationError, RunCancelledError, RunFailedError, RunFinishedError,
                       RunNotFoundError, RunNotResumableError, RunTimeoutError, SchemaVersionError,
                       SearchAttributeError, WorkflowNotFoundError)
-from ..durations import FORMS
+from ..durations import FORMS, duration
 from ..store import migrate, retention
 from . import export as cli_export
 from . import inspect as cli_inspect
@@ -41,7 +41,7 @@ from .common import (CLOSED_STDOUT, DB_UNAVAILABLE, EXIT_CODES, FAILED, NOT_FOUN
                      settings)
 from .demo import run_demo
 from .embedded import cmd_embedded
-from .output import Out, duration, error_line
+from .output import Out, error_line
 
 # --- commands -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from ..durations import duration
 from ..engine import Engine
 from ..errors import RunFailedError, RunTimeoutError
 from ..observe import hooks
@@ -23,7 +24,7 @@ from ..runtime.context import Context
 from ..runtime.registry import step, workflow
 from ..store import connections as db
 from ..store.embedded import default_data_dir
-from .output import Out, duration
+from .output import Out
 
 ORDERS = ["A-1001", "A-1002", "A-1003"]
 FLAKY_ORDER = "A-1002"

@@ -7,13 +7,15 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from ..attributes import filter_value
+from ..durations import ago, duration, took
 from ..errors import ConfigurationError, FailureInfo, RunNotFoundError
 from ..store import inspect as store_inspect
 from ..store import search as store_search
 from ..store.rows import RunFilter
-from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
 from ..trees import group_children, tree_doc
-from .output import STATUS_STYLE, Out, ago, clip, duration, error_line, event_detail, render_tree, took
+from .common import OK, STATUSES, USAGE, CliError, connection, run_id, seconds
+from .output import STATUS_STYLE, Out, clip, error_line, event_detail, render_tree
 
 
 def _attr_filter(items: list[str]) -> dict[str, Any] | None:
@@ -26,13 +28,7 @@ def _attr_filter(items: list[str]) -> dict[str, Any] | None:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise CliError(USAGE, f"--attr {item!r} is not KEY=VALUE; e.g. --attr customer=c1")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        if isinstance(value, (dict, type(None))):
-            value = text
-        out[key.strip()] = value
+        out[key.strip()] = filter_value(text)
     return out
 
 

@@ -13,6 +13,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
+from ..durations import ago, duration, took
+from ..failures import root_line
+
 _STYLES = {
     "bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
     "magenta": "35", "cyan": "36",
@@ -185,50 +188,9 @@ def unique_prefix_len(ids: list[str], least: int = 8) -> int:
 # --- human formats ----------------------------------------------------------------------
 
 
-def duration(seconds: float | None) -> str:
-    """850ms, 1.2s, 3m04s, 2h05m, 3d04h."""
-    if seconds is None:
-        return "-"
-    s = max(0.0, float(seconds))
-    if s < 1:
-        return f"{s * 1000:.0f}ms"
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
-
-
-def ago(ts: datetime | None, now: datetime) -> str:
-    if ts is None:
-        return "-"
-    delta = (now - ts).total_seconds()
-    return f"in {duration(-delta)}" if delta < 0 else f"{duration(delta)} ago"
-
-
-def took(row: dict[str, Any], now: datetime) -> str:
-    """How long a run ran (so far, if it is not finished)."""
-    start = row.get("started_at") or row.get("created_at")
-    if start is None:
-        return "-"
-    end = row.get("finished_at")
-    secs = ((end or now) - start).total_seconds()
-    return duration(secs) if end else duration(secs) + "…"
-
-
 def error_line(error: Any) -> str:
-    """``Type: message`` of an error document's root cause (the innermost link of its
-    cause chain, e.g. ``Declined: card refused``), else of the document itself."""
-    if not isinstance(error, dict):
-        return compact(error)
-    root = error.get("root")
-    if isinstance(root, dict) and root.get("type"):
-        error = root
-    kind = error.get("type") or "Error"
-    msg = error.get("message") or error.get("reason") or ""
-    return f"{kind}: {msg}" if msg else kind
+    """``Type: message`` of an error document's root cause, else the value as JSON."""
+    return root_line(error) if isinstance(error, dict) else compact(error)
 
 
 def event_detail(kind: str, data: Any, width: int = 70) -> str:

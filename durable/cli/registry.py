@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timezone
 
+from ..durations import ago, duration
 from ..store import registry as store_registry
 from .common import OK, connection
-from .output import Out, ago, duration
+from .output import Out
 
 
 def _short(text: str, width: int) -> str:

@@ -9,11 +9,12 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
+from ..durations import duration
 from ..errors import ScheduleNotFoundError
 from ..ticks import OVERLAP_POLICIES
 from ..store.rows import Schedule
 from .common import NOT_FOUND, USAGE, CliError, engine, import_modules, parse_json, seconds
-from .output import Out, duration
+from .output import Out
 
 ACTIONS = ("list", "describe", "create", "pause", "resume", "trigger", "delete", "backfill")
 

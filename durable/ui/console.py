@@ -13,9 +13,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from ..durations import ago, took
 from ..engine import Engine
 from .auth import Guard
-from .format import FILTERS, ago, took
+from .format import FILTERS
 
 HERE = Path(__file__).parent
 STATUS_ORDER = ("pending", "running", "suspended", "completed", "failed", "cancelled", "continued")

@@ -4,7 +4,6 @@ form it accepts; the page answers 400 and reads nothing)."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
+from ..attributes import filter_value
 from ..durations import FORMS, parse_duration
 from ..errors import ConfigurationError
 from ..store.search import STATUSES, decode_cursor
@@ -138,13 +138,7 @@ def attribute_filter(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise BadFilter("attr", item, "KEY=VALUE, e.g. attr=customer=c1 (the value as JSON when it parses: "
                                           "attr=amount=12.5)")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        if isinstance(value, (dict, type(None))):
-            value = text
-        out[key.strip()] = value
+        out[key.strip()] = filter_value(text)
     return out
 
 

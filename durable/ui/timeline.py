@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..failures import root_line
+
 GROUP_OVER = 20  # children started one after another shown one by one up to this many (as in the tree)
 _FAILED = ("step_failed", "child_failed", "child_cancelled", "cancel_observed", "signal_timeout")
 
@@ -42,15 +44,10 @@ def compact(value: Any, width: int = 120) -> str:
 
 
 def error_line(error: Any) -> str:
-    """``Type: message`` of an error document's root cause, else of the document."""
+    """``Type: message`` of an error document's root cause, else the value as JSON."""
     if not isinstance(error, dict):
         return "" if error is None else compact(error)
-    root = error.get("root")
-    if isinstance(root, dict) and root.get("type"):
-        error = root
-    kind = error.get("type") or "Error"
-    msg = error.get("message") or error.get("reason") or ""
-    return f"{kind}: {msg}" if msg else str(kind)
+    return root_line(error)
 
 
 def superseded_ranges(events: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +84,7 @@ class Engine:
         self._metrics_servers: list[MetricsServer] = []   # servers started by start_metrics_server()
         self._queue_collector: QueueCollector | None = None
         self._recent_definitions = catalog.Recent()  # workflows started by name (issue 14)
+        self._served_checked: dict[tuple[str, str, int], float] = {}  # (queue, workflow, version) -> when
         # --- observability (issue 14): OpenTelemetry needs its extra; refused here, before anything is opened
         if s.otel_tracing and not tracing.AVAILABLE:
             raise ConfigurationError(
@@ -574,6 +577,12 @@ class Engine:
         return await run_typed(pool, count, what="counting live workers")
 
     async def _warn_if_unserved(self, wf: WorkflowDef[Any, Any], queue: str) -> None:
+        """At most one look per (queue, workflow, version) every 30 s (the workers' list
+        changes at the pace of their heartbeats), not one per run."""
+        what, now = (queue, wf.name, wf.version), time.monotonic()
+        if now - self._served_checked.get(what, -math.inf) < 30.0:
+            return
+        self._served_checked[what] = now
         if await self.workers_serving(queue, wf.name, wf.version) == 0:
             log.warning("no live worker serves queue %r for workflow %r version %d: the run waits until one "
                         "starts (durable workers lists the processes; start a dispatcher with --queues %s that "

@@ -274,3 +274,33 @@ async def test_shutdown_journals_a_buffered_step_outcome_before_giving_the_lease
     async with durable.Engine(db.dsn, schema=db.schema) as e2:
         assert await e2.get_handle(h.run_id).result(timeout=20) == 2
     assert _shutdown_calls["s"] == 1  # not run again after the hand-over
+
+
+async def test_a_run_stops_at_its_durable_point_while_the_engine_stops_its_loops(db):
+    """close() stops its background loops (a claim in flight can take a while, on Citus
+    always) before it waits for the executions: a run reaching a durable point meanwhile
+    must already stop there, not go on to its next step."""
+    _shutdown_gate["slow"] = asyncio.Event()
+    e1 = durable.Engine(db.dsn, schema=db.schema)
+    await e1.open()
+    assert e1.claimer is not None
+    claimer_stop = e1.claimer.stop
+    stopping_loops = asyncio.Event()
+
+    async def slow_stop() -> None:  # the claimer's stop waits for a claim statement in flight
+        stopping_loops.set()
+        await asyncio.sleep(1.0)
+        await claimer_stop()
+
+    e1.claimer.stop = slow_stop  # type: ignore[method-assign]
+    h = await e1.start(shutdown_flow, "slow")
+    await eventually(lambda: _shutdown_calls["slow"] == 1, what="the first step to run")
+    closing = asyncio.create_task(e1.close(grace=10))
+    await stopping_loops.wait()
+    _shutdown_gate["slow"].set()  # the durable point comes while the loops are still stopping
+    await closing
+    conn = await db.conn()
+    assert [e[2] for e in await events(conn, h.run_id)] == ["step_completed"]
+    assert _shutdown_calls["slow-second"] == 0
+    async with durable.Engine(db.dsn, schema=db.schema) as e2:
+        assert await e2.get_handle(h.run_id).result(timeout=20) == 2
